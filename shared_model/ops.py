@@ -1,0 +1,174 @@
+"""Candidate operations shared by the supernet and the child networks.
+
+The op definitions follow the DARTS code (Liu et al. 2019, Sec. 3.1 and the
+released ``cnn/operations.py``) because ENAS's micro ops are the same modules
+(Pham et al. 2018, Sec. 2.3: "separable convolutions ... applied twice").
+Every op maps ``C`` channels to ``C`` channels; with ``stride=2`` it halves the
+spatial size.
+
+Ops are looked up by name in :data:`OPS`, a registry that third-party code can
+extend with :func:`register_op`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+from torch import nn
+
+OpFactory = Callable[[int, int, bool], nn.Module]
+
+#: name -> factory(C, stride, affine) -> module. Extend with :func:`register_op`.
+OPS: Dict[str, OpFactory] = {}
+
+#: The ENAS micro op set in the official index order (REFERENCE Sec. 1).
+ENAS_MICRO_OPS = ("sep_conv_3x3", "sep_conv_5x5", "avg_pool_3x3", "max_pool_3x3", "skip_connect")
+
+#: The DARTS search op set; the order matters for tie-breaking in derive.
+DARTS_OPS = (
+    "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
+)
+
+#: Parameter-free ops: DARTS search wraps pools in BN, drop path skips identity.
+POOL_OPS = ("avg_pool_3x3", "max_pool_3x3")
+
+
+def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
+    """Decorator that registers ``factory(C, stride, affine)`` under ``name``."""
+
+    def wrap(factory: OpFactory) -> OpFactory:
+        if name in OPS:
+            raise ValueError(f"op {name!r} is already registered")
+        OPS[name] = factory
+        return factory
+
+    return wrap
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> conv -> BN, the DARTS preprocessing block."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
+                 affine: bool = True, track_running_stats: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN (DARTS ``DilConv``)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
+                 dilation: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
+                      groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked dilation-1 :class:`DilConv` blocks; only the first may stride.
+
+    ENAS Sec. 2.3 and DARTS ``SepConv``: the separable conv is applied twice.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
+                 affine: bool = True):
+        super().__init__(
+            DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
+            DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
+        )
+
+
+class Identity(nn.Module):
+    """Skip connection at stride 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Zero(nn.Module):
+    """The DARTS ``none`` op: a zero tensor of the output shape."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the spatial size with two offset stride-2 1x1 convs, concatenated.
+
+    The second conv sees the input shifted by one pixel so that together the two
+    halves cover every input position (DARTS ``FactorizedReduce``).
+    """
+
+    def __init__(self, c_in: int, c_out: int, affine: bool = True):
+        super().__init__()
+        if c_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        a = self.conv_1(x)  # (B, C/2, ceil(H/2), ceil(W/2))
+        # Pad odd sizes so the shifted branch yields the same spatial shape.
+        shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        b = self.conv_2(shifted)
+        return self.bn(torch.cat([a, b], dim=1))
+
+
+class Conv7x1x1x7(nn.Sequential):
+    """ReLU -> 1x7 conv -> 7x1 conv -> BN (AmoebaNet's ``conv_7x1_1x7``)."""
+
+    def __init__(self, c: int, stride: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c, c, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+            nn.Conv2d(c, c, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.BatchNorm2d(c, affine=affine),
+        )
+
+
+def _sep(kernel: int) -> OpFactory:
+    return lambda c, stride, affine: SepConv(c, c, kernel, stride, kernel // 2, affine)
+
+
+def _dil(kernel: int) -> OpFactory:
+    return lambda c, stride, affine: DilConv(c, c, kernel, stride, kernel - 1, 2, affine)
+
+
+register_op("none")(lambda c, stride, affine: Zero(stride))
+register_op("avg_pool_3x3")(
+    lambda c, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
+register_op("max_pool_3x3")(lambda c, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1))
+register_op("skip_connect")(
+    lambda c, stride, affine: Identity() if stride == 1 else FactorizedReduce(c, c, affine))
+register_op("sep_conv_3x3")(_sep(3))
+register_op("sep_conv_5x5")(_sep(5))
+register_op("sep_conv_7x7")(_sep(7))
+register_op("dil_conv_3x3")(_dil(3))
+register_op("dil_conv_5x5")(_dil(5))
+register_op("conv_7x1_1x7")(lambda c, stride, affine: Conv7x1x1x7(c, stride, affine))
+
+
+def make_op(name: str, channels: int, stride: int, affine: bool = True) -> nn.Module:
+    """Build the op ``name`` for ``channels`` channels at ``stride``."""
+    try:
+        factory = OPS[name]
+    except KeyError:
+        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}") from None
+    return factory(channels, stride, affine)
