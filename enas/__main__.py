@@ -1,0 +1,3 @@
+from enas.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""``enas search`` and ``enas derive``."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import click
+
+from enas.configlib import load_saved_config, parse_set_option, read_config_file, save_config
+from enas.errors import UserError
+from enas.rundir import attach_log_file, prepare_run_dir
+from enas.runtime import configure_threads, describe_device, resolve_device, set_determinism
+from enas.search_config import PRESETS, STRATEGIES, SearchConfig, build_search_config, validate_search_config
+
+logger = logging.getLogger(__name__)
+
+HONESTY = ("Search-time accuracy uses shared weights and is far below the accuracy of the retrained "
+           "network; it ranks candidates, it is not a result. Retrain with `enas train {run}`.")
+
+
+def progress_factory():
+    """tqdm bars on a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return lambda **kw: tqdm(leave=False, dynamic_ncols=True, **kw)
+
+
+def _load_run(run_dir: Path) -> Tuple[SearchConfig, Dict[str, Any]]:
+    from enas.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", kind="search")
+    cfg = load_saved_config(SearchConfig, state["config"])
+    validate_search_config(cfg)
+    return cfg, state
+
+
+def _start(cfg: SearchConfig, run_dir: Path, resume: bool, stop_after: Optional[int] = None) -> Path:
+    from enas.search.build import build_search
+    from enas.search.driver import SearchDriver
+
+    configure_threads(cfg.run.threads)
+    set_determinism(cfg.run.seed, cfg.run.deterministic)
+    device = resolve_device(cfg.run.device)
+    attach_log_file(run_dir)
+    logger.info("search: strategy %s, space %s, dataset %s, device %s, run folder %s",
+                cfg.strategy, cfg.model.space, cfg.data.dataset, describe_device(device), run_dir)
+    setup = build_search(cfg, device)
+    if not resume:
+        save_config(cfg, run_dir / "config.json")
+    driver = SearchDriver(cfg, setup, run_dir, progress=progress_factory(), stop_after=stop_after)
+    return driver.run(resume=resume)
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.option("--preset", type=click.Choice(PRESETS), default=None,
+                  help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data.")
+    @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+                  help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform.")
+    @click.option("--space", type=click.Choice(["micro", "darts"]), default=None,
+                  help="Search space (default: micro for enas/random, darts for darts).")
+    @click.option("--order", type=click.Choice(["1", "2"]), default=None, help="DARTS order (1 or 2).")
+    @click.option("--dataset", default=None, help="cifar10 (default), cifar100, fashion_mnist, imagefolder, digits.")
+    @click.option("--data-dir", default=None, help="Folder holding the dataset (no download).")
+    @click.option("--epochs", type=int, default=None, help="Search epochs (paper: 150 ENAS, 50 DARTS).")
+    @click.option("--batch-size", type=int, default=None, help="Child minibatch size.")
+    @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+    @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+    @click.option("--deterministic", is_flag=True, default=None, help="Deterministic kernels (exact resume on CPU).")
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                  help="JSON or TOML file with config sections (see README).")
+    @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                  help="Override any config key, e.g. --set controller.lr=0.001 (repeatable).")
+    @click.option("--out", type=click.Path(file_okay=False), default=None,
+                  help="Run folder (default runs/search-STRATEGY-TIME).")
+    @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+                  help="Continue the run in this folder from its last checkpoint.")
+    @click.option("--force", is_flag=True, help="Replace the run already in --out.")
+    def search(preset, strategy, space, order, dataset, data_dir, epochs, batch_size, seed, device,
+               deterministic, config_file, sets, out, resume_dir, force):
+        """Search an architecture; writes RUN/genotype.json (see README "Run folder")."""
+        if resume_dir:
+            changed = [n for n, v in [("--preset", preset), ("--strategy", strategy), ("--space", space),
+                                      ("--order", order), ("--dataset", dataset), ("--data-dir", data_dir),
+                                      ("--epochs", epochs), ("--batch-size", batch_size), ("--seed", seed),
+                                      ("--config", config_file), ("--out", out), ("--force", force or None),
+                                      ("--set", sets or None), ("--deterministic", deterministic)]
+                       if v is not None]
+            if changed:
+                raise UserError(f"{', '.join(changed)} cannot be changed when resuming; "
+                                "the run's saved config is used")
+            run_dir = prepare_run_dir(Path(resume_dir), resume=True, force=False)
+            cfg, _ = _load_run(run_dir)
+            if device:
+                cfg.run.device = device
+            genotype_path = _start(cfg, run_dir, resume=True)
+        else:
+            flags: Dict[str, Any] = {
+                "strategy": strategy, "preset": preset, "model.space": space,
+                "darts.order": int(order) if order else None, "data.dataset": dataset,
+                "data.data_dir": data_dir, "epochs": epochs, "data.batch_size": batch_size,
+                "run.seed": seed, "run.device": device, "run.deterministic": deterministic,
+            }
+            for item in sets:
+                key, value = parse_set_option(item)
+                flags[key] = value
+            file_data = read_config_file(config_file) if config_file else None
+            cfg = build_search_config("enas", "paper", file_data, flags)
+            run_dir = Path(out or f"runs/search-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_dir = prepare_run_dir(run_dir, resume=False, force=force)
+            genotype_path = _start(cfg, run_dir, resume=False)
+        details = json.loads((run_dir / "derive.json").read_text())
+        click.echo(f"derived genotype: {genotype_path}")
+        click.echo(f"candidate scores: {run_dir / 'derive.json'} (best search-time valid acc "
+                   f"{details.get('best_valid_acc', float('nan')):.4f})")
+        click.echo(HONESTY.format(run=run_dir))
+
+    @cli.command()
+    @click.argument("run_dir", type=click.Path(file_okay=False))
+    @click.option("--samples", type=int, default=None, help="Architectures to score (default: the run's derive.samples).")
+    @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+    def derive(run_dir, samples, device):
+        """Derive the final genotype of a search run from its last checkpoint.
+
+        ENAS: the greedy architecture plus N samples from the trained controller;
+        random: N uniform samples; both scored on one validation minibatch with the
+        shared weights. DARTS: the top-2 non-`none` edges per node. Writes
+        RUN_DIR/genotype.json and RUN_DIR/derive.json.
+        """
+        from enas.search.build import build_search
+        from enas.search.driver import SearchDriver
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise UserError(f"{run_dir} is not a search run folder (no checkpoints/last.pt)")
+        cfg, _ = _load_run(run_dir)
+        if samples is not None:
+            if samples < 1:
+                raise UserError("--samples must be >= 1")
+            cfg.derive.samples = samples
+        if device:
+            cfg.run.device = device
+        set_determinism(cfg.run.seed, cfg.run.deterministic)
+        dev = resolve_device(cfg.run.device)
+        attach_log_file(run_dir)
+        setup = build_search(cfg, dev)
+        driver = SearchDriver(cfg, setup, run_dir, progress=progress_factory())
+        path = driver.derive_only()
+        details = json.loads((run_dir / "derive.json").read_text())
+        click.echo(f"derived genotype: {path} (best search-time valid acc "
+                   f"{details.get('best_valid_acc', float('nan')):.4f})")
+        click.echo(HONESTY.format(run=run_dir))

@@ -1,0 +1,73 @@
+"""Device, precision, memory format, threads and determinism for a run."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import ContextManager, Optional
+
+import torch
+
+from enas.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; an unavailable CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UserError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def autocast(device: torch.device, amp: str) -> ContextManager:
+    """bf16 autocast on CUDA (``auto``/``bf16``); a no-op elsewhere or with ``off``."""
+    if amp == "off" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def use_channels_last(device: torch.device, setting: str) -> bool:
+    """Whether to store activations channels-last.
+
+    ``auto`` turns it on for CPU (depthwise 5x5 convs run 1.5-3x faster in
+    that layout here, see docs/performance.md) and on CUDA with bf16.
+    """
+    if setting == "on":
+        return True
+    if setting == "off":
+        return False
+    return True
+
+
+def configure_threads(threads: Optional[int]) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    """Seed the global RNG; with ``deterministic`` also force deterministic kernels."""
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"

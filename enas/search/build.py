@@ -1,0 +1,111 @@
+"""Composition root of a search: turns a resolved config into components.
+
+This is the one place that reads :class:`~enas.search_config.SearchConfig`;
+every component below it receives explicit arguments.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Dict
+
+import torch
+
+from controller import Controller, Reinforce, UniformPolicy
+from enas.augment import DeviceLoader
+from enas.data import ImageData, load_dataset, search_split
+from enas.errors import UserError
+from enas.runtime import use_channels_last
+from enas.search.base import Strategy
+from enas.search.sampling import SamplingStrategy
+from enas.search.trainer import ChildTrainer
+from enas.search_config import SearchConfig
+from shared_model.spaces import SearchSpace, enas_op_bias, make_space
+from shared_model.supernet import Supernet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchSetup:
+    space: SearchSpace
+    model: Supernet
+    strategy: Strategy
+    trainer: ChildTrainer
+    generators: Dict[str, torch.Generator]
+    num_classes: int
+
+
+def build_space(cfg: SearchConfig) -> SearchSpace:
+    try:
+        return make_space(cfg.model.space, cfg.model.num_nodes, cfg.model.ops)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
+    """Training images split into the search train / validation parts."""
+    data = load_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.image_size)
+    if cfg.strategy == "darts":
+        # DARTS: the first ``train_portion`` of the training set trains weights, the rest alphas.
+        return search_split(data, "custom", 1.0 - cfg.darts.train_portion)
+    return search_split(data, cfg.data.dataset, cfg.data.valid_fraction)
+
+
+def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
+    """Build data loaders, supernet, optimizer, policy and strategy."""
+    space = build_space(cfg)
+    train_data, valid_data = load_search_data(cfg)
+    _, channels, height, width = train_data.images.shape
+    if height != width:
+        raise UserError(f"images must be square, got {height}x{width}; set data.image_size")
+    if height < 4:
+        raise UserError(f"{height} px images are too small for the two reduction cells (need >= 4 px)")
+    if len(train_data.labels) < cfg.data.batch_size:
+        raise UserError(f"data.batch_size {cfg.data.batch_size} is larger than the "
+                        f"{len(train_data.labels)} search training images")
+    num_classes = len(train_data.classes)
+    generators = {"sample": torch.Generator().manual_seed(cfg.run.seed),
+                  "augment": torch.Generator().manual_seed(cfg.run.seed + 1),
+                  "valid": torch.Generator().manual_seed(cfg.run.seed + 2)}
+    channels_last = use_channels_last(device, cfg.run.channels_last)
+    eval_bs = cfg.data.eval_batch_size or cfg.data.batch_size
+    train_loader = DeviceLoader(train_data, cfg.data.batch_size, device, train=True, pad=cfg.data.pad,
+                                flip=cfg.data.flip, cutout=cfg.data.cutout, generator=generators["augment"],
+                                channels_last=channels_last, seed=cfg.run.seed)
+    valid_loader = DeviceLoader(valid_data, min(eval_bs, len(valid_data.labels)), device, train=False,
+                                generator=generators["valid"], channels_last=channels_last,
+                                seed=cfg.run.seed + 1)
+    model = Supernet(space.ops, space.num_nodes, cfg.model.channels, cfg.model.layers, num_classes,
+                     in_channels=channels, image_size=height, stem_multiplier=cfg.model.stem_multiplier,
+                     auxiliary=cfg.model.auxiliary, dropout=cfg.model.dropout).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr_max, momentum=cfg.optim.momentum,
+                                nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0,
+                                weight_decay=cfg.optim.weight_decay)
+    trainer = ChildTrainer(model, optimizer, device, aux_weight=cfg.model.aux_weight,
+                           grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
+                           max_nonfinite=cfg.run.max_nonfinite)
+    strategy: Strategy
+    if cfg.strategy == "enas":
+        c = cfg.controller
+        bias, prior = enas_op_bias(space.sample_ops) if c.official_op_bias else (None, None)
+        controller = Controller(space.decisions, len(space.sample_ops), hidden=c.hidden,
+                                tanh_constant=c.tanh_constant, op_tanh_reduce=c.op_tanh_reduce,
+                                temperature=c.temperature, op_bias_init=bias, normal_op_prior=prior)
+        reinforce = Reinforce(controller, lr=c.lr, betas=(c.beta1, 0.999), eps=c.eps,
+                              baseline_decay=c.baseline_decay, entropy_weight=c.entropy_weight,
+                              samples_per_update=c.samples_per_update)
+        strategy = SamplingStrategy(space, controller, trainer, train_loader, valid_loader,
+                                    generators["sample"], reinforce, c.updates_per_epoch)
+    elif cfg.strategy == "random":
+        strategy = SamplingStrategy(space, UniformPolicy(space.decisions), trainer, train_loader,
+                                    valid_loader, generators["sample"],
+                                    eval_samples=cfg.controller.samples_per_update)
+    else:
+        from enas.search.darts import build_darts_strategy
+
+        strategy = build_darts_strategy(cfg, space, model, trainer, train_loader, valid_loader, device,
+                                        generators)
+    return SearchSetup(space, model, strategy, trainer, generators, num_classes)

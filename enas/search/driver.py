@@ -1,0 +1,237 @@
+"""The search driver: epochs of phases, logging, checkpoints, resume, derive.
+
+The position of a run is ``(epoch, phase, unit)`` plus the global training
+step. A checkpoint can be taken between any two units; it holds every piece
+of state (weights, controller, optimizers, baseline, RNG generators, the
+position and the length of ``metrics.jsonl``), so ``--resume`` continues
+exactly where the last checkpoint was taken.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+from enas.checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from enas.configlib import to_dict
+from enas.runlog import RunLog
+from enas.schedules import epoch_lr
+from enas.search.build import SearchSetup
+from enas.search.base import Phase
+from enas.search_config import SearchConfig
+
+logger = logging.getLogger(__name__)
+
+DERIVE = "derive"
+DONE = "done"
+
+
+@dataclass
+class Position:
+    epoch: int = 0
+    phase: int = 0  # index into the epoch's phases; unused in derive/done
+    unit: int = 0
+    step: int = 0  # global training step
+    stage: str = "search"  # search | derive | done
+
+
+class SearchDriver:
+    """Runs a configured search in a run folder.
+
+    Args:
+        cfg: the resolved config (saved in checkpoints).
+        setup: components from :func:`enas.search.build.build_search`.
+        run_dir: the run folder.
+        progress: factory ``progress(total, desc)`` returning a tqdm-like bar, or None.
+        stop_after: testing hook: stop (as if killed) after this many units.
+    """
+
+    def __init__(self, cfg: SearchConfig, setup: SearchSetup, run_dir: Path,
+                 progress: Optional[Callable[..., Any]] = None, stop_after: Optional[int] = None):
+        self.cfg, self.setup, self.run_dir = cfg, setup, Path(run_dir)
+        self.strategy = setup.strategy
+        self.pos = Position()
+        self.progress = progress
+        self.stop_after = stop_after
+        self.units_done = 0
+        self.last_ckpt_time = time.monotonic()
+        self.last_ckpt_step = 0
+        self.best_score = -float("inf")
+        self.epoch_sums: Dict[str, Dict[str, float]] = {}
+        self.log: Optional[RunLog] = None
+        self.save_checkpoints = True
+
+    # -- checkpoints -----------------------------------------------------------
+    def _payload(self) -> Dict[str, Any]:
+        return {
+            "config": to_dict(self.cfg),
+            "model": self.setup.model.state_dict(),
+            "optimizer": self.setup.trainer.optimizer.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "rng": rng_state(self.setup.generators),
+            "position": dict(self.pos.__dict__),
+            "metrics_offset": self.log.offset() if self.log else 0,
+            "best_score": self.best_score,
+            "epoch_sums": self.epoch_sums,
+        }
+
+    def checkpoint(self, best: bool = False) -> None:
+        if not self.save_checkpoints:
+            return
+        ckpt_dir = self.run_dir / "checkpoints"
+        payload = self._payload()
+        save_checkpoint(ckpt_dir / "last.pt", "search", payload)
+        if best:
+            save_checkpoint(ckpt_dir / "best.pt", "search", payload)
+        self.last_ckpt_time = time.monotonic()
+        self.last_ckpt_step = self.pos.step
+
+    def restore(self) -> int:
+        """Load ``checkpoints/last.pt``; returns the metrics offset to truncate to."""
+        state = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", kind="search")
+        self.setup.model.load_state_dict(state["model"])
+        self.setup.trainer.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
+        set_rng_state(state["rng"], self.setup.generators)
+        self.pos = Position(**state["position"])
+        self.best_score = float(state["best_score"])
+        self.epoch_sums = {k: dict(v) for k, v in state["epoch_sums"].items()}
+        self.last_ckpt_step = self.pos.step
+        logger.info("resumed at epoch %d, %s phase %d unit %d, step %d",
+                    self.pos.epoch + 1, self.pos.stage, self.pos.phase, self.pos.unit, self.pos.step)
+        return int(state["metrics_offset"])
+
+    def _maybe_checkpoint(self) -> None:
+        run = self.cfg.run
+        if (self.pos.step - self.last_ckpt_step >= run.checkpoint_every_steps
+                or time.monotonic() - self.last_ckpt_time >= 60 * run.checkpoint_every_minutes):
+            self.checkpoint()
+
+    def _tick(self) -> None:
+        self.units_done += 1
+        if self.stop_after is not None and self.units_done >= self.stop_after:
+            raise KeyboardInterrupt("stop_after reached")
+
+    # -- main loop -------------------------------------------------------------
+    def run(self, resume: bool = False, tensorboard: bool = True) -> Path:
+        offset = self.restore() if resume else None
+        self.log = RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step if resume else None,
+                          tensorboard=tensorboard)
+        try:
+            if not resume:
+                self.checkpoint()
+            while self.pos.stage == "search" and self.pos.epoch < self.cfg.epochs:
+                self._run_epoch()
+            if self.pos.stage == "search":
+                self.pos = Position(self.cfg.epochs, 0, 0, self.pos.step, DERIVE)
+                self.checkpoint()
+            if self.pos.stage == DERIVE:
+                self._run_derive()
+        finally:
+            self.log.close()
+        return self.run_dir / "genotype.json"
+
+    def derive_only(self) -> Path:
+        """Re-run derive from the last checkpoint without changing it (``enas derive``)."""
+        self.restore()
+        self.save_checkpoints = False
+        self.pos = Position(self.cfg.epochs, 0, 0, self.pos.step, DERIVE)
+        size = (self.run_dir / "metrics.jsonl").stat().st_size if (self.run_dir / "metrics.jsonl").exists() else 0
+        self.log = RunLog(self.run_dir, resume_offset=size)
+        try:
+            self._run_derive()
+        finally:
+            self.log.close()
+        return self.run_dir / "genotype.json"
+
+    def _run_phase(self, phase: Phase, epoch: int, on_unit: Callable[[Dict[str, Any]], None]) -> None:
+        bar = self.progress(total=phase.length, initial=self.pos.unit,
+                            desc=f"epoch {epoch + 1}/{self.cfg.epochs} {phase.name}") if self.progress else None
+        try:
+            for metrics in phase.run(self.pos.unit):
+                self.pos.unit += 1
+                if phase.steps:
+                    self.pos.step += 1
+                on_unit(metrics)
+                if bar is not None:
+                    bar.update(1)
+                    if "loss" in metrics:
+                        bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics.get('acc', 0):.3f}")
+                self._tick()
+                self._maybe_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _run_epoch(self) -> None:
+        epoch = self.pos.epoch
+        o = self.cfg.optim
+        lr = epoch_lr(o.schedule, epoch, self.cfg.epochs, o.lr_max, o.lr_min, o.sgdr_t0, o.sgdr_tmul)
+        self.setup.trainer.set_lr(lr)
+        if self.pos.phase == 0 and self.pos.unit == 0:
+            self.strategy.begin_epoch(epoch)
+            self.epoch_sums = {}
+        phases = self.strategy.phases(epoch)
+        sums = self.epoch_sums
+        while self.pos.phase < len(phases):
+            phase = phases[self.pos.phase]
+            prefix = "shared" if phase.name == "train" else phase.name
+            acc = sums.setdefault(phase.name, {})
+
+            def on_unit(metrics: Dict[str, Any], phase=phase, prefix=prefix, acc=acc) -> None:
+                row = dict(metrics, lr=lr) if phase.steps else dict(metrics)
+                for k, v in metrics.items():
+                    acc[k] = acc.get(k, 0.0) + float(v)
+                acc["_n"] = acc.get("_n", 0) + 1
+                if not phase.steps or self.pos.step % self.cfg.run.log_every == 0 or \
+                        self.pos.unit == phase.length:
+                    self.log.record(self.pos.step, epoch + 1, phase.name, row, tb_prefix=prefix)
+
+            self._run_phase(phase, epoch, on_unit)
+            self.pos.phase += 1
+            self.pos.unit = 0
+        self._end_epoch(epoch, sums)
+
+    def _end_epoch(self, epoch: int, sums: Dict[str, Dict[str, float]]) -> None:
+        summary: Dict[str, Any] = {}
+        for name, acc in sums.items():
+            n = acc.get("_n", 0) or 1
+            summary.update({f"{name}_{k}_mean": v / n for k, v in acc.items() if k != "_n"})
+        genotype, extra = self.strategy.epoch_result()
+        summary.update(extra)
+        score = float(extra.get("best_reward", summary.get("train_acc_mean", 0.0)))
+        if genotype is not None:
+            atomic_write_text(self.run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json",
+                              genotype.to_json(indent=1) + "\n")
+            self.log.text("search/best_genotype", f"```\n{genotype.to_json(indent=1)}\n```", self.pos.step)
+            summary["genotype"] = genotype.to_dict()
+        self.log.record(self.pos.step, epoch + 1, "epoch", summary)
+        logger.info("epoch %d/%d done: %s", epoch + 1, self.cfg.epochs,
+                    ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float)))
+        self.pos = Position(epoch + 1, 0, 0, self.pos.step, "search")
+        self.epoch_sums = {}
+        best = score > self.best_score
+        self.best_score = max(self.best_score, score)
+        self.checkpoint(best=best)
+
+    def _run_derive(self) -> None:
+        phase = self.strategy.derive_phase(self.cfg.derive.samples)
+
+        def on_unit(metrics: Dict[str, Any]) -> None:
+            self.log.record(self.pos.step, self.cfg.epochs, "derive", metrics)
+
+        self._run_phase(phase, self.cfg.epochs - 1, on_unit)
+        genotype, details = self.strategy.derive_result()
+        atomic_write_text(self.run_dir / "derive.json", json.dumps(details, indent=1) + "\n")
+        atomic_write_text(self.run_dir / "genotype.json", genotype.to_json(indent=1) + "\n")
+        values = {k: v for k, v in details.items() if isinstance(v, (int, float))}
+        self.log.record(self.pos.step, self.cfg.epochs, "derived", dict(values, genotype=genotype.to_dict()),
+                        tb_prefix="derive")
+        self.log.text("derive/genotype", f"```\n{genotype.to_json(indent=1)}\n```", self.pos.step)
+        self.pos = Position(self.cfg.epochs, 0, 0, self.pos.step, DONE)
+        self.checkpoint()

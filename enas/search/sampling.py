@@ -1,0 +1,150 @@
+"""ENAS and random search: one sampled architecture per child minibatch.
+
+ENAS (Pham et al. 2018, Sec. 2.2-2.4): a fresh architecture is sampled from
+the controller for every minibatch of shared-weight training; after the child
+epoch the controller takes ``updates_per_epoch`` REINFORCE updates whose
+rewards are accuracies on one validation minibatch; derive samples
+``samples`` architectures plus the greedy one and keeps the best on a
+validation minibatch.
+
+Random search with weight sharing (Li & Talwalkar 2019): the same loop with a
+uniform policy and no controller phase beyond one scoring round per epoch;
+derive scores ``samples`` uniform architectures and keeps the best.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+
+from controller import Reinforce, UniformPolicy
+from enas.search.base import Phase, Strategy
+from enas.search.trainer import ChildTrainer
+from shared_model.genotype import Genotype
+from shared_model.spaces import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+
+class SamplingStrategy(Strategy):
+    """Shared-weight search driven by a sampling policy.
+
+    Args:
+        space: the search space.
+        policy: ``Controller`` or ``UniformPolicy`` (``sample(generator, greedy)``).
+        trainer: trains and scores the supernet.
+        train_loader, valid_loader: ``DeviceLoader``s (valid: no augmentation).
+        generator: CPU generator for sampling (its state is checkpointed).
+        reinforce: the REINFORCE updater (ENAS) or None (random search).
+        updates_per_epoch: controller updates per epoch (ENAS).
+        eval_samples: architectures scored per epoch by random search.
+    """
+
+    def __init__(self, space: SearchSpace, policy, trainer: ChildTrainer, train_loader, valid_loader,
+                 generator: torch.Generator, reinforce: Optional[Reinforce] = None,
+                 updates_per_epoch: int = 30, eval_samples: int = 10):
+        self.space, self.policy, self.trainer = space, policy, trainer
+        self.train_loader, self.valid_loader = train_loader, valid_loader
+        self.generator, self.reinforce = generator, reinforce
+        self.name = "enas" if reinforce is not None else "random"
+        self.updates_per_epoch = updates_per_epoch if reinforce is not None else 1
+        self.eval_samples = eval_samples
+        self.epoch_best: Tuple[Optional[List[int]], float] = (None, -1.0)
+        self.derive_scores: List[Dict[str, Any]] = []
+        self.derive_batch_seed = 0
+
+    # -- phases ------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch_best = (None, -1.0)
+
+    def phases(self, epoch: int) -> List[Phase]:
+        return [Phase("train", len(self.train_loader), lambda start: self._train(epoch, start), steps=True),
+                Phase("controller", self.updates_per_epoch, self._controller)]
+
+    def _sample(self, greedy: bool = False) -> List[int]:
+        with torch.no_grad():
+            return list(self.policy.sample(generator=self.generator, greedy=greedy).actions)
+
+    def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
+        for x, y in self.train_loader.epoch_batches(epoch, start):
+            genotype = self.space.decode(self._sample())
+            yield self.trainer.train_step(x, y, genotype)
+
+    def _reward(self, actions: List[int]) -> float:
+        x, y = self.valid_loader.sample_batch()
+        reward = self.trainer.accuracy(x, y, self.space.decode(actions))
+        if reward > self.epoch_best[1]:
+            self.epoch_best = (list(actions), reward)
+        return reward
+
+    def _controller(self, start: int) -> Iterator[Dict[str, Any]]:
+        for _ in range(start, self.updates_per_epoch):
+            if self.reinforce is not None:
+                stats = self.reinforce.update(self._reward, generator=self.generator)
+                yield {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+            else:
+                rewards = [self._reward(self._sample()) for _ in range(self.eval_samples)]
+                yield {"reward": sum(rewards) / len(rewards), "best_reward": max(rewards)}
+
+    def epoch_result(self) -> Tuple[Optional[Genotype], Dict[str, Any]]:
+        actions, reward = self.epoch_best
+        if actions is None:
+            return None, {}
+        return self.space.decode(actions), {"best_reward": reward}
+
+    # -- derive ------------------------------------------------------------
+    def derive_phase(self, samples: int) -> Phase:
+        # Candidates: greedy (ENAS only) then ``samples`` draws, each scored on the same batch.
+        total = samples + (1 if self.reinforce is not None else 0)
+        return Phase("derive", total, lambda start: self._derive(start, total))
+
+    def _derive(self, start: int, total: int) -> Iterator[Dict[str, Any]]:
+        if start == 0:
+            self.derive_scores = []
+            self.derive_batch_seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+        batch_gen = torch.Generator().manual_seed(self.derive_batch_seed)
+        x, y = self.valid_loader.sample_batch(generator=batch_gen)
+        for i in range(start, total):
+            greedy = self.reinforce is not None and i == 0
+            actions = self._sample(greedy=greedy)
+            genotype = self.space.decode(actions)
+            acc = self.trainer.accuracy(x, y, genotype)
+            self.derive_scores.append({"source": "greedy" if greedy else "sample", "valid_acc": acc,
+                                       "genotype": genotype.to_dict()})
+            yield {"valid_acc": acc}
+
+    def derive_result(self) -> Tuple[Genotype, Dict[str, Any]]:
+        finite = [s for s in self.derive_scores if s["valid_acc"] == s["valid_acc"]]
+        if not finite:
+            raise RuntimeError("derive produced no finite score")
+        best = max(finite, key=lambda s: s["valid_acc"])  # first wins ties: greedy preferred
+        return Genotype.from_dict(best["genotype"]), {
+            "strategy": self.name, "best_valid_acc": best["valid_acc"], "best_source": best["source"],
+            "candidates": self.derive_scores}
+
+    # -- checkpoint ----------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        state: Dict[str, Any] = {
+            "trainer": self.trainer.state_dict(),
+            "epoch_best_actions": self.epoch_best[0] or [], "epoch_best_reward": self.epoch_best[1],
+            "derive_scores": self.derive_scores, "derive_batch_seed": self.derive_batch_seed,
+        }
+        if self.reinforce is not None:
+            state["controller"] = self.policy.state_dict()
+            state["reinforce"] = self.reinforce.state_dict()
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.trainer.load_state_dict(state["trainer"])
+        actions = [int(a) for a in state["epoch_best_actions"]] or None
+        self.epoch_best = (actions, float(state["epoch_best_reward"]))
+        self.derive_scores = list(state["derive_scores"])
+        self.derive_batch_seed = int(state["derive_batch_seed"])
+        if self.reinforce is not None:
+            self.policy.load_state_dict(state["controller"])
+            self.reinforce.load_state_dict(state["reinforce"])
+
+
+def uniform_policy(space: SearchSpace) -> UniformPolicy:
+    return UniformPolicy(space.decisions)

@@ -1,0 +1,115 @@
+"""One shared-weight training step and one reward evaluation (ENAS Sec. 2.2).
+
+Used by every strategy that trains the supernet on a given architecture
+(ENAS, random search, and the DARTS weight step). Non-finite losses or
+gradients skip the optimizer step and are counted; after ``max_nonfinite``
+in a row the run stops with a message naming the likely causes.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from enas.errors import UserError
+from enas.runtime import autocast
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteError(UserError):
+    """Too many consecutive non-finite steps."""
+
+
+class ChildTrainer:
+    """Trains supernet weights with SGD on sampled or mixed architectures.
+
+    Args:
+        model: the supernet, ``model(x, arch) -> (logits, aux)``.
+        optimizer: optimizer over the supernet weights.
+        device: training device.
+        aux_weight: weight of the auxiliary loss (when the model returns one).
+        grad_clip: max global gradient norm, or None.
+        amp: ``auto``/``bf16``/``off`` (bf16 autocast only on CUDA).
+        max_nonfinite: consecutive skipped steps before stopping.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                 aux_weight: float = 0.4, grad_clip: Optional[float] = 5.0, amp: str = "auto",
+                 max_nonfinite: int = 20):
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.aux_weight, self.grad_clip, self.amp = aux_weight, grad_clip, amp
+        self.max_nonfinite = max_nonfinite
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, arch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training loss (with auxiliary term) and logits for ``arch``."""
+        with autocast(self.device, self.amp):
+            logits, aux = self.model(x, arch)  # (B, classes)
+            loss = F.cross_entropy(logits.float(), y)
+            if aux is not None and self.aux_weight > 0:
+                loss = loss + self.aux_weight * F.cross_entropy(aux.float(), y)
+        return loss, logits
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, arch) -> Dict[str, float]:
+        """One SGD step on ``arch``; returns loss, accuracy and whether it was skipped."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.loss(x, y, arch)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.grad_clip is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+        acc = (logits.detach().argmax(1) == y).float().mean()
+        # One host sync per step: loss, accuracy and the finiteness check together.
+        stats = torch.stack([loss.detach().float(), acc, norm.detach().float()]).cpu().tolist()
+        finite = all(map(lambda v: v == v and abs(v) != float("inf"), (stats[0], stats[2])))
+        if finite:
+            self.optimizer.step()
+            self.nonfinite_in_row = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.note_nonfinite("loss or gradient")
+        return {"loss": stats[0], "acc": stats[1], "grad_norm": stats[2], "skipped": float(not finite)}
+
+    def note_nonfinite(self, what: str) -> None:
+        """Count a skipped step; raise after too many in a row."""
+        self.nonfinite_in_row += 1
+        self.nonfinite_total += 1
+        logger.warning("non-finite %s: step skipped (%d in a row, %d in total)",
+                       what, self.nonfinite_in_row, self.nonfinite_total)
+        if self.nonfinite_in_row >= self.max_nonfinite:
+            raise NonFiniteError(
+                f"{self.nonfinite_in_row} consecutive non-finite steps: the learning rate is "
+                "probably too high, or the data contains bad values (NaN/inf); run stopped, "
+                "the last checkpoint is intact")
+
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, arch) -> float:
+        """Accuracy of ``arch`` on one batch with the shared weights (eval mode).
+
+        BN still uses batch statistics (the supernet keeps no running stats).
+        """
+        self.model.eval()
+        with autocast(self.device, self.amp):
+            logits, _ = self.model(x, arch)  # (B, classes)
+        correct = (logits.argmax(1) == y).float().mean()
+        # A non-finite forward gives a NaN reward, which the controller update skips.
+        return float(torch.where(torch.isfinite(logits).all(), correct, torch.nan))
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.nonfinite_in_row = int(state["nonfinite_in_row"])
+        self.nonfinite_total = int(state["nonfinite_total"])
