@@ -1,0 +1,24 @@
+"""Shared test fixtures.
+
+Real-data tests look for the read-only reference data beside the checkout
+(``../shared/data``, override with ``ENAS_SHARED_DATA``) and skip when absent.
+"""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ENAS_SHARED_DATA", REPO.parent / "shared" / "data"))
+CIFAR10_DIR = SHARED_DATA / "cifar10"
+
+
+def cifar10_available() -> bool:
+    return (CIFAR10_DIR / "cifar-10-batches-py" / "data_batch_1").is_file()
+
+
+@pytest.fixture(autouse=True)
+def _small_threads():
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    yield
