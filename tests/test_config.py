@@ -1,0 +1,79 @@
+"""Config resolution: defaults -> preset -> file -> flags; errors name the key."""
+import json
+
+import pytest
+
+from enas.configlib import parse_set_option, read_config_file, to_dict
+from enas.errors import UserError
+from enas.search_config import SearchConfig, build_search_config
+
+
+def test_paper_defaults_are_the_official_enas_values():
+    cfg = build_search_config("enas", "paper", None, {})
+    assert (cfg.epochs, cfg.data.batch_size, cfg.model.channels, cfg.model.layers) == (150, 160, 20, 8)
+    assert (cfg.optim.lr_max, cfg.optim.lr_min, cfg.optim.sgdr_t0, cfg.optim.sgdr_tmul) == (0.05, 5e-4, 10, 2)
+    assert cfg.optim.nesterov and cfg.optim.weight_decay == 1e-4 and cfg.model.aux_weight == 0.4
+    c = cfg.controller
+    assert (c.hidden, c.tanh_constant, c.op_tanh_reduce, c.lr, c.beta1, c.eps) == (64, 1.1, 2.5, 0.0035, 0.0, 1e-3)
+    assert (c.baseline_decay, c.entropy_weight, c.samples_per_update, c.updates_per_epoch) == (0.99, 1e-4, 10, 30)
+    assert cfg.model.space == "micro" and cfg.data.dataset == "cifar10"
+
+
+def test_darts_paper_preset():
+    cfg = build_search_config("enas", "paper", None, {"strategy": "darts"})
+    assert (cfg.epochs, cfg.data.batch_size, cfg.model.channels, cfg.model.layers) == (50, 64, 16, 8)
+    assert (cfg.optim.schedule, cfg.optim.lr_max, cfg.optim.lr_min, cfg.optim.weight_decay) == (
+        "cosine", 0.025, 0.001, 3e-4)
+    d = cfg.darts
+    assert (d.arch_lr, d.arch_beta1, d.arch_beta2, d.arch_weight_decay, d.train_portion) == (
+        3e-4, 0.5, 0.999, 1e-3, 0.5)
+    assert cfg.model.space == "darts"
+
+
+def test_precedence_file_over_preset_and_flags_over_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('epochs = 7\n[controller]\nlr = 0.01\n[data]\ndataset = "digits"\n')
+    cfg = build_search_config("enas", "quick", read_config_file(f), {"epochs": 3})
+    assert cfg.epochs == 3 and cfg.controller.lr == 0.01 and cfg.data.dataset == "digits"
+    assert cfg.preset == "quick" and cfg.model.channels == 8
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps(to_dict(cfg)))
+    again = build_search_config("enas", "paper", read_config_file(j), {})
+    assert to_dict(again) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"epochz": 3}, "unknown config key 'epochz'"),
+    ({"controller": {"lrr": 1}}, "unknown config key 'controller.lrr'"),
+    ({"epochs": "ten"}, "'epochs': expected an integer"),
+    ({"data": {"flip": 1}}, "'data.flip': expected true or false"),
+    ({"data": 3}, "config section data must be a table"),
+    ({"model": {"layers": 2}}, "model.layers must be >= 3"),
+    ({"darts": {"order": 3}}, "darts.order must be 1 or 2"),
+    ({"strategy": "evolution"}, "unknown strategy"),
+])
+def test_bad_config_values_are_named(data, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        build_search_config("enas", "paper", data, {})
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_config_file(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(UserError, match="malformed"):
+        read_config_file(bad)
+    arr = tmp_path / "arr.json"
+    arr.write_text("[1, 2]")
+    with pytest.raises(UserError, match="top level"):
+        read_config_file(arr)
+
+
+def test_set_option_parsing():
+    assert parse_set_option("controller.lr=0.001") == ("controller.lr", 0.001)
+    assert parse_set_option("data.dataset=digits") == ("data.dataset", "digits")
+    assert parse_set_option("model.ops=[\"sep_conv_3x3\"]") == ("model.ops", ["sep_conv_3x3"])
+    with pytest.raises(UserError):
+        parse_set_option("noequals")
+    assert SearchConfig().strategy == "enas"
