@@ -105,7 +105,16 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
                                     eval_samples=cfg.controller.samples_per_update)
     else:
         from enas.search.darts import build_darts_strategy
+        from shared_model.arch_params import ArchParameters
 
-        strategy = build_darts_strategy(cfg, space, model, trainer, train_loader, valid_loader, device,
-                                        generators)
+        d = cfg.darts
+        # Architecture batches: same size as the weight batches, unaugmented, reshuffled per epoch.
+        arch_loader = DeviceLoader(valid_data, cfg.data.batch_size, device, train=False, shuffle=True,
+                                   drop_last=True, generator=generators["valid"],
+                                   channels_last=channels_last, seed=cfg.run.seed + 1)
+        arch = ArchParameters.for_space(space, device=device)
+        strategy = build_darts_strategy(space, model, arch, trainer, train_loader, arch_loader,
+                                        order=d.order, arch_lr=d.arch_lr,
+                                        arch_betas=(d.arch_beta1, d.arch_beta2),
+                                        arch_weight_decay=d.arch_weight_decay, unrolled_r=d.unrolled_r)
     return SearchSetup(space, model, strategy, trainer, generators, num_classes)

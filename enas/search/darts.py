@@ -1,0 +1,370 @@
+"""DARTS on the shared supernet: bilevel search over continuous op weights.
+
+Liu et al. 2019 (DARTS), Sec. 2.2-2.4 and ``cnn/architect.py``: every
+training unit first takes one architecture step on a validation minibatch
+(Adam on the op logits ``alpha``), then one weight step on a training
+minibatch through the mixed supernet. The architecture gradient is
+
+* first order (Sec. 2.3, ``xi = 0``): ``grad_alpha L_val(w, alpha)``;
+* second order (Sec. 2.3, eq. 6-8): with the virtual step
+  ``w' = w - eta (momentum * buf + grad_w L_train(w, alpha) + wd * w)``
+  (the next step of the weight optimizer), ``grad_alpha L_val(w', alpha) -
+  eta * H v`` where ``v = grad_w' L_val(w', alpha)`` and the mixed Hessian-vector
+  product ``H v`` comes from :func:`finite_difference_hvp`.
+
+The weights are restored bit for bit after the virtual step. The validation
+loader runs in lockstep with the training loader, so both are resumable from
+any unit. Derive is the DARTS parse (:meth:`ArchParameters.derive`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from enas.search.base import Phase, Strategy
+from enas.search.trainer import ChildTrainer
+from shared_model.arch_params import ArchParameters
+from shared_model.genotype import CELL_TYPES, Genotype
+from shared_model.spaces import SearchSpace
+from shared_model.supernet import Supernet
+
+logger = logging.getLogger(__name__)
+
+
+def _zeros_for_none(grads: Sequence[Optional[torch.Tensor]],
+                    like: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, like)]
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """Plain fp32 convolutions and matmuls on CUDA (no TF32) inside the block.
+
+    The finite-difference perturbation moves each weight by a relative 1e-4 or
+    less, below the resolution of TF32 (and bf16) inputs, which would round it
+    away. The previous settings are restored on exit; a no-op off CUDA.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    if hasattr(conv, "fp32_precision"):
+        saved = conv.fp32_precision, matmul.fp32_precision
+        conv.fp32_precision = matmul.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision, matmul.fp32_precision = saved
+    else:  # torch < 2.9: the legacy flags
+        saved = torch.backends.cudnn.allow_tf32, matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def finite_difference_hvp(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor],
+                          inputs: Sequence[torch.Tensor], vector: Sequence[torch.Tensor],
+                          r: float = 0.01) -> List[torch.Tensor]:
+    """Mixed Hessian-vector product ``d/d inputs (grad_params L . v)`` by central differences.
+
+    DARTS eq. 8: with ``eps = r / ||v||`` and ``params -> params +- eps v``,
+    ``H v ~= (grad_inputs L(params + eps v) - grad_inputs L(params - eps v)) / (2 eps)``.
+    ``params`` are modified in place during the call and restored exactly
+    (copied back from a saved clone, not by subtracting again), also on error.
+
+    Args:
+        loss_fn: recomputes the scalar loss from the current parameter values.
+        params: tensors perturbed along ``vector`` (the supernet weights ``w``).
+        inputs: tensors to differentiate with respect to (the logits ``alpha``).
+        vector: one tensor per entry of ``params`` (``grad_w' L_val``).
+        r: the perturbation has norm ``r`` (DARTS: 0.01).
+
+    Returns:
+        One tensor per entry of ``inputs``; zeros if ``vector`` is zero.
+    """
+    params, inputs, vector = list(params), list(inputs), list(vector)
+    if len(params) != len(vector):
+        raise ValueError(f"need one vector entry per parameter, got {len(vector)} for {len(params)}")
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v.float()) for v in vector]))
+    # Kept as a tensor (no host sync); a zero vector gives zero differences, hence a zero product.
+    eps = r / norm.clamp_min(1e-12)
+    saved = [p.detach().clone() for p in params]
+    try:
+        grads = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for p, s, v in zip(params, saved, vector):
+                    p.copy_(s + (sign * eps).to(s.dtype) * v)
+            grads.append(_zeros_for_none(torch.autograd.grad(loss_fn(), inputs, allow_unused=True), inputs))
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+    return [(gp - gm) / (2 * eps).to(gp.dtype) for gp, gm in zip(*grads)]
+
+
+# Viridis-like anchors, dark (low weight) to light (high weight).
+_PALETTE = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)],
+                    dtype=np.float64)
+
+
+def render_heatmap(table: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str],
+                   title: str = "", cell_w: int = 30, cell_h: int = 16) -> np.ndarray:
+    """Draw a ``(rows, cols)`` table in ``[0, 1]`` as an annotated ``(H, W, 3)`` uint8 heatmap.
+
+    Colour spans the table's own ``[min, max]`` (early DARTS weights are all
+    close to ``1/K``), and the title states that range; each cell shows its value.
+    """
+    table = np.asarray(table, dtype=np.float64)
+    if table.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"table {table.shape} does not match {len(row_labels)} x {len(col_labels)} labels")
+    lo_v, hi_v = float(table.min()), float(table.max())
+    title = f"{title}  [{lo_v:.3f}, {hi_v:.3f}]".strip()
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def size(text: str) -> Tuple[int, int]:
+        box = probe.textbbox((0, 0), text, font=font)
+        return box[2] - min(box[0], 0), box[3]
+
+    left = max(size(t)[0] for t in row_labels) + 8
+    title_h = size(title)[1] + 6
+    top = title_h + max(size(t)[0] for t in col_labels) + 6
+    rows, cols = table.shape
+    img = Image.new("RGB", (left + cols * cell_w + 4, top + rows * cell_h + 4), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((4, 2), title, fill="black", font=font)
+    for c, label in enumerate(col_labels):
+        w, h = size(label)
+        tile = Image.new("RGB", (w + 2, h + 2), "white")
+        ImageDraw.Draw(tile).text((1, 0), label, fill="black", font=font)
+        tile = tile.rotate(90, expand=True)  # read bottom-up, like matplotlib's vertical ticks
+        img.paste(tile, (left + c * cell_w + (cell_w - tile.width) // 2, top - tile.height - 3))
+    scaled = (table - lo_v) / max(hi_v - lo_v, 1e-12)  # (rows, cols) in [0, 1]
+    pos = np.clip(scaled, 0.0, 1.0) * (len(_PALETTE) - 1)
+    lo = np.minimum(pos.astype(int), len(_PALETTE) - 2)
+    colours = _PALETTE[lo] + (pos - lo)[..., None] * (_PALETTE[lo + 1] - _PALETTE[lo])  # (rows, cols, 3)
+    for r, label in enumerate(row_labels):
+        y = top + r * cell_h
+        draw.text((4, y + (cell_h - size(label)[1]) // 2), label, fill="black", font=font)
+        for c in range(cols):
+            x = left + c * cell_w
+            rgb = tuple(int(round(v)) for v in colours[r, c])
+            draw.rectangle([x, y, x + cell_w - 1, y + cell_h - 1], fill=rgb)
+            text = f"{table[r, c]:.2f}".lstrip("0") or "0"
+            tw, th = size(text)
+            ink = "black" if scaled[r, c] > 0.6 else "white"
+            draw.text((x + (cell_w - tw) // 2, y + (cell_h - th) // 2), text, fill=ink, font=font)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+class DartsStrategy(Strategy):
+    """DARTS search (first or second order) on the shared supernet.
+
+    Args:
+        space: the search space (its op list must be the supernet's).
+        model: the supernet (trained by ``trainer``).
+        arch: the op logits, on the model's device.
+        trainer: weight step (``train_step``) and loss (``loss``) of the supernet.
+        train_loader: weight-step batches (``epoch_batches(epoch, start)``, ``len``).
+        valid_loader: architecture-step batches; iterated in lockstep with
+            ``train_loader`` (it should shuffle per epoch and not augment).
+        arch_optimizer: optimizer over ``arch.parameters()`` (DARTS: Adam 3e-4, (0.5, 0.999), wd 1e-3).
+        order: 1 (first-order) or 2 (second-order, unrolled).
+        unrolled_r: norm of the finite-difference perturbation (DARTS: 0.01).
+    """
+
+    name = "darts"
+
+    def __init__(self, space: SearchSpace, model: Supernet, arch: ArchParameters, trainer: ChildTrainer,
+                 train_loader, valid_loader, arch_optimizer: torch.optim.Optimizer, order: int = 1,
+                 unrolled_r: float = 0.01):
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order}")
+        if tuple(model.ops) != tuple(space.ops):
+            raise ValueError(f"supernet ops {list(model.ops)} differ from the space's {list(space.ops)}")
+        if (arch.num_edges, arch.num_ops) != (len(space.edges()), len(space.ops)):
+            raise ValueError("architecture parameters do not match the search space")
+        self.space, self.model, self.arch, self.trainer = space, model, arch, trainer
+        self.train_loader, self.valid_loader = train_loader, valid_loader
+        self.arch_optimizer, self.order, self.unrolled_r = arch_optimizer, order, float(unrolled_r)
+        self.derive_details: Dict[str, Any] = {}
+
+    # -- phases ------------------------------------------------------------
+    def phases(self, epoch: int) -> List[Phase]:
+        return [Phase("train", len(self.train_loader), lambda start: self._train(epoch, start), steps=True)]
+
+    def valid_batches(self, epoch: int, start: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Validation batch of every training unit ``start, start + 1, ...`` of ``epoch``.
+
+        Unit ``i`` takes batch ``i mod n`` of validation pass ``i div n``; each
+        pass is its own loader epoch, so the batches depend only on ``(epoch, i)``.
+        """
+        n, total = len(self.valid_loader), len(self.train_loader)
+        passes = -(-total // n)  # validation passes per training epoch
+        i = start
+        while True:
+            p, offset = divmod(i, n)
+            yield from self.valid_loader.epoch_batches(epoch * passes + p, offset)
+            i = (p + 1) * n
+
+    def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
+        valid = self.valid_batches(epoch, start)
+        for (x, y), (xv, yv) in zip(self.train_loader.epoch_batches(epoch, start), valid):
+            arch_stats = self.arch_step(x, y, xv, yv)
+            # Mixing weights recomputed after the arch step and detached: the weight step leaves alpha alone.
+            stats = self.trainer.train_step(x, y, self.arch.mixed(detach=True))
+            yield dict(stats, **arch_stats)
+
+    def _weight_params(self) -> List[Tuple[torch.Tensor, Dict[str, Any]]]:
+        return [(p, g) for g in self.trainer.optimizer.param_groups for p in g["params"] if p.requires_grad]
+
+    def _fp32_train_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``trainer.loss`` without autocast: bf16 would round the tiny perturbation away."""
+        logits, aux = self.model(x, self.arch.mixed())  # (B, classes)
+        loss = F.cross_entropy(logits.float(), y)
+        if aux is not None and self.trainer.aux_weight > 0:
+            loss = loss + self.trainer.aux_weight * F.cross_entropy(aux.float(), y)
+        return loss
+
+    def _unrolled_grads(self, x, y, xv, yv) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Second-order ``grad_alpha`` (DARTS eq. 7-8), validation loss at ``w'`` and its logits."""
+        pairs = self._weight_params()
+        params = [p for p, _ in pairs]
+        alphas = list(self.arch.parameters())
+        loss_t, _ = self.trainer.loss(x, y, self.arch.mixed(detach=True))
+        grads_t = _zeros_for_none(torch.autograd.grad(loss_t, params, allow_unused=True), params)
+        saved = [p.detach().clone() for p in params]
+        state = self.trainer.optimizer.state
+        try:
+            with torch.no_grad():
+                # w' = the weight optimizer's next SGD step (momentum, dampening, nesterov, wd), no clipping.
+                for (p, group), g in zip(pairs, grads_t):
+                    d = g + group.get("weight_decay", 0.0) * p
+                    momentum = group.get("momentum", 0.0)
+                    if momentum:
+                        buf = state.get(p, {}).get("momentum_buffer")
+                        buf = d if buf is None else momentum * buf + (1 - group.get("dampening", 0.0)) * d
+                        d = d + momentum * buf if group.get("nesterov", False) else buf
+                    p.sub_(group["lr"] * d)
+            loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())
+            grads = torch.autograd.grad(loss_v, alphas + params, allow_unused=True)
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+        d_alpha = _zeros_for_none(grads[:len(alphas)], alphas)
+        d_w = _zeros_for_none(grads[len(alphas):], params)
+        # eta folded into v (per parameter group): same perturbation as DARTS, result already times eta.
+        vector = [group["lr"] * g for (_, group), g in zip(pairs, d_w)]
+        with exact_fp32(self.trainer.device):
+            hvp = finite_difference_hvp(lambda: self._fp32_train_loss(x, y), params, alphas, vector,
+                                        self.unrolled_r)
+        return [da - h for da, h in zip(d_alpha, hvp)], loss_v, logits_v
+
+    def arch_grads(self, x, y, xv, yv) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Architecture gradient (one per ``arch`` parameter), validation loss and logits.
+
+        The weights are unchanged on return (second order restores them exactly).
+        """
+        self.model.train()
+        if self.order == 2:
+            return self._unrolled_grads(x, y, xv, yv)
+        loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())
+        alphas = list(self.arch.parameters())
+        grads = _zeros_for_none(torch.autograd.grad(loss_v, alphas, allow_unused=True), alphas)
+        return grads, loss_v, logits_v
+
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor,
+                  yv: torch.Tensor) -> Dict[str, float]:
+        """One architecture update; skipped (and counted) if the gradient is not finite."""
+        grads, loss_v, logits_v = self.arch_grads(x, y, xv, yv)
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        acc = (logits_v.detach().argmax(1) == yv).float().mean()
+        # One host sync for the logged values and the finiteness check.
+        loss, acc, norm = torch.stack([loss_v.detach().float(), acc, norm.float()]).cpu().tolist()
+        finite = all(v == v and abs(v) != float("inf") for v in (loss, norm))
+        if finite:
+            for p, g in zip(self.arch.parameters(), grads):
+                p.grad = g.detach()
+            self.arch_optimizer.step()
+        else:
+            self.trainer.note_nonfinite("architecture loss or gradient")
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        return {"valid_loss": loss, "valid_acc": acc, "arch_grad_norm": norm,
+                "arch_skipped": float(not finite)}
+
+    def _summary(self) -> Dict[str, float]:
+        out = {}
+        for cell in CELL_TYPES:
+            out[f"alpha_entropy_{cell}"] = self.arch.entropy(cell)
+        return out
+
+    def epoch_result(self) -> Tuple[Optional[Genotype], Dict[str, Any]]:
+        return self.arch.derive(self.space), self._summary()
+
+    def epoch_images(self) -> Dict[str, np.ndarray]:
+        """Softmaxed op weights as one ``(H, W, 3)`` uint8 heatmap per cell type."""
+        rows = [f"{i}<-{j}" for i, j in self.space.edges()]
+        return {f"darts/alpha_{cell}": render_heatmap(self.arch.weights_table(cell).cpu().numpy(), rows,
+                                                      list(self.space.ops), title=f"{cell}")
+                for cell in CELL_TYPES}
+
+    # -- derive ------------------------------------------------------------
+    def derive_phase(self, samples: int) -> Phase:
+        # ``samples`` is for sampling strategies; DARTS derives by one deterministic parse.
+        return Phase("derive", 1, self._derive)
+
+    def _details(self) -> Dict[str, Any]:
+        genotype = self.arch.derive(self.space)
+        return {
+            "strategy": self.name, "order": self.order, "ops": list(self.space.ops),
+            "edges": [[i, j] for i, j in self.space.edges()],
+            "alphas": {c: self.arch.weights_table(c).cpu().tolist() for c in CELL_TYPES},
+            "chosen": {c: self.arch.choices(self.space, c) for c in CELL_TYPES},
+            "genotype": genotype.to_dict(), **self._summary(),
+        }
+
+    def _derive(self, start: int) -> Iterator[Dict[str, Any]]:
+        if start == 0:
+            self.derive_details = self._details()
+            yield self._summary()
+
+    def derive_result(self) -> Tuple[Genotype, Dict[str, Any]]:
+        if not self.derive_details:
+            self.derive_details = self._details()
+        return Genotype.from_dict(self.derive_details["genotype"]), dict(self.derive_details)
+
+    # -- checkpoint ----------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return {"arch": self.arch.state_dict(), "arch_optimizer": self.arch_optimizer.state_dict(),
+                "trainer": self.trainer.state_dict(), "order": self.order,
+                "derive_details": self.derive_details}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if int(state["order"]) != self.order:
+            logger.warning("checkpoint was a DARTS order-%d search; continuing with order %d",
+                           int(state["order"]), self.order)
+        self.arch.load_state_dict(state["arch"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        self.trainer.load_state_dict(state["trainer"])
+        self.derive_details = dict(state["derive_details"])
+
+
+def build_darts_strategy(space: SearchSpace, model: Supernet, arch: ArchParameters, trainer: ChildTrainer,
+                         train_loader, valid_loader, order: int = 1, arch_lr: float = 3e-4,
+                         arch_betas: Tuple[float, float] = (0.5, 0.999), arch_weight_decay: float = 1e-3,
+                         unrolled_r: float = 0.01) -> DartsStrategy:
+    """DARTS strategy with its Adam optimizer over the op logits (DARTS defaults)."""
+    arch_optimizer = torch.optim.Adam(arch.parameters(), lr=arch_lr, betas=tuple(arch_betas),
+                                      weight_decay=arch_weight_decay)
+    return DartsStrategy(space, model, arch, trainer, train_loader, valid_loader, arch_optimizer,
+                         order=order, unrolled_r=unrolled_r)
