@@ -1,0 +1,411 @@
+"""Retrain a genotype from scratch and test it (DARTS Sec. 3.2; ENAS Sec. 3.2 final training).
+
+The :class:`~shared_model.child.ChildNetwork` is trained on the whole training
+split (all 50,000 CIFAR-10 images; no validation hold-out) and tested on the
+test split every ``run.test_every`` epochs and always after the last one. As
+in the DARTS protocol the reported number is the *last* epoch's test accuracy;
+``best.pt`` (highest test accuracy) is kept as a file only, because choosing an
+epoch on the test set is not a valid result.
+
+A run is resumable like a search: checkpoints every N steps / minutes and at
+every epoch end hold the weights, optimizer, RNG generators, the position
+``(epoch, batch, step)`` and the byte length of ``metrics.jsonl``. They also
+hold the genotype, the full config and the data shape, so ``enas evaluate``
+and ``enas export`` rebuild the network from the checkpoint alone.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from enas.augment import DeviceLoader
+from enas.checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from enas.configlib import load_saved_config, to_dict
+from enas.data import ImageData, load_dataset
+from enas.errors import UserError
+from enas.runlog import RunLog
+from enas.runtime import autocast, use_channels_last
+from enas.schedules import epoch_lr
+from enas.search.trainer import ChildTrainer
+from enas.train_config import TrainConfig, validate_train_config
+from shared_model.child import ChildNetwork
+from shared_model.genotype import Genotype, GenotypeError
+from shared_model.profile import count_macs, count_parameters
+
+logger = logging.getLogger(__name__)
+
+KIND = "train"
+NOTE = ("single training run (seed {seed}); test accuracy varies by a few tenths of a percent "
+        "between seeds: report the mean and standard deviation over several seeds (--seed)")
+
+
+def make_child(genotype: Genotype, cfg: TrainConfig, info: Dict[str, Any], inference: bool = False) -> ChildNetwork:
+    """The child network of ``genotype`` for the data shape in ``info``.
+
+    ``inference`` drops the auxiliary head (and drop path), as for evaluation and export.
+
+    Raises:
+        UserError: sizes the network cannot be built with (e.g. images too small
+            for the two reduction cells).
+    """
+    m = cfg.model
+    try:
+        return ChildNetwork(genotype, C=m.channels, layers=m.layers, num_classes=int(info["num_classes"]),
+                            auxiliary=m.auxiliary and not inference, in_channels=int(info["in_channels"]),
+                            image_size=int(info["image_size"]), stem_multiplier=m.stem_multiplier,
+                            dropout=m.dropout, drop_path_depth_scaled=m.drop_path_schedule == "enas")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def data_info(data: ImageData, dataset: str) -> Dict[str, Any]:
+    """Plain-data description of the input that a checkpoint carries."""
+    return {"dataset": dataset, "num_classes": data.num_classes, "in_channels": data.channels,
+            "image_size": data.image_size[0], "classes": list(data.classes),
+            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}
+
+
+def load_train_checkpoint(path: str | Path) -> Tuple[Dict[str, Any], Path]:
+    """Load a retrain checkpoint (a ``.pt`` file or a run folder: its ``checkpoints/last.pt``).
+
+    Raises:
+        UserError: missing, corrupt or foreign file, a search checkpoint, or
+            one without the retrain fields.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    state = load_checkpoint(path, kind=None)
+    if state.get("kind") == "search":
+        raise UserError(f"{path} is a search checkpoint; retrain its genotype first with `enas train`")
+    if state.get("kind") != KIND:
+        raise UserError(f"checkpoint {path} is a {state.get('kind')!r} checkpoint, expected a retrain checkpoint")
+    missing = [k for k in ("config", "genotype", "data_info", "model") if k not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
+    return state, path
+
+
+def network_from_checkpoint(state: Dict[str, Any], inference: bool = True
+                            ) -> Tuple[ChildNetwork, TrainConfig, Genotype, Dict[str, Any]]:
+    """Rebuild the trained network from a checkpoint loaded by :func:`load_train_checkpoint`."""
+    cfg = load_saved_config(TrainConfig, state["config"])
+    try:
+        genotype = Genotype.from_dict(state["genotype"])
+    except GenotypeError as exc:
+        raise UserError(f"checkpoint genotype is invalid: {exc}") from None
+    info = dict(state["data_info"])
+    model = make_child(genotype, cfg, info, inference=inference)
+    weights = state["model"]
+    if inference:
+        weights = {k: v for k, v in weights.items() if not k.startswith("auxiliary_head.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint weights do not fit its network: {str(exc).splitlines()[0]}") from None
+    return model, cfg, genotype, info
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "auto") -> Dict[str, float]:
+    """Mean loss, top-1 and top-5 accuracy over a whole (unshuffled) loader, eval mode.
+
+    ``top5`` is None with 5 classes or fewer (it would always be 1).
+    """
+    was_training = model.training
+    model.eval()
+    k = 5 if loader.num_classes > 5 else 0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
+    n = 0
+    for x, y in loader.epoch_batches(0):
+        with autocast(device, amp):
+            out = model(x)
+        logits = (out[0] if isinstance(out, tuple) else out).float()  # (B, classes)
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        sums[1] += (logits.argmax(1) == y).sum()
+        if k:
+            sums[2] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
+        n += y.numel()
+    model.train(was_training)
+    loss, top1, top5 = (sums / max(n, 1)).tolist()
+    return {"loss": loss, "top1": top1, "top5": top5 if k else None, "n": n}
+
+
+class _FixedArch(nn.Module):
+    """Lets :class:`ChildTrainer` (``model(x, arch)``) drive a fixed network."""
+
+    def __init__(self, net: ChildNetwork):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, arch: Any = None):
+        return self.net(x)
+
+
+@dataclass
+class RetrainSetup:
+    model: ChildNetwork
+    trainer: ChildTrainer
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+    generators: Dict[str, torch.Generator]
+    info: Dict[str, Any]
+
+
+def sgdr_boundaries(t0: int, tmul: int, up_to: int) -> list:
+    """Epoch counts at which an SGDR period ends (ENAS: 10, 30, 70, 150, 310, 630 ...)."""
+    ends, period, total = [], t0, t0
+    while total <= up_to:
+        ends.append(total)
+        period *= tmul
+        total += period
+    return ends
+
+
+def build_retrain(cfg: TrainConfig, genotype: Genotype, device: torch.device) -> RetrainSetup:
+    """Composition root of a retrain run: data, network, optimizer, trainer."""
+    validate_train_config(cfg)
+    o, d = cfg.optim, cfg.data
+    if o.schedule == "sgdr" and cfg.epochs not in sgdr_boundaries(o.sgdr_t0, o.sgdr_tmul, cfg.epochs):
+        logger.warning("optim.schedule sgdr: %d epochs end inside a restart period (periods end at %s), so the "
+                       "reported last epoch runs at a high learning rate", cfg.epochs,
+                       ", ".join(map(str, sgdr_boundaries(o.sgdr_t0, o.sgdr_tmul, 2 * cfg.epochs + o.sgdr_t0)[:8])))
+    train = load_dataset(d.dataset, "train", d.data_dir, d.image_size)
+    test = load_dataset(d.dataset, "test", d.data_dir, d.image_size)
+    _, _, height, width = train.images.shape
+    if height != width:
+        raise UserError(f"images must be square, got {height}x{width}; set data.image_size")
+    if len(train) < d.batch_size:
+        raise UserError(f"data.batch_size {d.batch_size} is larger than the {len(train)} training images")
+    if len(test) == 0:
+        raise UserError(f"dataset {d.dataset} has no test images")
+    info = data_info(train, d.dataset)
+    model = make_child(genotype, cfg, info).to(device)
+    channels_last = use_channels_last(device, cfg.run.channels_last, amp=cfg.run.amp)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    generators = {"augment": torch.Generator().manual_seed(cfg.run.seed + 1)}
+    train_loader = DeviceLoader(train, d.batch_size, device, train=True, pad=d.pad, flip=d.flip, cutout=d.cutout,
+                                generator=generators["augment"], channels_last=channels_last, seed=cfg.run.seed)
+    test_loader = DeviceLoader(test, d.eval_batch_size or d.batch_size, device, train=False,
+                               channels_last=channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr_max, momentum=o.momentum,
+                                nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+    trainer = ChildTrainer(_FixedArch(model), optimizer, device, aux_weight=cfg.model.aux_weight,
+                           grad_clip=o.grad_clip, amp=cfg.run.amp, max_nonfinite=cfg.run.max_nonfinite)
+    return RetrainSetup(model, trainer, train_loader, test_loader, generators, info)
+
+
+@dataclass
+class Position:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the current epoch completed
+    step: int = 0  # global optimizer steps (skipped ones included)
+
+
+class Retrainer:
+    """Runs a configured retrain in a run folder; see the module docstring.
+
+    Args:
+        cfg: the resolved config (saved in every checkpoint).
+        genotype: the architecture.
+        source: where the genotype came from (``zoo:NAME`` or a path).
+        setup: components from :func:`build_retrain`.
+        run_dir: the run folder.
+        progress: factory ``progress(total, initial, desc)`` returning a tqdm-like bar, or None.
+        stop_after: testing hook: stop (as if killed) after this many steps in this process.
+    """
+
+    def __init__(self, cfg: TrainConfig, genotype: Genotype, source: str, setup: RetrainSetup, run_dir: Path,
+                 progress: Optional[Callable[..., Any]] = None, stop_after: Optional[int] = None):
+        self.cfg, self.genotype, self.source, self.setup = cfg, genotype, source, setup
+        self.run_dir = Path(run_dir)
+        self.progress, self.stop_after = progress, stop_after
+        self.pos = Position()
+        self.sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+        self.best_test_acc, self.best_epoch = -1.0, 0
+        self.last_test: Optional[Dict[str, Any]] = None
+        self.elapsed = 0.0
+        self.log: Optional[RunLog] = None
+        self.steps_per_epoch = len(setup.train_loader)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self._steps_here = 0
+        self._t0 = time.monotonic()
+        self._last_ckpt_time, self._last_ckpt_step = time.monotonic(), 0
+
+    # -- checkpoints -----------------------------------------------------------
+    def _payload(self) -> Dict[str, Any]:
+        return {
+            "config": to_dict(self.cfg), "genotype": self.genotype.to_dict(), "genotype_source": self.source,
+            "data_info": self.setup.info, "model": self.setup.model.state_dict(),
+            "optimizer": self.setup.trainer.optimizer.state_dict(), "trainer": self.setup.trainer.state_dict(),
+            "rng": rng_state(self.setup.generators), "position": dict(self.pos.__dict__),
+            "metrics_offset": self.log.offset() if self.log else 0, "epoch_sums": dict(self.sums),
+            "best_test_acc": self.best_test_acc, "best_epoch": self.best_epoch, "last_test": self.last_test,
+            "elapsed": self.elapsed + time.monotonic() - self._t0,
+        }
+
+    def checkpoint(self, best: bool = False) -> None:
+        payload = self._payload()
+        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", KIND, payload)
+        if best:
+            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", KIND, payload)
+        self._last_ckpt_time, self._last_ckpt_step = time.monotonic(), self.pos.step
+
+    def restore(self) -> int:
+        """Load ``checkpoints/last.pt``; returns the metrics offset to truncate to."""
+        state, _ = load_train_checkpoint(self.run_dir)
+        self.setup.model.load_state_dict(state["model"])
+        self.setup.trainer.optimizer.load_state_dict(state["optimizer"])
+        self.setup.trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"], self.setup.generators)
+        self.pos = Position(**state["position"])
+        self.sums = dict(state["epoch_sums"])
+        self.best_test_acc, self.best_epoch = float(state["best_test_acc"]), int(state["best_epoch"])
+        self.last_test = state["last_test"]
+        self.elapsed = float(state["elapsed"])
+        self._last_ckpt_step = self.pos.step
+        logger.info("resumed at epoch %d, batch %d, step %d", self.pos.epoch + 1, self.pos.batch, self.pos.step)
+        return int(state["metrics_offset"])
+
+    # -- schedule --------------------------------------------------------------
+    def drop_prob(self) -> float:
+        """Drop-path probability of the next step (per cell for ``enas``: times ``(i + 1) / L``)."""
+        m = self.cfg.model
+        if m.drop_path_schedule == "enas":  # ENAS micro_child: (global_step + 1) / num_train_steps
+            return m.drop_path_prob * min(1.0, (self.pos.step + 1) / self.total_steps)
+        return m.drop_path_prob * self.pos.epoch / self.cfg.epochs  # DARTS train.py, per epoch
+
+    # -- main loop -------------------------------------------------------------
+    def run(self, resume: bool = False, tensorboard: bool = True) -> Dict[str, Any]:
+        """Train to the last epoch (from the last checkpoint with ``resume``); returns result.json's dict."""
+        offset = self.restore() if resume else None
+        # Events at the checkpoint's step were all written before it was taken.
+        self.log = RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step + 1 if resume else None,
+                          tensorboard=tensorboard)
+        self._t0 = time.monotonic()
+        try:
+            if not resume:
+                self._log_start()
+                self.checkpoint()
+            while self.pos.epoch < self.cfg.epochs:
+                self._run_epoch()
+            result = self._result()
+        finally:
+            self.log.close()
+        atomic_write_text(self.run_dir / "result.json", _json(result))
+        return result
+
+    def _log_start(self) -> None:
+        from enas.draw import cell_image_array
+
+        for cell in ("normal", "reduce"):
+            try:
+                self.log.image(f"cells/{cell}", cell_image_array(self.genotype, cell), 0)
+            except Exception as exc:  # noqa: BLE001 - a drawing problem must not stop training
+                logger.warning("could not draw the %s cell for TensorBoard: %s", cell, exc)
+        self.log.text("retrain/genotype", f"```\n{self.genotype.to_json(indent=1)}\n```", 0)
+
+    def _run_epoch(self) -> None:
+        cfg, setup, epoch = self.cfg, self.setup, self.pos.epoch
+        o = cfg.optim
+        lr = epoch_lr(o.schedule, epoch, cfg.epochs, o.lr_max, o.lr_min, o.sgdr_t0, o.sgdr_tmul)
+        setup.trainer.set_lr(lr)
+        if self.pos.batch == 0:
+            self.sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+        bar = self.progress(total=self.steps_per_epoch, initial=self.pos.batch,
+                            desc=f"epoch {epoch + 1}/{cfg.epochs}") if self.progress else None
+        try:
+            for x, y in setup.train_loader.epoch_batches(epoch, self.pos.batch):
+                p = self.drop_prob()
+                setup.model.drop_path_prob = p
+                metrics = setup.trainer.train_step(x, y, None)
+                self.pos.batch += 1
+                self.pos.step += 1
+                if not metrics["skipped"]:
+                    self.sums["loss"] += metrics["loss"]
+                    self.sums["acc"] += metrics["acc"]
+                    self.sums["n"] += 1
+                if self.pos.step % cfg.run.log_every == 0 or self.pos.batch == self.steps_per_epoch:
+                    self.log.record(self.pos.step, epoch + 1, "train",
+                                    {"loss": metrics["loss"], "acc": metrics["acc"], "lr": lr, "drop_path_prob": p,
+                                     "grad_norm": metrics["grad_norm"]}, tb_prefix="retrain")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
+                self._steps_here += 1
+                if self.stop_after is not None and self._steps_here >= self.stop_after:
+                    raise KeyboardInterrupt("stop_after reached")
+                if self.pos.batch < self.steps_per_epoch and (
+                        self.pos.step - self._last_ckpt_step >= cfg.run.checkpoint_every_steps
+                        or time.monotonic() - self._last_ckpt_time >= 60 * cfg.run.checkpoint_every_minutes):
+                    self.checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        self._end_epoch(epoch, lr)
+
+    def _end_epoch(self, epoch: int, lr: float) -> None:
+        n = self.sums["n"] or 1
+        summary: Dict[str, Any] = {"train_loss": self.sums["loss"] / n, "train_acc": self.sums["acc"] / n, "lr": lr,
+                                   "nonfinite_skipped": self.setup.trainer.nonfinite_total}
+        last = epoch + 1 == self.cfg.epochs
+        best = False
+        if last or (epoch + 1) % self.cfg.run.test_every == 0:
+            test = evaluate_model(self.setup.model, self.setup.test_loader, self.setup.trainer.device, self.cfg.run.amp)
+            self.last_test = {"epoch": epoch + 1, **test}
+            values = {"test_acc": test["top1"], "test_loss": test["loss"]}
+            if test["top5"] is not None:
+                values["test_top5"] = test["top5"]
+            self.log.record(self.pos.step, epoch + 1, "test", values, tb_prefix="retrain")
+            summary.update(values)
+            best = test["top1"] > self.best_test_acc
+            if best:
+                self.best_test_acc, self.best_epoch = test["top1"], epoch + 1
+        self.log.record(self.pos.step, epoch + 1, "epoch", summary, tb_prefix="epoch")
+        logger.info("epoch %d/%d: %s", epoch + 1, self.cfg.epochs,
+                    ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+        self.pos = Position(epoch + 1, 0, self.pos.step)
+        self.checkpoint(best=best)
+
+    def _result(self) -> Dict[str, Any]:
+        model, info, test = self.setup.model, self.setup.info, self.last_test or {}
+        shape = (info["in_channels"], info["image_size"], info["image_size"])
+        params = count_parameters(model)
+        return {
+            "test_acc": test.get("top1"), "test_top5": test.get("top5"), "test_loss": test.get("loss"),
+            "test_error_pct": None if test.get("top1") is None else round(100.0 * (1.0 - test["top1"]), 4),
+            "test_images": test.get("n"), "reported": "last epoch (DARTS protocol)",
+            "best_test_acc": self.best_test_acc, "best_epoch": self.best_epoch,
+            "params": params, "params_m": round(params / 1e6, 6), "multiply_adds": count_macs(model, shape),
+            "input_shape": list(shape), "epochs": self.cfg.epochs, "steps": self.pos.step,
+            "nonfinite_skipped": self.setup.trainer.nonfinite_total,
+            "train_hours": round((self.elapsed + time.monotonic() - self._t0) / 3600.0, 4),
+            "dataset": info["dataset"], "num_classes": info["num_classes"],
+            "channels": self.cfg.model.channels, "layers": self.cfg.model.layers,
+            "preset": self.cfg.preset, "seed": self.cfg.run.seed,
+            "genotype": self.genotype.to_dict(), "genotype_source": self.source,
+            "checkpoint": "checkpoints/last.pt", "note": NOTE.format(seed=self.cfg.run.seed),
+        }
+
+
+def _json(data: Dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(data, indent=1) + "\n"
+
+
+def run_retrain(cfg: TrainConfig, genotype: Genotype, source: str, run_dir: Path, device: torch.device,
+                resume: bool = False, progress: Optional[Callable[..., Any]] = None,
+                stop_after: Optional[int] = None, tensorboard: bool = True) -> Dict[str, Any]:
+    """Build and run a retrain in ``run_dir`` (already prepared); returns the result dict."""
+    setup = build_retrain(cfg, genotype, device)
+    trainer = Retrainer(cfg, genotype, source, setup, run_dir, progress=progress, stop_after=stop_after)
+    return trainer.run(resume=resume, tensorboard=tensorboard)

@@ -1,0 +1,169 @@
+"""Configuration of ``enas train`` (retraining a genotype from scratch) and its presets.
+
+Defaults are the DARTS evaluation protocol (Liu et al. 2019, Sec. 3.2;
+``cnn/train.py``; REFERENCE Sec. 4), which is also the ``darts`` preset. The
+``enas`` preset is the official ENAS micro final script
+(``scripts/cifar10_micro_final.sh``; Pham et al. 2018, Sec. 3.2; REFERENCE
+Sec. 3) with the paper's best-row cutout. ``quick`` trains a tiny network on
+the built-in digits set in about a minute on a CPU.
+
+Config flows one way: defaults -> preset -> ``--config`` file -> flags.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from enas.configlib import apply_dict, apply_overrides
+from enas.errors import UserError
+
+
+@dataclass
+class TrainDataConfig:
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    image_size: Optional[int] = None  # None: the dataset's own size
+    batch_size: int = 96
+    eval_batch_size: Optional[int] = None  # None: batch_size
+    pad: int = 4
+    flip: bool = True
+    cutout: int = 16
+
+
+@dataclass
+class TrainModelConfig:
+    channels: int = 36
+    layers: int = 20  # all cells, the two reduction cells included
+    stem_multiplier: int = 3
+    auxiliary: bool = True
+    aux_weight: float = 0.4
+    # linear: DARTS, every cell drops with drop_path_prob * epoch / epochs.
+    # enas: ENAS micro final, cell i of L drops with
+    #       drop_path_prob * (i + 1) / L * min(1, (step + 1) / total_steps).
+    drop_path_prob: float = 0.2
+    drop_path_schedule: str = "linear"
+    dropout: float = 0.0  # before the classifier (ENAS final: keep 0.8 -> 0.2)
+
+
+@dataclass
+class TrainOptimConfig:
+    schedule: str = "cosine"  # cosine (one period over all epochs) | sgdr (restarts)
+    lr_max: float = 0.025
+    lr_min: float = 0.0
+    sgdr_t0: int = 10
+    sgdr_tmul: int = 2
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 3e-4
+    grad_clip: Optional[float] = 5.0
+
+
+@dataclass
+class TrainRunConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"  # auto | on | off
+    checkpoint_every_steps: int = 500
+    checkpoint_every_minutes: float = 10.0
+    max_nonfinite: int = 20  # consecutive non-finite steps before stopping
+    log_every: int = 50
+    test_every: int = 1  # epochs between test-set evaluations; the last epoch is always tested
+    threads: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "darts"
+    epochs: int = 600
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    model: TrainModelConfig = field(default_factory=TrainModelConfig)
+    optim: TrainOptimConfig = field(default_factory=TrainOptimConfig)
+    run: TrainRunConfig = field(default_factory=TrainRunConfig)
+
+
+PRESETS = ("darts", "enas", "quick")
+DROP_PATH_SCHEDULES = ("linear", "enas")
+
+_ENAS_FINAL: Dict[str, Any] = {
+    "epochs": 630, "data.batch_size": 144, "data.cutout": 16,
+    "model.channels": 36, "model.layers": 17,  # 15 normal + 2 reduction cells
+    "model.auxiliary": True, "model.aux_weight": 0.4,
+    "model.drop_path_prob": 0.4, "model.drop_path_schedule": "enas",  # drop_path_keep_prob 0.6
+    "model.dropout": 0.2,  # keep_prob 0.8
+    "optim.schedule": "sgdr", "optim.lr_max": 0.05, "optim.lr_min": 1e-4,
+    "optim.sgdr_t0": 10, "optim.sgdr_tmul": 2, "optim.momentum": 0.9, "optim.nesterov": True,
+    # The official code adds l2_reg * sum(w ** 2) to the loss (src/utils.py get_train_ops),
+    # whose gradient is 2 * l2_reg * w: l2_reg 2e-4 is SGD weight_decay 4e-4.
+    "optim.weight_decay": 4e-4, "optim.grad_clip": 5.0,
+}
+
+_QUICK: Dict[str, Any] = {
+    "epochs": 8, "data.dataset": "digits", "data.batch_size": 64, "data.pad": 1, "data.cutout": 0,
+    "model.channels": 8, "model.layers": 5, "model.auxiliary": False, "model.drop_path_prob": 0.1,
+    "optim.lr_max": 0.05, "run.checkpoint_every_steps": 100, "run.log_every": 10,
+}
+
+
+def preset_overrides(preset: str) -> Dict[str, Any]:
+    """Flat ``{"section.key": value}`` overrides of a preset (``darts`` = the defaults)."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    return {"darts": {}, "enas": _ENAS_FINAL, "quick": _QUICK}[preset]
+
+
+def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
+                       preset: str = "darts") -> TrainConfig:
+    """Defaults -> preset -> config file -> CLI flags (``None`` flags ignored), then validation."""
+    file_data = dict(file_data or {})
+    preset = flags.get("preset") or file_data.get("preset") or preset
+    cfg = TrainConfig()
+    apply_overrides(cfg, {"preset": preset})
+    apply_overrides(cfg, preset_overrides(preset))
+    apply_dict(cfg, file_data)
+    apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
+    validate_train_config(cfg)
+    return cfg
+
+
+def validate_train_config(cfg: TrainConfig) -> None:
+    """Reject impossible values with one clear line (image-size checks happen once data is known)."""
+    from enas.data import canonical_name
+
+    if cfg.preset not in PRESETS:
+        raise UserError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
+    cfg.data.dataset = canonical_name(cfg.data.dataset)
+    d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
+    checks = [
+        (cfg.epochs >= 1, "epochs must be >= 1"),
+        (d.batch_size >= 2, "data.batch_size must be >= 2 (batch-statistics BN)"),
+        (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
+        (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
+        (d.pad >= 0 and d.cutout >= 0, "data.pad and data.cutout must be >= 0"),
+        (m.channels >= 1, "model.channels must be >= 1"),
+        (m.layers >= 3, "model.layers must be >= 3 (two of them are reduction cells)"),
+        (m.stem_multiplier >= 1, "model.stem_multiplier must be >= 1"),
+        (m.aux_weight >= 0, "model.aux_weight must be >= 0"),
+        (0.0 <= m.drop_path_prob < 1.0, "model.drop_path_prob must be in [0, 1)"),
+        (m.drop_path_schedule in DROP_PATH_SCHEDULES,
+         f"model.drop_path_schedule must be one of {', '.join(DROP_PATH_SCHEDULES)}"),
+        (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
+        (o.schedule in ("sgdr", "cosine"), "optim.schedule must be 'sgdr' or 'cosine'"),
+        (o.lr_max > 0 and 0 <= o.lr_min <= o.lr_max, "need 0 <= optim.lr_min <= optim.lr_max and lr_max > 0"),
+        (o.sgdr_t0 >= 1 and o.sgdr_tmul >= 1, "optim.sgdr_t0 and sgdr_tmul must be >= 1"),
+        (0.0 <= o.momentum < 1.0, "optim.momentum must be in [0, 1)"),
+        (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 (or null to disable)"),
+        (r.amp in ("auto", "bf16", "off"), "run.amp must be auto, bf16 or off"),
+        (r.channels_last in ("auto", "on", "off"), "run.channels_last must be auto, on or off"),
+        (r.checkpoint_every_steps >= 1, "run.checkpoint_every_steps must be >= 1"),
+        (r.checkpoint_every_minutes > 0, "run.checkpoint_every_minutes must be > 0"),
+        (r.max_nonfinite >= 1, "run.max_nonfinite must be >= 1"),
+        (r.log_every >= 1, "run.log_every must be >= 1"),
+        (r.test_every >= 1, "run.test_every must be >= 1"),
+        (r.threads is None or r.threads >= 1, "run.threads must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
