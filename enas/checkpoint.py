@@ -23,6 +23,8 @@ from enas.errors import UserError
 logger = logging.getLogger(__name__)
 
 FORMAT = "enas-checkpoint"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 VERSION = 1
 
 
@@ -53,6 +55,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
+        # mkstemp creates 0600; give outputs the usual permissions of new files.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

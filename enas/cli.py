@@ -37,6 +37,11 @@ class EnasGroup(click.Group):
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except click.UsageError as exc:
+            # One line instead of click's usage block; --help still shows the usage.
+            click.echo(f"error: {exc.format_message()} (see '{exc.ctx.command_path if exc.ctx else 'enas'} --help')",
+                       err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; the last checkpoint is intact (continue with --resume)", err=True)
             ctx.exit(130)

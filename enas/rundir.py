@@ -14,7 +14,8 @@ from enas.errors import UserError
 
 RUN_MARKERS = ("config.json", "checkpoints", "metrics.jsonl")
 RUN_FILES = ("config.json", "log.txt", "metrics.jsonl", "tb", "checkpoints", "genotypes",
-             "genotype.json", "derive.json", "result.json", "cells")
+             "genotype.json", "derive.json", "result.json", "cells", "model.onnx",
+             "model.torchscript.pt")
 
 
 def is_run_dir(path: Path) -> bool:

@@ -50,7 +50,9 @@ class OptimConfig:
     sgdr_tmul: int = 2
     momentum: float = 0.9
     nesterov: bool = True
-    weight_decay: float = 1e-4
+    # The official code adds l2 * sum(w^2) to the loss (l2 = 1e-4); its gradient is
+    # 2 * l2 * w, i.e. PyTorch weight_decay = 2e-4.
+    weight_decay: float = 2e-4
     grad_clip: Optional[float] = 5.0
 
 

@@ -12,7 +12,7 @@ def test_paper_defaults_are_the_official_enas_values():
     cfg = build_search_config("enas", "paper", None, {})
     assert (cfg.epochs, cfg.data.batch_size, cfg.model.channels, cfg.model.layers) == (150, 160, 20, 8)
     assert (cfg.optim.lr_max, cfg.optim.lr_min, cfg.optim.sgdr_t0, cfg.optim.sgdr_tmul) == (0.05, 5e-4, 10, 2)
-    assert cfg.optim.nesterov and cfg.optim.weight_decay == 1e-4 and cfg.model.aux_weight == 0.4
+    assert cfg.optim.nesterov and cfg.optim.weight_decay == 2e-4 and cfg.model.aux_weight == 0.4
     c = cfg.controller
     assert (c.hidden, c.tanh_constant, c.op_tanh_reduce, c.lr, c.beta1, c.eps) == (64, 1.1, 2.5, 0.0035, 0.0, 1e-3)
     assert (c.baseline_decay, c.entropy_weight, c.samples_per_update, c.updates_per_epoch) == (0.99, 1e-4, 10, 30)

@@ -57,5 +57,9 @@ class Strategy:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def epoch_images(self) -> Dict[str, Any]:
+        """Extra TensorBoard images of the epoch: tag -> (H, W, 3) uint8 array."""
+        return {}
+
     def begin_epoch(self, epoch: int) -> None:
         """Reset per-epoch bookkeeping (not called when resuming mid-epoch)."""

@@ -120,7 +120,7 @@ class SearchDriver:
     # -- main loop -------------------------------------------------------------
     def run(self, resume: bool = False, tensorboard: bool = True) -> Path:
         offset = self.restore() if resume else None
-        self.log = RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step if resume else None,
+        self.log = RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step + 1 if resume else None,
                           tensorboard=tensorboard)
         try:
             if not resume:
@@ -210,6 +210,9 @@ class SearchDriver:
                               genotype.to_json(indent=1) + "\n")
             self.log.text("search/best_genotype", f"```\n{genotype.to_json(indent=1)}\n```", self.pos.step)
             summary["genotype"] = genotype.to_dict()
+            self._log_cells(genotype)
+        for tag, image in self.strategy.epoch_images().items():
+            self.log.image(tag, image, self.pos.step)
         self.log.record(self.pos.step, epoch + 1, "epoch", summary)
         logger.info("epoch %d/%d done: %s", epoch + 1, self.cfg.epochs,
                     ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float)))
@@ -218,6 +221,14 @@ class SearchDriver:
         best = score > self.best_score
         self.best_score = max(self.best_score, score)
         self.checkpoint(best=best)
+
+    def _log_cells(self, genotype) -> None:
+        from enas.draw import cell_image_array
+
+        if self.log.writer is None:
+            return
+        for cell in ("normal", "reduce"):
+            self.log.image(f"cells/{cell}", cell_image_array(genotype, cell), self.pos.step)
 
     def _run_derive(self) -> None:
         phase = self.strategy.derive_phase(self.cfg.derive.samples)
@@ -233,5 +244,6 @@ class SearchDriver:
         self.log.record(self.pos.step, self.cfg.epochs, "derived", dict(values, genotype=genotype.to_dict()),
                         tb_prefix="derive")
         self.log.text("derive/genotype", f"```\n{genotype.to_json(indent=1)}\n```", self.pos.step)
+        self._log_cells(genotype)
         self.pos = Position(self.cfg.epochs, 0, 0, self.pos.step, DONE)
         self.checkpoint()
