@@ -36,6 +36,7 @@ def prepare_run_dir(out: Path, resume: bool, force: bool) -> Path:
     if resume:
         if not (out / "checkpoints" / "last.pt").is_file():
             raise UserError(f"nothing to resume in {out}: no checkpoints/last.pt")
+        remove_stale_temp_files(out)
         return out
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
@@ -56,6 +57,16 @@ def prepare_run_dir(out: Path, resume: bool, force: bool) -> Path:
     except OSError as exc:
         raise UserError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
     return out
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete temporary files left by a process killed in the middle of an atomic write."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "genotypes"):
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler:

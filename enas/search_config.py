@@ -95,7 +95,7 @@ class RunConfig:
     deterministic: bool = False
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     channels_last: str = "auto"  # auto | on | off
-    checkpoint_every_steps: int = 200
+    checkpoint_every_steps: int = 200  # work units: training steps, controller updates, derive candidates
     checkpoint_every_minutes: float = 10.0
     max_nonfinite: int = 20  # consecutive non-finite steps before stopping
     log_every: int = 20

@@ -60,7 +60,7 @@ class SearchDriver:
         self.stop_after = stop_after
         self.units_done = 0
         self.last_ckpt_time = time.monotonic()
-        self.last_ckpt_step = 0
+        self.units_since_ckpt = 0
         self.best_score = -float("inf")
         self.epoch_sums: Dict[str, Dict[str, float]] = {}
         self.log: Optional[RunLog] = None
@@ -89,7 +89,7 @@ class SearchDriver:
         if best:
             save_checkpoint(ckpt_dir / "best.pt", "search", payload)
         self.last_ckpt_time = time.monotonic()
-        self.last_ckpt_step = self.pos.step
+        self.units_since_ckpt = 0
 
     def restore(self) -> int:
         """Load ``checkpoints/last.pt``; returns the metrics offset to truncate to."""
@@ -101,14 +101,14 @@ class SearchDriver:
         self.pos = Position(**state["position"])
         self.best_score = float(state["best_score"])
         self.epoch_sums = {k: dict(v) for k, v in state["epoch_sums"].items()}
-        self.last_ckpt_step = self.pos.step
         logger.info("resumed at epoch %d, %s phase %d unit %d, step %d",
                     self.pos.epoch + 1, self.pos.stage, self.pos.phase, self.pos.unit, self.pos.step)
         return int(state["metrics_offset"])
 
     def _maybe_checkpoint(self) -> None:
         run = self.cfg.run
-        if (self.pos.step - self.last_ckpt_step >= run.checkpoint_every_steps
+        self.units_since_ckpt += 1
+        if (self.units_since_ckpt >= run.checkpoint_every_steps
                 or time.monotonic() - self.last_ckpt_time >= 60 * run.checkpoint_every_minutes):
             self.checkpoint()
 

@@ -1,0 +1,27 @@
+"""A short ENAS search on the real CIFAR-10 (skipped when the data is absent)."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import CIFAR10_DIR, cifar10_available
+from enas.cli import cli
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cifar10_available(), reason="CIFAR-10 not found in ../shared/data")
+def test_short_search_on_real_cifar10(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "search", "--dataset", "cifar10", "--data-dir", str(CIFAR10_DIR), "--epochs", "1",
+        "--batch-size", "256", "--set", "model.channels=4", "--set", "model.layers=3",
+        "--set", "model.auxiliary=false", "--set", "controller.updates_per_epoch=2",
+        "--set", "controller.samples_per_update=2", "--set", "derive.samples=3", "--out", str(out)],
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["phase"] == "train"]
+    assert train[-1]["step"] == 45000 // 256  # the official 45k/5k search split
+    epoch = next(r for r in rows if r["phase"] == "epoch")
+    assert epoch["train_acc_mean"] > 0.15  # learns something beyond chance (0.1) in one epoch
+    assert json.loads((out / "genotype.json").read_text())["normal_concat"]
