@@ -70,16 +70,9 @@ def cli(verbose: bool, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from enas.commands import search
+    from enas.commands import evaluate, export, genotypes, search, show, train
 
-    search.register(cli)
-    for name in ("genotypes", "train", "evaluate", "export", "show"):
-        try:
-            module = __import__(f"enas.commands.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"enas.commands.{name}":
-                raise
-            continue
+    for module in (search, train, evaluate, show, export, genotypes):
         module.register(cli)
 
 

@@ -61,6 +61,8 @@ class SearchDriver:
         self.units_done = 0
         self.last_ckpt_time = time.monotonic()
         self.units_since_ckpt = 0
+        self.started = time.monotonic()
+        self.elapsed_before = 0.0  # wall time of earlier processes of this run
         self.best_score = -float("inf")
         self.epoch_sums: Dict[str, Dict[str, float]] = {}
         self.log: Optional[RunLog] = None
@@ -78,7 +80,11 @@ class SearchDriver:
             "metrics_offset": self.log.offset() if self.log else 0,
             "best_score": self.best_score,
             "epoch_sums": self.epoch_sums,
+            "elapsed_seconds": self._elapsed(),
         }
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
 
     def checkpoint(self, best: bool = False) -> None:
         if not self.save_checkpoints:
@@ -101,6 +107,7 @@ class SearchDriver:
         self.pos = Position(**state["position"])
         self.best_score = float(state["best_score"])
         self.epoch_sums = {k: dict(v) for k, v in state["epoch_sums"].items()}
+        self.elapsed_before = float(state["elapsed_seconds"])
         logger.info("resumed at epoch %d, %s phase %d unit %d, step %d",
                     self.pos.epoch + 1, self.pos.stage, self.pos.phase, self.pos.unit, self.pos.step)
         return int(state["metrics_offset"])
@@ -238,6 +245,8 @@ class SearchDriver:
 
         self._run_phase(phase, self.cfg.epochs - 1, on_unit)
         genotype, details = self.strategy.derive_result()
+        # Wall time is the one value that differs between an interrupted and an uninterrupted run.
+        details = dict(details, search_hours=round(self._elapsed() / 3600.0, 4))
         atomic_write_text(self.run_dir / "derive.json", json.dumps(details, indent=1) + "\n")
         atomic_write_text(self.run_dir / "genotype.json", genotype.to_json(indent=1) + "\n")
         values = {k: v for k, v in details.items() if isinstance(v, (int, float))}

@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Reproduce a row of the ENAS / DARTS CIFAR-10 tables (REFERENCE Sec. 6) with the `enas` CLI.
+
+Each row is a search followed by retraining the derived cell with several seeds:
+
+    python scripts/reproduce.py enas_micro --seeds 0 1 2 3          # ENAS micro + cutout
+    python scripts/reproduce.py darts_2nd --dry-run                 # print the commands only
+    python scripts/collect_results.py runs/repro                    # the table
+
+Runs are resumable: re-running the same command resumes unfinished searches and trainings.
+A full row takes GPU-days (see README "Reproducing the paper tables").
+"""
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROWS = {
+    # name: (search arguments, train preset, description)
+    "enas_micro": (["--strategy", "enas"], "enas", "ENAS micro search, official final training (cutout)"),
+    "enas_darts_protocol": (["--strategy", "enas"], "darts", "ENAS micro search, DARTS retrain protocol"),
+    "darts_1st": (["--strategy", "darts", "--order", "1"], "darts", "DARTS first order + cutout"),
+    "darts_2nd": (["--strategy", "darts", "--order", "2"], "darts", "DARTS second order + cutout"),
+    "random_ws": (["--strategy", "random"], "darts", "random search with weight sharing, DARTS protocol"),
+    "random_ws_darts_space": (["--strategy", "random", "--space", "darts"], "darts",
+                              "random search with weight sharing on the DARTS space (Li & Talwalkar)"),
+}
+
+
+def run(cmd, dry):
+    print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    if not dry:
+        subprocess.run(cmd, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("row", choices=sorted(ROWS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="retrain seeds (report mean +- std)")
+    parser.add_argument("--search-seed", type=int, default=0)
+    parser.add_argument("--root", default="runs/repro", help="folder of all runs")
+    parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: download)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    args = parser.parse_args()
+
+    search_args, preset, _ = ROWS[args.row]
+    enas = [sys.executable, "-m", "enas"]
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    root = Path(args.root) / args.row
+    search_dir = root / f"search-seed{args.search_seed}"
+    if (search_dir / "genotype.json").is_file():
+        print(f"search done: {search_dir}")
+    elif (search_dir / "checkpoints" / "last.pt").is_file():
+        run(enas + ["search", "--resume", str(search_dir), "--device", args.device], args.dry_run)
+    else:
+        run(enas + ["search", *search_args, *data, "--seed", str(args.search_seed), "--device", args.device,
+                    "--out", str(search_dir)], args.dry_run)
+    for seed in args.seeds:
+        train_dir = root / f"train-{preset}-seed{seed}"
+        if (train_dir / "result.json").is_file():
+            print(f"training done: {train_dir}")
+        elif (train_dir / "checkpoints" / "last.pt").is_file():
+            run(enas + ["train", "--resume", str(train_dir), "--device", args.device], args.dry_run)
+        else:
+            run(enas + ["train", str(search_dir), "--preset", preset, *data, "--seed", str(seed),
+                        "--device", args.device, "--out", str(train_dir)], args.dry_run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
