@@ -226,8 +226,8 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
     return data
 
 
-def search_split(data: ImageData, dataset: str,
-                 valid_fraction: float = 0.1) -> Tuple[ImageData, ImageData]:
+def search_split(data: ImageData, dataset: str, valid_fraction: float = 0.1,
+                 ordered: bool = False) -> Tuple[ImageData, ImageData]:
     """Split training data into the search's (train, validation) parts.
 
     CIFAR-10 follows the official ENAS split: of the 50,000 training images the last 5,000
@@ -235,7 +235,9 @@ def search_split(data: ImageData, dataset: str,
     other dataset holds out the last ``valid_fraction`` of a fixed permutation (seed 0),
     so the split never depends on the run's seed. Both parts keep the original order.
     ``dataset`` only selects the rule; a name outside :data:`DATASETS` (e.g. ``"custom"``)
-    gets the generic one.
+    gets the generic one. ``ordered=True`` holds out the last ``valid_fraction`` in the
+    original order instead (DARTS ``train_search.py``: first half for weights, second half
+    for the architecture; only sensible for data stored in random order, like CIFAR).
 
     Raises:
         UserError: if either part would be empty or the fraction is not in (0, 1).
@@ -255,6 +257,10 @@ def search_split(data: ImageData, dataset: str,
     if n_valid < 1 or n - n_valid < 1:
         raise UserError(f"cannot split {n} training images with validation fraction "
                         f"{valid_fraction}: both the search-train and validation parts must be non-empty")
+    if ordered:
+        cut = n - n_valid
+        return (replace(data, images=data.images[:cut], labels=data.labels[:cut]),
+                replace(data, images=data.images[cut:], labels=data.labels[cut:]))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     train_idx, _ = perm[:n - n_valid].sort()
     valid_idx, _ = perm[n - n_valid:].sort()

@@ -246,3 +246,10 @@ def test_search_split_seeded_fraction():
         search_split(_fake(1), "digits")
     with pytest.raises(UserError, match="between 0 and 1"):
         search_split(_fake(10), "digits", valid_fraction=1.5)
+
+
+def test_ordered_split_keeps_the_stored_order():
+    data = load_dataset("digits", "train")
+    train, valid = search_split(data, "custom", 0.5, ordered=True)
+    assert len(train) == 750 and len(valid) == 750
+    assert torch.equal(train.images, data.images[:750]) and torch.equal(valid.images, data.images[750:])

@@ -47,8 +47,10 @@ def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
     """Training images split into the search train / validation parts."""
     data = load_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.image_size)
     if cfg.strategy == "darts":
-        # DARTS: the first ``train_portion`` of the training set trains weights, the rest alphas.
-        return search_split(data, "custom", 1.0 - cfg.darts.train_portion)
+        # DARTS: the first ``train_portion`` trains weights, the rest the architecture (in the
+        # stored order for CIFAR, which is shuffled on disk; a seeded permutation elsewhere).
+        return search_split(data, "custom", 1.0 - cfg.darts.train_portion,
+                            ordered=cfg.data.dataset in ("cifar10", "cifar100"))
     return search_split(data, cfg.data.dataset, cfg.data.valid_fraction)
 
 
