@@ -127,13 +127,19 @@ _DARTS_PAPER: Dict[str, Any] = {
 }
 
 _QUICK: Dict[str, Any] = {
-    "epochs": 6, "data.dataset": "digits", "data.batch_size": 64, "data.valid_fraction": 0.2,
-    "data.pad": 1, "model.channels": 8, "model.layers": 5, "model.auxiliary": False,
-    "optim.sgdr_t0": 6, "controller.updates_per_epoch": 10, "derive.samples": 40,
+    "epochs": 10, "data.dataset": "digits", "data.batch_size": 32, "data.valid_fraction": 0.2,
+    "data.pad": 1, "data.flip": False,  # digits are not mirror-symmetric
+    "model.channels": 8, "model.layers": 5, "model.auxiliary": False,
+    "optim.sgdr_t0": 10, "controller.updates_per_epoch": 5, "derive.samples": 40,
     "run.checkpoint_every_steps": 50, "run.log_every": 5,
+    # Tiny networks: a second thread only adds synchronisation overhead.
+    "run.threads": 1,
 }
 
 PRESETS = ("paper", "quick")
+#: Largest ``run.seed``: the run derives generators from ``seed + 1`` and ``seed + 2``, and
+#: torch seeds must fit 64 bits; 2**63 - 3 keeps every derived seed a signed 64-bit value.
+MAX_SEED = 2**63 - 3
 
 
 def preset_overrides(preset: str, strategy: str) -> Dict[str, Any]:
@@ -175,28 +181,52 @@ def validate_search_config(cfg: SearchConfig) -> None:
         raise UserError(f"unknown strategy {cfg.strategy!r}; choose from {', '.join(STRATEGIES)}")
     if cfg.model.space is None:
         cfg.model.space = DEFAULT_SPACE[cfg.strategy]
+    d, m, o, c, a, r = cfg.data, cfg.model, cfg.optim, cfg.controller, cfg.darts, cfg.run
+    # Every value the components would refuse later (with a traceback, after the run folder
+    # exists) or silently misuse is refused here with the key's name.
     checks = [
         (cfg.epochs >= 1, "epochs must be >= 1"),
-        (cfg.data.batch_size >= 2, "data.batch_size must be >= 2 (batch-statistics BN)"),
-        (0.0 < cfg.data.valid_fraction < 1.0, "data.valid_fraction must be in (0, 1)"),
-        (cfg.data.pad >= 0 and cfg.data.cutout >= 0, "data.pad and data.cutout must be >= 0"),
-        (cfg.model.channels >= 1, "model.channels must be >= 1"),
-        (cfg.model.layers >= 3, "model.layers must be >= 3 (two of them are reduction cells)"),
-        (cfg.model.stem_multiplier >= 1, "model.stem_multiplier must be >= 1"),
-        (0.0 <= cfg.model.dropout < 1.0, "model.dropout must be in [0, 1)"),
-        (cfg.optim.schedule in ("sgdr", "cosine"), "optim.schedule must be 'sgdr' or 'cosine'"),
-        (cfg.optim.lr_max > 0 and 0 <= cfg.optim.lr_min <= cfg.optim.lr_max,
-         "need 0 <= optim.lr_min <= optim.lr_max and lr_max > 0"),
-        (cfg.optim.sgdr_t0 >= 1 and cfg.optim.sgdr_tmul >= 1, "optim.sgdr_t0 and sgdr_tmul must be >= 1"),
-        (cfg.controller.samples_per_update >= 1, "controller.samples_per_update must be >= 1"),
-        (cfg.controller.updates_per_epoch >= 0, "controller.updates_per_epoch must be >= 0"),
-        (cfg.darts.order in (1, 2), "darts.order must be 1 or 2"),
-        (0.0 < cfg.darts.train_portion < 1.0, "darts.train_portion must be in (0, 1)"),
+        (d.batch_size >= 2, "data.batch_size must be >= 2 (batch-statistics BN)"),
+        (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
+        (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
+        (0.0 < d.valid_fraction < 1.0, "data.valid_fraction must be in (0, 1)"),
+        (d.pad >= 0 and d.cutout >= 0, "data.pad and data.cutout must be >= 0"),
+        (m.channels >= 1, "model.channels must be >= 1"),
+        (m.layers >= 3, "model.layers must be >= 3 (two of them are reduction cells)"),
+        (m.stem_multiplier >= 1, "model.stem_multiplier must be >= 1"),
+        (m.aux_weight >= 0, "model.aux_weight must be >= 0"),
+        (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
+        (o.schedule in ("sgdr", "cosine"), "optim.schedule must be 'sgdr' or 'cosine'"),
+        (o.lr_max > 0 and 0 <= o.lr_min <= o.lr_max, "need 0 <= optim.lr_min <= optim.lr_max and lr_max > 0"),
+        (o.sgdr_t0 >= 1 and o.sgdr_tmul >= 1, "optim.sgdr_t0 and sgdr_tmul must be >= 1"),
+        (0.0 <= o.momentum < 1.0, "optim.momentum must be in [0, 1)"),
+        (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 (or null to disable)"),
+        (c.hidden >= 1, "controller.hidden must be >= 1"),
+        (c.tanh_constant is None or c.tanh_constant > 0, "controller.tanh_constant must be > 0 (or null)"),
+        (c.op_tanh_reduce > 0, "controller.op_tanh_reduce must be > 0"),
+        (c.temperature is None or c.temperature > 0, "controller.temperature must be > 0 (or null)"),
+        (c.lr > 0, "controller.lr must be > 0"),
+        (0.0 <= c.beta1 < 1.0, "controller.beta1 must be in [0, 1)"),
+        (c.eps > 0, "controller.eps must be > 0"),
+        (0.0 <= c.baseline_decay <= 1.0, "controller.baseline_decay must be in [0, 1]"),
+        (c.samples_per_update >= 1, "controller.samples_per_update must be >= 1"),
+        (c.updates_per_epoch >= 0, "controller.updates_per_epoch must be >= 0"),
+        (a.order in (1, 2), "darts.order must be 1 or 2"),
+        (a.arch_lr > 0, "darts.arch_lr must be > 0"),
+        (0.0 <= a.arch_beta1 < 1.0 and 0.0 <= a.arch_beta2 < 1.0, "darts.arch_beta1 and arch_beta2 must be in [0, 1)"),
+        (a.arch_weight_decay >= 0, "darts.arch_weight_decay must be >= 0"),
+        (0.0 < a.train_portion < 1.0, "darts.train_portion must be in (0, 1)"),
+        (a.unrolled_r > 0, "darts.unrolled_r must be > 0"),
         (cfg.derive.samples >= 1, "derive.samples must be >= 1"),
-        (cfg.run.amp in ("auto", "bf16", "off"), "run.amp must be auto, bf16 or off"),
-        (cfg.run.channels_last in ("auto", "on", "off"), "run.channels_last must be auto, on or off"),
-        (cfg.run.checkpoint_every_steps >= 1, "run.checkpoint_every_steps must be >= 1"),
-        (cfg.run.max_nonfinite >= 1, "run.max_nonfinite must be >= 1"),
+        (0 <= r.seed <= MAX_SEED, f"run.seed must be between 0 and {MAX_SEED}"),
+        (r.amp in ("auto", "bf16", "off"), "run.amp must be auto, bf16 or off"),
+        (r.channels_last in ("auto", "on", "off"), "run.channels_last must be auto, on or off"),
+        (r.checkpoint_every_steps >= 1, "run.checkpoint_every_steps must be >= 1"),
+        (r.checkpoint_every_minutes > 0, "run.checkpoint_every_minutes must be > 0"),
+        (r.max_nonfinite >= 1, "run.max_nonfinite must be >= 1"),
+        (r.log_every >= 1, "run.log_every must be >= 1"),
+        (r.threads is None or r.threads >= 1, "run.threads must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

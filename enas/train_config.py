@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 
 from enas.configlib import apply_dict, apply_overrides
 from enas.errors import UserError
+from enas.search_config import MAX_SEED
 
 
 @dataclass
@@ -101,6 +102,8 @@ _ENAS_FINAL: Dict[str, Any] = {
 
 _QUICK: Dict[str, Any] = {
     "epochs": 8, "data.dataset": "digits", "data.batch_size": 64, "data.pad": 1, "data.cutout": 0,
+    "data.flip": False,  # digits are not mirror-symmetric
+    "run.threads": 1,  # tiny networks: a second thread only adds synchronisation overhead
     "model.channels": 8, "model.layers": 5, "model.auxiliary": False, "model.drop_path_prob": 0.1,
     "optim.lr_max": 0.05, "run.checkpoint_every_steps": 100, "run.log_every": 10,
 }
@@ -155,6 +158,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
         (0.0 <= o.momentum < 1.0, "optim.momentum must be in [0, 1)"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 (or null to disable)"),
+        (0 <= r.seed <= MAX_SEED, f"run.seed must be between 0 and {MAX_SEED}"),
         (r.amp in ("auto", "bf16", "off"), "run.amp must be auto, bf16 or off"),
         (r.channels_last in ("auto", "on", "off"), "run.channels_last must be auto, on or off"),
         (r.checkpoint_every_steps >= 1, "run.checkpoint_every_steps must be >= 1"),
