@@ -11,12 +11,14 @@ from enas.cli import cli
 @pytest.mark.slow
 @pytest.mark.skipif(not cifar10_available(), reason="CIFAR-10 not found in ../shared/data")
 def test_short_search_on_real_cifar10(tmp_path):
+    # Real CIFAR-10 images, resized to 16 px to keep the test short on 2 cores.
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, [
         "search", "--dataset", "cifar10", "--data-dir", str(CIFAR10_DIR), "--epochs", "1",
         "--batch-size", "256", "--set", "model.channels=4", "--set", "model.layers=3",
         "--set", "model.auxiliary=false", "--set", "controller.updates_per_epoch=2",
-        "--set", "controller.samples_per_update=2", "--set", "derive.samples=3", "--out", str(out)],
+        "--set", "controller.samples_per_update=2", "--set", "derive.samples=3", "--set", "data.image_size=16", "--set", "run.threads=2",
+        "--out", str(out)],
         catch_exceptions=False)
     assert result.exit_code == 0, result.output
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]

@@ -245,11 +245,12 @@ class SearchDriver:
 
         self._run_phase(phase, self.cfg.epochs - 1, on_unit)
         genotype, details = self.strategy.derive_result()
-        # Wall time is the one value that differs between an interrupted and an uninterrupted run.
+        values = {k: v for k, v in details.items() if isinstance(v, (int, float))}
+        # Wall time is the one value that differs between an interrupted and an uninterrupted
+        # run: it goes to derive.json only, not to metrics.jsonl.
         details = dict(details, search_hours=round(self._elapsed() / 3600.0, 4))
         atomic_write_text(self.run_dir / "derive.json", json.dumps(details, indent=1) + "\n")
         atomic_write_text(self.run_dir / "genotype.json", genotype.to_json(indent=1) + "\n")
-        values = {k: v for k, v in details.items() if isinstance(v, (int, float))}
         self.log.record(self.pos.step, self.cfg.epochs, "derived", dict(values, genotype=genotype.to_dict()),
                         tb_prefix="derive")
         self.log.text("derive/genotype", f"```\n{genotype.to_json(indent=1)}\n```", self.pos.step)

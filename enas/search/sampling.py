@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 
 from controller import Reinforce, UniformPolicy
+from enas.errors import UserError
 from enas.search.base import Phase, Strategy
 from enas.search.trainer import ChildTrainer
 from shared_model.genotype import Genotype
@@ -117,7 +118,8 @@ class SamplingStrategy(Strategy):
     def derive_result(self) -> Tuple[Genotype, Dict[str, Any]]:
         finite = [s for s in self.derive_scores if s["valid_acc"] == s["valid_acc"]]
         if not finite:
-            raise RuntimeError("derive produced no finite score")
+            raise UserError("every derive candidate scored NaN: the shared weights are not finite "
+                            "(learning rate too high or bad data); the checkpoints are kept")
         best = max(finite, key=lambda s: s["valid_acc"])  # first wins ties: greedy preferred
         return Genotype.from_dict(best["genotype"]), {
             "strategy": self.name, "best_valid_acc": best["valid_acc"], "best_source": best["source"],
