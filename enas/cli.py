@@ -49,7 +49,9 @@ class EnasGroup(click.Group):
             click.echo("error: out of memory; reduce the batch size (--batch-size) or channels", err=True)
             ctx.exit(2)
         except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
+            message = str(exc).lower()
+            if any(m in message for m in ("out of memory", "can't allocate memory", "not enough memory",
+                                          "storage size calculation overflowed")):
                 click.echo("error: out of device memory; reduce the batch size (--batch-size) or channels",
                            err=True)
                 ctx.exit(2)

@@ -7,7 +7,10 @@ unknown keys and values of the wrong type are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import reprlib
 import tomllib
 import types
 import typing
@@ -20,6 +23,18 @@ from enas.errors import UserError
 def to_dict(cfg: Any) -> Dict[str, Any]:
     """A plain, JSON-ready dict of a (nested) config dataclass."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr: a hostile value may be huge, deeply nested or an int too long to print."""
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
 
 
 def _check_value(key: str, value: Any, tp: Any) -> Any:
@@ -36,10 +51,10 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
                 return _check_value(key, value, arg)
             except UserError as exc:
                 errors.append(str(exc))
-        raise UserError(errors[0] if errors else f"config key {key!r}: invalid value {value!r}")
+        raise UserError(errors[0] if errors else f"config key {key!r}: invalid value {_show(value)}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"config key {key!r}: expected a list, got {value!r}")
+            raise UserError(f"config key {key!r}: expected a list, got {_show(value)}")
         (inner, *_rest) = typing.get_args(tp) or (Any,)
         items = [_check_value(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -47,24 +62,36 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise UserError(f"config key {key!r}: expected true or false, got {value!r}")
+            raise UserError(f"config key {key!r}: expected true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key {key!r}: expected an integer, got {value!r}")
+            raise UserError(f"config key {key!r}: expected an integer, got {_show(value)}")
+        if not -2**63 <= value < 2**63:  # torch and numpy take 64-bit integers only
+            raise UserError(f"config key {key!r}: {_show(value)} is out of the 64-bit integer range")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"config key {key!r}: expected a number, got {value!r}")
-        return float(value)
+            raise UserError(f"config key {key!r}: expected a number, got {_show(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            number = math.inf
+        # NaN slips through every range check and inf poisons training: refuse both here.
+        if not math.isfinite(number):
+            raise UserError(f"config key {key!r}: expected a finite number, got {_show(value)}")
+        return number
     if tp is str:
         if not isinstance(value, str):
-            raise UserError(f"config key {key!r}: expected a string, got {value!r}")
+            raise UserError(f"config key {key!r}: expected a string, got {_show(value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")
 
 
+@functools.lru_cache(maxsize=None)
 def _field_types(cls: type) -> Dict[str, Any]:
+    # Cached: get_type_hints re-evaluates every annotation and was ~95% of building a config.
+    # Callers only read the dict.
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -121,8 +148,8 @@ def read_config_file(path: str | Path) -> Dict[str, Any]:
             data = tomllib.loads(text)
         else:
             data = json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"config file {p} is malformed: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # decode errors, over-long ints, too deep nesting
+        raise UserError(f"config file {p} is malformed: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {p} must hold an object/table at the top level")
     return data
@@ -135,7 +162,7 @@ def parse_set_option(item: str) -> tuple[str, Any]:
     key, raw = item.split("=", 1)
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON (or over-long ints, too deep nesting): a string
         value = raw
     return key.strip(), value
 

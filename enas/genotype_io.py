@@ -42,7 +42,7 @@ def load_genotype_file(path: Path) -> Genotype:
             from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # also over-long ints and too deep nesting
         raise UserError(f"genotype file {path} is not valid JSON: {_one_line(exc)}") from None
     if isinstance(data, dict) and "genotype" in data and "normal" not in data:
         data = data["genotype"]  # e.g. result.json or a checkpoint-style wrapper

@@ -14,6 +14,7 @@ four integers ``in_a op_a in_b op_b`` per node, normal cell then reduction cell.
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence, Tuple
 
@@ -26,6 +27,19 @@ _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
 class GenotypeError(ValueError):
     """A genotype, its JSON or its arc string is malformed."""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 40, 40, 6, 6
+
+
+def _show(value: Any) -> str:
+    """A short repr for error messages: hostile input may be huge, deeply nested or a
+    more-than-4300-digit int (whose repr raises ValueError)."""
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
 
 
 def loose_ends(entries: Sequence[Entry]) -> Tuple[int, ...]:
@@ -50,28 +64,28 @@ def _check_cell(name: str, entries: Any, concat: Any) -> Tuple[Tuple[Entry, ...]
     out = []
     for k, entry in enumerate(entries):
         if not isinstance(entry, (list, tuple)) or len(entry) != 2:
-            raise GenotypeError(f"{name}[{k}]: expected [op, input], got {entry!r}")
+            raise GenotypeError(f"{name}[{k}]: expected [op, input], got {_show(entry)}")
         op, inp = entry
         if not isinstance(op, str):
-            raise GenotypeError(f"{name}[{k}]: op must be a string, got {op!r}")
+            raise GenotypeError(f"{name}[{k}]: op must be a string, got {_show(op)}")
         if op not in OPS:
-            raise GenotypeError(f"{name}[{k}]: unknown op {op!r} (known: {', '.join(sorted(OPS))})")
+            raise GenotypeError(f"{name}[{k}]: unknown op {_show(op)} (known: {', '.join(sorted(OPS))})")
         node_index = k // 2 + 2
         if isinstance(inp, bool) or not isinstance(inp, int):
-            raise GenotypeError(f"{name}[{k}]: input must be an integer, got {inp!r}")
+            raise GenotypeError(f"{name}[{k}]: input must be an integer, got {_show(inp)}")
         if not 0 <= inp < node_index:
             raise GenotypeError(
-                f"{name}[{k}]: input {inp} out of range for node {node_index} (allowed 0..{node_index - 1})")
+                f"{name}[{k}]: input {_show(inp)} out of range for node {node_index} (allowed 0..{node_index - 1})")
         out.append((op, inp))
     num_nodes = len(entries) // 2
     cname = name + "_concat"
     if not isinstance(concat, (list, tuple)) or not concat:
-        raise GenotypeError(f"{cname}: expected a non-empty list of node indices, got {concat!r}")
+        raise GenotypeError(f"{cname}: expected a non-empty list of node indices, got {_show(concat)}")
     for c in concat:
         if isinstance(c, bool) or not isinstance(c, int) or not 2 <= c < num_nodes + 2:
-            raise GenotypeError(f"{cname}: {c!r} is not a computed node index (allowed 2..{num_nodes + 1})")
+            raise GenotypeError(f"{cname}: {_show(c)} is not a computed node index (allowed 2..{num_nodes + 1})")
     if list(concat) != sorted(set(concat)):
-        raise GenotypeError(f"{cname}: indices must be increasing and unique, got {list(concat)}")
+        raise GenotypeError(f"{cname}: indices must be increasing and unique, got {_show(list(concat))}")
     return tuple(out), tuple(concat)
 
 
@@ -120,19 +134,20 @@ class Genotype:
         if not isinstance(data, dict):
             raise GenotypeError(f"genotype must be a JSON object, got {type(data).__name__}")
         missing = [f for f in _FIELDS if f not in data]
-        extra = sorted(set(data) - set(_FIELDS))
+        extra = sorted(set(data) - set(_FIELDS), key=str)
         if missing:
             raise GenotypeError(f"genotype is missing field(s): {', '.join(missing)}")
         if extra:
-            raise GenotypeError(f"genotype has unknown field(s): {', '.join(extra)}")
+            names = ", ".join(f if f.isidentifier() else _show(f) for f in map(str, extra))
+            raise GenotypeError(f"genotype has unknown field(s): {names}")
         return cls(**{f: data[f] for f in _FIELDS})
 
     @classmethod
     def from_json(cls, text: str) -> "Genotype":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GenotypeError(f"genotype is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # also over-long ints and too deep nesting
+            raise GenotypeError(f"genotype is not valid JSON: {' '.join(str(exc).split())}") from None
         return cls.from_dict(data)
 
     # -- official ENAS arc strings -----------------------------------------
@@ -168,9 +183,12 @@ class Genotype:
             try:
                 ints = [int(t) for t in tokens]
             except ValueError:
-                raise GenotypeError(f"arc must be whitespace-separated integers, got {arc!r}") from None
+                raise GenotypeError(f"arc must be whitespace-separated integers, got {_show(arc)}") from None
         else:
             ints = list(arc)
+            bad = [v for v in ints if isinstance(v, bool) or not isinstance(v, int)]
+            if bad:
+                raise GenotypeError(f"arc must hold integers only, got {_show(bad[0])}")
         if not ints or len(ints) % 8:
             raise GenotypeError(f"arc needs 4 integers per node for both cells (a multiple of 8), got {len(ints)}")
         half = len(ints) // 2
@@ -180,7 +198,7 @@ class Genotype:
             for k in range(0, len(chunk), 2):
                 inp, op = chunk[k], chunk[k + 1]
                 if not 0 <= op < len(ops):
-                    raise GenotypeError(f"{cell}: op index {op} out of range 0..{len(ops) - 1}")
+                    raise GenotypeError(f"{cell}: op index {_show(op)} out of range 0..{len(ops) - 1}")
                 entries.append((ops[op], inp))
             cells[cell] = entries
         return cls(cells["normal"], loose_ends(cells["normal"]) if _inputs_ok(cells["normal"]) else (),

@@ -28,7 +28,7 @@ def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
 def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, latency_batch: int,
                         repeats: int) -> Dict[str, Any]:
     """Everything ``enas evaluate`` reports, as a JSON-ready dict."""
-    from enas.retrain import evaluate_model, load_train_checkpoint, network_from_checkpoint
+    from enas.trained import evaluate_model, load_train_checkpoint, network_from_checkpoint
     from enas.runtime import resolve_device
     from shared_model.profile import count_macs, count_parameters, measure_latency
 

@@ -138,7 +138,7 @@ def _verify(model: nn.Module, example: torch.Tensor, run: Callable[[torch.Tensor
 
 def export_checkpoint(checkpoint: str, fmt: str, out: str | None, batch_size: int) -> Dict[str, Any]:
     """Export a retrain checkpoint; returns what was written and how it was checked."""
-    from enas.retrain import load_train_checkpoint, network_from_checkpoint
+    from enas.trained import load_train_checkpoint, network_from_checkpoint
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")

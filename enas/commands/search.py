@@ -112,6 +112,7 @@ def register(cli: click.Group) -> None:
                 flags[key] = value
             file_data = read_config_file(config_file) if config_file else None
             cfg = build_search_config("enas", "paper", file_data, flags)
+            resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
             run_dir = Path(out or f"runs/search-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
             run_dir = prepare_run_dir(run_dir, resume=False, force=force)
             genotype_path = _start(cfg, run_dir, resume=False)

@@ -45,6 +45,10 @@ def network_size(genotype: Genotype, channels: int, layers: int, num_classes: in
         macs = count_macs(model, (in_channels, image_size, image_size))
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    except (TypeError, RuntimeError, OverflowError):
+        # Sizes beyond torch's 64-bit shapes (e.g. --channels 2**40) overflow even on the meta device.
+        raise UserError(f"a network with C {channels}, {layers} layers and {image_size} px "
+                        f"{in_channels}-channel images is too large to build") from None
     return {"params": count_parameters(model), "multiply_adds": macs}
 
 

@@ -33,12 +33,20 @@ def _start(cfg: TrainConfig, genotype, source: str, run_dir: Path, resume: bool,
     if not resume:
         save_config(cfg, run_dir / "config.json")
         write_genotype(run_dir / "genotype.json", genotype)
-    return run_retrain(cfg, genotype, source, run_dir, device, resume=resume, progress=progress_factory(),
-                       stop_after=stop_after)
+    try:
+        return run_retrain(cfg, genotype, source, run_dir, device, resume=resume, progress=progress_factory(),
+                           stop_after=stop_after)
+    except BaseException:
+        if not resume and not (run_dir / "checkpoints" / "last.pt").exists():
+            # Failed before the first checkpoint (bad data, a network the images cannot carry,
+            # an interrupt): leave no half run that --resume cannot continue and --out refuses.
+            for name in ("config.json", "genotype.json", "metrics.jsonl"):
+                (run_dir / name).unlink(missing_ok=True)
+        raise
 
 
 def _resume(resume_dir: str, device: Optional[str]):
-    from enas.retrain import load_train_checkpoint, network_from_checkpoint
+    from enas.trained import load_train_checkpoint, network_from_checkpoint
 
     run_dir = prepare_run_dir(Path(resume_dir), resume=True, force=False)
     state, _ = load_train_checkpoint(run_dir)
@@ -109,6 +117,7 @@ def register(cli: click.Group) -> None:
                 flags[key] = value
             file_data = read_config_file(config_file) if config_file else None
             cfg = build_train_config(file_data, flags)
+            resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
             src = Path(source)
             name = (source[4:] if source.startswith("zoo:")
                     else (src.parent.name if src.name == "genotype.json" else src.stem) or "genotype")
