@@ -8,7 +8,7 @@ in a row the run stops with a message naming the likely causes.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +43,23 @@ class ChildTrainer:
         self.model, self.optimizer, self.device = model, optimizer, device
         self.aux_weight, self.grad_clip, self.amp = aux_weight, grad_clip, amp
         self.max_nonfinite = max_nonfinite
-        self.nonfinite_in_row = 0
+        # Consecutive skips per kind of step ("weights", "architecture"): a finite step of
+        # one kind must not hide an endless run of non-finite steps of the other.
+        self.in_row: Dict[str, int] = {}
         self.nonfinite_total = 0
+        # Taken once: the model's module tree must not change after the trainer is built.
+        self._modules = list(model.modules())
+
+    def set_mode(self, training: bool) -> None:
+        """``model.train(training)``, skipped when every module already is in that mode.
+
+        ``Module.train`` walks the whole tree through ``Module.__setattr__``; the
+        paper-size supernet has about 5,000 modules, so the walk costs milliseconds,
+        paid on every step and every reward. Reading the flags is ~30x cheaper and
+        still notices a submodule switched elsewhere (see docs/performance.md).
+        """
+        if any(m.training != training for m in self._modules):
+            self.model.train(training)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -61,7 +76,7 @@ class ChildTrainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, arch) -> Dict[str, float]:
         """One SGD step on ``arch``; returns loss, accuracy and whether it was skipped."""
-        self.model.train()
+        self.set_mode(True)
         self.optimizer.zero_grad(set_to_none=True)
         loss, logits = self.loss(x, y, arch)
         loss.backward()
@@ -76,21 +91,28 @@ class ChildTrainer:
         finite = all(map(lambda v: v == v and abs(v) != float("inf"), (stats[0], stats[2])))
         if finite:
             self.optimizer.step()
-            self.nonfinite_in_row = 0
+            self.note_finite("weights")
         else:
             self.optimizer.zero_grad(set_to_none=True)
             self.note_nonfinite("loss or gradient")
         return {"loss": stats[0], "acc": stats[1], "grad_norm": stats[2], "skipped": float(not finite)}
 
-    def note_nonfinite(self, what: str) -> None:
-        """Count a skipped step; raise after too many in a row."""
-        self.nonfinite_in_row += 1
+    @property
+    def nonfinite_in_row(self) -> int:
+        return max(self.in_row.values(), default=0)
+
+    def note_finite(self, kind: str = "weights") -> None:
+        self.in_row[kind] = 0
+
+    def note_nonfinite(self, what: str, kind: str = "weights") -> None:
+        """Count a skipped step of ``kind``; raise after too many of that kind in a row."""
+        self.in_row[kind] = self.in_row.get(kind, 0) + 1
         self.nonfinite_total += 1
         logger.warning("non-finite %s: step skipped (%d in a row, %d in total)",
-                       what, self.nonfinite_in_row, self.nonfinite_total)
-        if self.nonfinite_in_row >= self.max_nonfinite:
+                       what, self.in_row[kind], self.nonfinite_total)
+        if self.in_row[kind] >= self.max_nonfinite:
             raise NonFiniteError(
-                f"{self.nonfinite_in_row} consecutive non-finite steps: the learning rate is "
+                f"{self.in_row[kind]} consecutive non-finite steps ({kind}): the learning rate is "
                 "probably too high, or the data contains bad values (NaN/inf); run stopped, "
                 "the last checkpoint is intact")
 
@@ -100,16 +122,16 @@ class ChildTrainer:
 
         BN still uses batch statistics (the supernet keeps no running stats).
         """
-        self.model.eval()
+        self.set_mode(False)
         with autocast(self.device, self.amp):
             logits, _ = self.model(x, arch)  # (B, classes)
         correct = (logits.argmax(1) == y).float().mean()
         # A non-finite forward gives a NaN reward, which the controller update skips.
         return float(torch.where(torch.isfinite(logits).all(), correct, torch.nan))
 
-    def state_dict(self) -> Dict[str, int]:
-        return {"nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total}
+    def state_dict(self) -> Dict[str, Any]:
+        return {"in_row": dict(self.in_row), "nonfinite_total": self.nonfinite_total}
 
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.nonfinite_in_row = int(state["nonfinite_in_row"])
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.in_row = {str(k): int(v) for k, v in state["in_row"].items()}
         self.nonfinite_total = int(state["nonfinite_total"])
