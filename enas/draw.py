@@ -261,7 +261,7 @@ def _svg(layout: _Layout, font) -> str:
     out = [f'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" '
            f'width="{layout.width}" height="{layout.height}" viewBox="0 0 {layout.width} {layout.height}" '
            f'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="{_FONT_SIZE}">',
-           f'<rect width="100%" height="100%" fill="white"/>',
+           '<rect width="100%" height="100%" fill="white"/>',
            f'<text x="{_MARGIN}" y="{_MARGIN}" dominant-baseline="hanging">{escape(layout.title)}</text>']
     for e in layout.edges:
         color = "black" if e.label else "#666666"

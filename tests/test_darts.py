@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from enas.search.darts import DartsStrategy, build_darts_strategy, finite_difference_hvp, render_heatmap
+from enas.search.darts import DartsStrategy, build_darts_strategy, finite_difference_hvp
+from enas.search.heatmap import render_heatmap
 from enas.search.trainer import ChildTrainer
 from shared_model.arch_params import ArchParameters
 from shared_model.genotype import loose_ends

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import enas.retrain
+import enas.trained
 from enas.checkpoint import save_checkpoint
 from enas.cli import cli
 from shared_model.child import ChildNetwork
@@ -221,5 +221,5 @@ def test_diverging_run_stops_with_one_error_and_keeps_its_checkpoint(tmp_path):
     assert result.exit_code == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: 2 consecutive non-finite steps") and "Traceback" not in result.output
-    state, _ = enas.retrain.load_train_checkpoint(run)
+    state, _ = enas.trained.load_train_checkpoint(run)
     assert state["position"]["step"] == 0  # the start checkpoint, untouched by the bad steps

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-import torch
 
 from enas.checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from enas.configlib import to_dict

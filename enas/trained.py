@@ -1,0 +1,118 @@
+"""Trained networks from ``enas train`` checkpoints: rebuild, load and evaluate.
+
+Used by retraining itself and by ``enas evaluate`` and ``enas export``, which
+rebuild the :class:`~shared_model.child.ChildNetwork` from a checkpoint alone
+(it holds the genotype, the full config and the data shape).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from enas.augment import DeviceLoader
+from enas.checkpoint import load_checkpoint
+from enas.configlib import load_saved_config
+from enas.data import ImageData
+from enas.errors import UserError
+from enas.runtime import autocast
+from enas.train_config import TrainConfig
+from shared_model.child import ChildNetwork
+from shared_model.genotype import Genotype, GenotypeError
+
+KIND = "train"
+
+
+def make_child(genotype: Genotype, cfg: TrainConfig, info: Dict[str, Any], inference: bool = False) -> ChildNetwork:
+    """The child network of ``genotype`` for the data shape in ``info``.
+
+    ``inference`` drops the auxiliary head (and drop path), as for evaluation and export.
+
+    Raises:
+        UserError: sizes the network cannot be built with (e.g. images too small
+            for the two reduction cells).
+    """
+    m = cfg.model
+    try:
+        return ChildNetwork(genotype, C=m.channels, layers=m.layers, num_classes=int(info["num_classes"]),
+                            auxiliary=m.auxiliary and not inference, in_channels=int(info["in_channels"]),
+                            image_size=int(info["image_size"]), stem_multiplier=m.stem_multiplier,
+                            dropout=m.dropout, drop_path_depth_scaled=m.drop_path_schedule == "enas")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def data_info(data: ImageData, dataset: str) -> Dict[str, Any]:
+    """Plain-data description of the input that a checkpoint carries."""
+    return {"dataset": dataset, "num_classes": data.num_classes, "in_channels": data.channels,
+            "image_size": data.image_size[0], "classes": list(data.classes),
+            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}
+
+
+def load_train_checkpoint(path: str | Path) -> Tuple[Dict[str, Any], Path]:
+    """Load a retrain checkpoint (a ``.pt`` file or a run folder: its ``checkpoints/last.pt``).
+
+    Raises:
+        UserError: missing, corrupt or foreign file, a search checkpoint, or
+            one without the retrain fields.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    state = load_checkpoint(path, kind=None)
+    if state.get("kind") == "search":
+        raise UserError(f"{path} is a search checkpoint; retrain its genotype first with `enas train`")
+    if state.get("kind") != KIND:
+        raise UserError(f"checkpoint {path} is a {state.get('kind')!r} checkpoint, expected a retrain checkpoint")
+    missing = [k for k in ("config", "genotype", "data_info", "model") if k not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
+    return state, path
+
+
+def network_from_checkpoint(state: Dict[str, Any], inference: bool = True
+                            ) -> Tuple[ChildNetwork, TrainConfig, Genotype, Dict[str, Any]]:
+    """Rebuild the trained network from a checkpoint loaded by :func:`load_train_checkpoint`."""
+    cfg = load_saved_config(TrainConfig, state["config"])
+    try:
+        genotype = Genotype.from_dict(state["genotype"])
+    except GenotypeError as exc:
+        raise UserError(f"checkpoint genotype is invalid: {exc}") from None
+    info = dict(state["data_info"])
+    model = make_child(genotype, cfg, info, inference=inference)
+    weights = state["model"]
+    if inference:
+        weights = {k: v for k, v in weights.items() if not k.startswith("auxiliary_head.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint weights do not fit its network: {str(exc).splitlines()[0]}") from None
+    return model, cfg, genotype, info
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "auto") -> Dict[str, float]:
+    """Mean loss, top-1 and top-5 accuracy over a whole (unshuffled) loader, eval mode.
+
+    ``top5`` is None with 5 classes or fewer (it would always be 1).
+    """
+    was_training = model.training
+    model.eval()
+    k = 5 if loader.num_classes > 5 else 0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
+    n = 0
+    for x, y in loader.epoch_batches(0):
+        with autocast(device, amp):
+            out = model(x)
+        logits = (out[0] if isinstance(out, tuple) else out).float()  # (B, classes)
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        sums[1] += (logits.argmax(1) == y).sum()
+        if k:
+            sums[2] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
+        n += y.numel()
+    model.train(was_training)
+    loss, top1, top5 = (sums / max(n, 1)).tolist()
+    return {"loss": loss, "top1": top1, "top5": top5 if k else None, "n": n}
