@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from enas.config_sections import OptimConfig, RunConfig, optim_checks, run_checks, shared_checks
 from enas.configlib import apply_overrides
 from enas.errors import UserError
 
@@ -39,21 +40,6 @@ class ModelConfig:
     auxiliary: bool = True
     aux_weight: float = 0.4
     dropout: float = 0.1  # ENAS keep_prob 0.9 before the classifier
-
-
-@dataclass
-class OptimConfig:
-    schedule: str = "sgdr"  # sgdr (cosine with restarts, per epoch) | cosine
-    lr_max: float = 0.05
-    lr_min: float = 5e-4
-    sgdr_t0: int = 10
-    sgdr_tmul: int = 2
-    momentum: float = 0.9
-    nesterov: bool = True
-    # The official code adds l2 * sum(w^2) to the loss (l2 = 1e-4); its gradient is
-    # 2 * l2 * w, i.e. PyTorch weight_decay = 2e-4.
-    weight_decay: float = 2e-4
-    grad_clip: Optional[float] = 5.0
 
 
 @dataclass
@@ -86,20 +72,6 @@ class DartsConfig:
 @dataclass
 class DeriveConfig:
     samples: int = 100
-
-
-@dataclass
-class RunConfig:
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    deterministic: bool = False
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
-    channels_last: str = "auto"  # auto | on | off
-    checkpoint_every_steps: int = 200  # work units: training steps, controller updates, derive candidates
-    checkpoint_every_minutes: float = 10.0
-    max_nonfinite: int = 20  # consecutive non-finite steps before stopping
-    log_every: int = 20
-    threads: Optional[int] = None
 
 
 @dataclass
@@ -139,7 +111,6 @@ _QUICK: Dict[str, Any] = {
 PRESETS = ("paper", "quick")
 #: Largest ``run.seed``: the run derives generators from ``seed + 1`` and ``seed + 2``, and
 #: torch seeds must fit 64 bits; 2**63 - 3 keeps every derived seed a signed 64-bit value.
-MAX_SEED = 2**63 - 3
 
 
 def preset_overrides(preset: str, strategy: str) -> Dict[str, Any]:
@@ -184,24 +155,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
     d, m, o, c, a, r = cfg.data, cfg.model, cfg.optim, cfg.controller, cfg.darts, cfg.run
     # Every value the components would refuse later (with a traceback, after the run folder
     # exists) or silently misuse is refused here with the key's name.
-    checks = [
-        (cfg.epochs >= 1, "epochs must be >= 1"),
-        (d.batch_size >= 2, "data.batch_size must be >= 2 (batch-statistics BN)"),
-        (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
-        (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
+    checks = shared_checks(cfg.epochs, d, m) + optim_checks(o) + run_checks(r) + [
         (0.0 < d.valid_fraction < 1.0, "data.valid_fraction must be in (0, 1)"),
-        (d.pad >= 0 and d.cutout >= 0, "data.pad and data.cutout must be >= 0"),
-        (m.channels >= 1, "model.channels must be >= 1"),
-        (m.layers >= 3, "model.layers must be >= 3 (two of them are reduction cells)"),
-        (m.stem_multiplier >= 1, "model.stem_multiplier must be >= 1"),
-        (m.aux_weight >= 0, "model.aux_weight must be >= 0"),
-        (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
-        (o.schedule in ("sgdr", "cosine"), "optim.schedule must be 'sgdr' or 'cosine'"),
-        (o.lr_max > 0 and 0 <= o.lr_min <= o.lr_max, "need 0 <= optim.lr_min <= optim.lr_max and lr_max > 0"),
-        (o.sgdr_t0 >= 1 and o.sgdr_tmul >= 1, "optim.sgdr_t0 and sgdr_tmul must be >= 1"),
-        (0.0 <= o.momentum < 1.0, "optim.momentum must be in [0, 1)"),
-        (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
-        (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 (or null to disable)"),
         (c.hidden >= 1, "controller.hidden must be >= 1"),
         # Bounds far outside any published setting (1.1-2.5, 2.5, 5) that keep float32 logits finite.
         (c.tanh_constant is None or 0 < c.tanh_constant <= 100,
@@ -221,14 +176,6 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (0.0 < a.train_portion < 1.0, "darts.train_portion must be in (0, 1)"),
         (a.unrolled_r > 0, "darts.unrolled_r must be > 0"),
         (cfg.derive.samples >= 1, "derive.samples must be >= 1"),
-        (0 <= r.seed <= MAX_SEED, f"run.seed must be between 0 and {MAX_SEED}"),
-        (r.amp in ("auto", "bf16", "off"), "run.amp must be auto, bf16 or off"),
-        (r.channels_last in ("auto", "on", "off"), "run.channels_last must be auto, on or off"),
-        (r.checkpoint_every_steps >= 1, "run.checkpoint_every_steps must be >= 1"),
-        (r.checkpoint_every_minutes > 0, "run.checkpoint_every_minutes must be > 0"),
-        (r.max_nonfinite >= 1, "run.max_nonfinite must be >= 1"),
-        (r.log_every >= 1, "run.log_every must be >= 1"),
-        (r.threads is None or r.threads >= 1, "run.threads must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

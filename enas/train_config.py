@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 from enas.configlib import apply_dict, apply_overrides
 from enas.errors import UserError
-from enas.search_config import MAX_SEED
+from enas.config_sections import OptimConfig, RunConfig, optim_checks, run_checks, shared_checks
 
 
 @dataclass
@@ -47,31 +47,19 @@ class TrainModelConfig:
 
 
 @dataclass
-class TrainOptimConfig:
+class TrainOptimConfig(OptimConfig):
     schedule: str = "cosine"  # cosine (one period over all epochs) | sgdr (restarts)
     lr_max: float = 0.025
     lr_min: float = 0.0
-    sgdr_t0: int = 10
-    sgdr_tmul: int = 2
-    momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 3e-4
-    grad_clip: Optional[float] = 5.0
 
 
 @dataclass
-class TrainRunConfig:
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    deterministic: bool = False
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
-    channels_last: str = "auto"  # auto | on | off
+class TrainRunConfig(RunConfig):
     checkpoint_every_steps: int = 500
-    checkpoint_every_minutes: float = 10.0
-    max_nonfinite: int = 20  # consecutive non-finite steps before stopping
     log_every: int = 50
     test_every: int = 1  # epochs between test-set evaluations; the last epoch is always tested
-    threads: Optional[int] = None
 
 
 @dataclass
@@ -138,35 +126,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise UserError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
     cfg.data.dataset = canonical_name(cfg.data.dataset)
     d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
-    checks = [
-        (cfg.epochs >= 1, "epochs must be >= 1"),
-        (d.batch_size >= 2, "data.batch_size must be >= 2 (batch-statistics BN)"),
-        (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
-        (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
-        (d.pad >= 0 and d.cutout >= 0, "data.pad and data.cutout must be >= 0"),
-        (m.channels >= 1, "model.channels must be >= 1"),
-        (m.layers >= 3, "model.layers must be >= 3 (two of them are reduction cells)"),
-        (m.stem_multiplier >= 1, "model.stem_multiplier must be >= 1"),
-        (m.aux_weight >= 0, "model.aux_weight must be >= 0"),
+    checks = shared_checks(cfg.epochs, d, m) + optim_checks(o) + run_checks(r) + [
         (0.0 <= m.drop_path_prob < 1.0, "model.drop_path_prob must be in [0, 1)"),
         (m.drop_path_schedule in DROP_PATH_SCHEDULES,
          f"model.drop_path_schedule must be one of {', '.join(DROP_PATH_SCHEDULES)}"),
-        (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
-        (o.schedule in ("sgdr", "cosine"), "optim.schedule must be 'sgdr' or 'cosine'"),
-        (o.lr_max > 0 and 0 <= o.lr_min <= o.lr_max, "need 0 <= optim.lr_min <= optim.lr_max and lr_max > 0"),
-        (o.sgdr_t0 >= 1 and o.sgdr_tmul >= 1, "optim.sgdr_t0 and sgdr_tmul must be >= 1"),
-        (0.0 <= o.momentum < 1.0, "optim.momentum must be in [0, 1)"),
-        (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
-        (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 (or null to disable)"),
-        (0 <= r.seed <= MAX_SEED, f"run.seed must be between 0 and {MAX_SEED}"),
-        (r.amp in ("auto", "bf16", "off"), "run.amp must be auto, bf16 or off"),
-        (r.channels_last in ("auto", "on", "off"), "run.channels_last must be auto, on or off"),
-        (r.checkpoint_every_steps >= 1, "run.checkpoint_every_steps must be >= 1"),
-        (r.checkpoint_every_minutes > 0, "run.checkpoint_every_minutes must be > 0"),
-        (r.max_nonfinite >= 1, "run.max_nonfinite must be >= 1"),
-        (r.log_every >= 1, "run.log_every must be >= 1"),
         (r.test_every >= 1, "run.test_every must be >= 1"),
-        (r.threads is None or r.threads >= 1, "run.threads must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,0 +1,84 @@
+"""Config sections shared by ``enas search`` and ``enas train``, and their checks.
+
+The search defaults are the official ENAS micro-search values; ``enas train``
+subclasses these sections with the DARTS evaluation defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+MAX_SEED = 2**63 - 3  # torch.manual_seed accepts up to 2**64 - 1; seed + 2 must still fit
+
+Check = Tuple[bool, str]
+
+
+@dataclass
+class OptimConfig:
+    schedule: str = "sgdr"  # sgdr (cosine with restarts, per epoch) | cosine
+    lr_max: float = 0.05
+    lr_min: float = 5e-4
+    sgdr_t0: int = 10
+    sgdr_tmul: int = 2
+    momentum: float = 0.9
+    nesterov: bool = True
+    # The official code adds l2 * sum(w^2) to the loss (l2 = 1e-4); its gradient is
+    # 2 * l2 * w, i.e. PyTorch weight_decay = 2e-4.
+    weight_decay: float = 2e-4
+    grad_clip: Optional[float] = 5.0
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"  # auto | on | off
+    checkpoint_every_steps: int = 200  # work units: training steps, controller updates, derive candidates
+    checkpoint_every_minutes: float = 10.0
+    max_nonfinite: int = 20  # consecutive non-finite steps before stopping
+    log_every: int = 20
+    threads: Optional[int] = None
+
+
+def optim_checks(o: OptimConfig) -> List[Check]:
+    """(condition, message) pairs for an optimizer section."""
+    return [
+        (o.schedule in ("sgdr", "cosine"), "optim.schedule must be 'sgdr' or 'cosine'"),
+        (o.lr_max > 0 and 0 <= o.lr_min <= o.lr_max, "need 0 <= optim.lr_min <= optim.lr_max and lr_max > 0"),
+        (o.sgdr_t0 >= 1 and o.sgdr_tmul >= 1, "optim.sgdr_t0 and sgdr_tmul must be >= 1"),
+        (0.0 <= o.momentum < 1.0, "optim.momentum must be in [0, 1)"),
+        (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 (or null to disable)"),
+    ]
+
+
+def run_checks(r: RunConfig) -> List[Check]:
+    """(condition, message) pairs for a run section."""
+    return [
+        (0 <= r.seed <= MAX_SEED, f"run.seed must be between 0 and {MAX_SEED}"),
+        (r.amp in ("auto", "bf16", "off"), "run.amp must be auto, bf16 or off"),
+        (r.channels_last in ("auto", "on", "off"), "run.channels_last must be auto, on or off"),
+        (r.checkpoint_every_steps >= 1, "run.checkpoint_every_steps must be >= 1"),
+        (r.checkpoint_every_minutes > 0, "run.checkpoint_every_minutes must be > 0"),
+        (r.max_nonfinite >= 1, "run.max_nonfinite must be >= 1"),
+        (r.log_every >= 1, "run.log_every must be >= 1"),
+        (r.threads is None or r.threads >= 1, "run.threads must be >= 1"),
+    ]
+
+
+def shared_checks(epochs: int, d, m) -> List[Check]:
+    """Checks of the data and model keys that search and train have in common."""
+    return [
+        (epochs >= 1, "epochs must be >= 1"),
+        (d.batch_size >= 2, "data.batch_size must be >= 2 (batch-statistics BN)"),
+        (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
+        (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
+        (d.pad >= 0 and d.cutout >= 0, "data.pad and data.cutout must be >= 0"),
+        (m.channels >= 1, "model.channels must be >= 1"),
+        (m.layers >= 3, "model.layers must be >= 3 (two of them are reduction cells)"),
+        (m.stem_multiplier >= 1, "model.stem_multiplier must be >= 1"),
+        (m.aux_weight >= 0, "model.aux_weight must be >= 0"),
+        (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
+    ]
