@@ -50,22 +50,19 @@ def main() -> int:
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     root = Path(args.root) / args.row
     search_dir = root / f"search-seed{args.search_seed}"
-    if (search_dir / "genotype.json").is_file():
-        print(f"search done: {search_dir}")
-    elif (search_dir / "checkpoints" / "last.pt").is_file():
-        run(enas + ["search", "--resume", str(search_dir), "--device", args.device], args.dry_run)
-    else:
-        run(enas + ["search", *search_args, *data, "--seed", str(args.search_seed), "--device", args.device,
-                    "--out", str(search_dir)], args.dry_run)
-    for seed in args.seeds:
-        train_dir = root / f"train-{preset}-seed{seed}"
-        if (train_dir / "result.json").is_file():
-            print(f"training done: {train_dir}")
-        elif (train_dir / "checkpoints" / "last.pt").is_file():
-            run(enas + ["train", "--resume", str(train_dir), "--device", args.device], args.dry_run)
+
+    def resume_or_start(command, run_dir, done_file, start_args):
+        if (run_dir / done_file).is_file():
+            print(f"{command} done: {run_dir}")
+        elif (run_dir / "checkpoints" / "last.pt").is_file():
+            run(enas + [command, "--resume", str(run_dir), "--device", args.device], args.dry_run)
         else:
-            run(enas + ["train", str(search_dir), "--preset", preset, *data, "--seed", str(seed),
-                        "--device", args.device, "--out", str(train_dir)], args.dry_run)
+            run(enas + [command, *start_args, *data, "--device", args.device, "--out", str(run_dir)], args.dry_run)
+
+    resume_or_start("search", search_dir, "genotype.json", [*search_args, "--seed", str(args.search_seed)])
+    for seed in args.seeds:
+        resume_or_start("train", root / f"train-{preset}-seed{seed}", "result.json",
+                        [str(search_dir), "--preset", preset, "--seed", str(seed)])
     return 0
 
 
