@@ -66,6 +66,7 @@ class _Evil:
         return (os.system, (f"touch {_Evil.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malicious_pickle_is_refused_without_running(tmp_path):
     _Evil.marker = str(tmp_path / "pwned")
     p = tmp_path / "evil.pt"
