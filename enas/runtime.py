@@ -38,16 +38,25 @@ def autocast(device: torch.device, amp: str) -> ContextManager:
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
 
-def use_channels_last(device: torch.device, setting: str) -> bool:
-    """Whether to store activations channels-last.
+def use_channels_last(device: torch.device, setting: str, amp: str = "auto") -> bool:
+    """Whether to store activations and conv weights channels-last (NHWC).
 
-    ``auto`` turns it on for CPU (depthwise 5x5 convs run 1.5-3x faster in
-    that layout here, see docs/performance.md) and on CUDA with bf16.
+    ``auto`` picks per device what docs/performance.md measured:
+
+    * CPU: on. oneDNN's depthwise convs are much faster in NHWC (a 5x5
+      depthwise conv forward+backward at the ENAS search shapes 2.3-3.8x on
+      a 2-core Xeon); whole steps at the paper sizes: ENAS 1.36x, reward
+      2.1x, DARTS 1.56x, retrain 1.23x.
+    * CUDA: on with bf16 autocast (tensor-core convs want NHWC), off with
+      ``amp="off"``. Not measured yet: ``scripts/bench.py --device cuda
+      --channels-last on|off`` decides.
     """
     if setting == "on":
         return True
     if setting == "off":
         return False
+    if device.type == "cuda":
+        return amp != "off"
     return True
 
 

@@ -70,7 +70,7 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
     generators = {"sample": torch.Generator().manual_seed(cfg.run.seed),
                   "augment": torch.Generator().manual_seed(cfg.run.seed + 1),
                   "valid": torch.Generator().manual_seed(cfg.run.seed + 2)}
-    channels_last = use_channels_last(device, cfg.run.channels_last)
+    channels_last = use_channels_last(device, cfg.run.channels_last, amp=cfg.run.amp)
     eval_bs = cfg.data.eval_batch_size or cfg.data.batch_size
     train_loader = DeviceLoader(train_data, cfg.data.batch_size, device, train=True, pad=cfg.data.pad,
                                 flip=cfg.data.flip, cutout=cfg.data.cutout, generator=generators["augment"],

@@ -221,7 +221,7 @@ class DartsStrategy(Strategy):
 
         The weights are unchanged on return (second order restores them exactly).
         """
-        self.model.train()
+        self.trainer.set_mode(True)
         if self.order == 2:
             return self._unrolled_grads(x, y, xv, yv)
         loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())

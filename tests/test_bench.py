@@ -1,0 +1,110 @@
+"""Smoke test of the throughput harness (scripts/bench.py) at its tiny size.
+
+Runs the script as a user would and checks the documented JSON keys; no
+timing thresholds (the suite runs on loaded 2-core machines).
+"""
+import json
+import math
+import subprocess
+import sys
+
+from conftest import REPO
+
+SCRIPT = REPO / "scripts" / "bench.py"
+STEPS = ("enas_step", "reward_eval", "retrain_step")
+
+
+def finite_positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def check_step(entry: dict) -> None:
+    assert finite_positive(entry["images_per_s"])
+    assert entry["batch"] == 4
+    assert set(entry["step_ms"]) == {"median", "p10", "p90", "min", "max"}
+    assert all(finite_positive(v) for v in entry["step_ms"].values())
+    assert entry["step_ms"]["min"] <= entry["step_ms"]["median"] <= entry["step_ms"]["max"]
+    assert finite_positive(entry["peak_rss_mib"])
+
+
+def test_tiny_run_reports_every_documented_key():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--config", "tiny", "--device", "cpu", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    meta = report["meta"]
+    for key in ("date", "device", "device_name", "torch", "threads", "channels_last", "amp", "repeats", "warmup"):
+        assert key in meta
+    assert meta["device"] == "cpu" and meta["threads"] == 1
+    assert (meta["repeats"], meta["warmup"]) == (1, 0)
+    res = report["results"]["tiny"]
+    for key in STEPS:
+        check_step(res[key])
+    darts = res["darts_step"]
+    if "skipped" not in darts:
+        check_step(darts)
+    enas = res["enas_step"]
+    assert 0 <= enas["overhead_share"] < 1
+    assert set(enas["parts_ms"]) == {"data", "sample", "child", "other"}
+    assert finite_positive(enas["parts_ms"]["child"])
+    assert finite_positive(res["reward_eval"]["reward_ms"]["median"])
+    ctrl = res["controller"]
+    for key in ("sample_ms", "decode_ms", "update_ms"):
+        assert finite_positive(ctrl[key]["median"])
+    assert ctrl["sample_batch"]["n"] == 512 and finite_positive(ctrl["sample_batch"]["per_arch_ms"])
+    est = res["epoch_estimate"]
+    assert est["train_steps"] == 45_000 // 4
+    assert math.isclose(est["epoch_s"], est["train_s"] + est["controller_s"])
+    assert all(finite_positive(v) for v in est.values())
+    assert "images/s" in proc.stderr  # the human table
+
+
+def test_only_selects_items_and_rejects_unknown_ones():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--config", "tiny", "--device", "cpu", "--threads", "1",
+                           "--only", "retrain", "--channels-last", "off"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["meta"]["channels_last"] is False
+    assert set(report["results"]["tiny"]) == {"sizes", "retrain_step"}
+    check_step(report["results"]["tiny"]["retrain_step"])
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--config", "tiny", "--only", "x"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert bad.returncode == 2 and "unknown --only item" in bad.stderr
+
+
+def test_trainer_mode_switch_is_skipped_only_when_every_module_agrees():
+    """The speed-up of docs/performance.md (no full ``model.train()`` walk per step) keeps semantics."""
+    import torch
+
+    from enas.search.trainer import ChildTrainer
+    from shared_model.spaces import make_space
+    from shared_model.supernet import Supernet
+
+    space = make_space("micro")
+    model = Supernet(space.ops, space.num_nodes, 4, 3, 10, image_size=8, dropout=0.1)
+    trainer = ChildTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), torch.device("cpu"))
+    genotype = space.decode(space.random_actions(torch.Generator().manual_seed(0)))
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    trainer.accuracy(x, y, genotype)
+    assert not any(m.training for m in model.modules())
+    trainer.train_step(x, y, genotype)
+    assert all(m.training for m in model.modules())
+    model.dropout.eval()  # switched behind the trainer's back: the next step must notice
+    trainer.train_step(x, y, genotype)
+    assert model.dropout.training
+    model.cells[1].train()
+    trainer.accuracy(x, y, genotype)
+    assert not any(m.training for m in model.modules())
+
+
+def test_channels_last_auto_follows_the_measured_choice_per_device():
+    import torch
+
+    from enas.runtime import use_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # constructing a cuda device needs no GPU
+    assert use_channels_last(cpu, "auto") is True
+    assert use_channels_last(cuda, "auto") is True and use_channels_last(cuda, "auto", amp="bf16") is True
+    assert use_channels_last(cuda, "auto", amp="off") is False
+    assert use_channels_last(cpu, "off") is False and use_channels_last(cuda, "on", amp="off") is True
