@@ -6,7 +6,7 @@ subclasses these sections with the DARTS evaluation defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 MAX_SEED = 2**63 - 3  # torch.manual_seed accepts up to 2**64 - 1; seed + 2 must still fit
 
@@ -82,3 +82,12 @@ def shared_checks(epochs: int, d, m) -> List[Check]:
         (m.aux_weight >= 0, "model.aux_weight must be >= 0"),
         (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
     ]
+
+
+def raise_first_failure(checks: Iterable[Check]) -> None:
+    """Raise a :class:`~enas.errors.UserError` with the message of the first failed check."""
+    from enas.errors import UserError
+
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)

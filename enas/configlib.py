@@ -15,7 +15,7 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping
 
 from enas.errors import UserError
 
@@ -132,6 +132,18 @@ def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> None:
     """Apply flat ``{"section.key": value}`` overrides."""
     for key, value in overrides.items():
         set_key(cfg, key, value)
+
+
+def layer_config(cfg: Any, first: Mapping[str, Any], preset: Callable[[], Mapping[str, Any]],
+                 file_data: Mapping[str, Any] | None, flags: Mapping[str, Any]) -> Any:
+    """Apply the layers in order: ``first`` (preset name, strategy), the preset's overrides,
+    the file, the flags (``None`` skipped). ``preset`` is called after ``first`` passed its
+    type checks, so a malformed preset name is reported as such."""
+    apply_overrides(cfg, first)
+    apply_overrides(cfg, preset())
+    apply_dict(cfg, file_data or {})
+    apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
+    return cfg
 
 
 def read_config_file(path: str | Path) -> Dict[str, Any]:

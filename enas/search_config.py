@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from enas.config_sections import OptimConfig, RunConfig, optim_checks, run_checks, shared_checks
-from enas.configlib import apply_overrides
+from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
+                                  shared_checks)
+from enas.configlib import layer_config
 from enas.errors import UserError
 
 
@@ -132,16 +133,11 @@ def preset_overrides(preset: str, strategy: str) -> Dict[str, Any]:
 def build_search_config(strategy: str, preset: str, file_data: Dict[str, Any] | None,
                         flags: Dict[str, Any]) -> SearchConfig:
     """Defaults -> preset -> config file -> CLI flags, then validation."""
-    from enas.configlib import apply_dict
-
     file_data = dict(file_data or {})
-    cfg = SearchConfig()
     strategy = flags.get("strategy") or file_data.get("strategy") or strategy
     preset = flags.get("preset") or file_data.get("preset") or preset
-    apply_overrides(cfg, {"strategy": strategy, "preset": preset})
-    apply_overrides(cfg, preset_overrides(preset, strategy))
-    apply_dict(cfg, file_data)
-    apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
+    cfg = layer_config(SearchConfig(), {"strategy": strategy, "preset": preset},
+                       lambda: preset_overrides(preset, strategy), file_data, flags)
     validate_search_config(cfg)
     return cfg
 
@@ -177,8 +173,6 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (a.unrolled_r > 0, "darts.unrolled_r must be > 0"),
         (cfg.derive.samples >= 1, "derive.samples must be >= 1"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+    raise_first_failure(checks)
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:
         raise UserError("model.num_nodes must be >= 1")

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from enas.configlib import apply_dict, apply_overrides
+from enas.configlib import layer_config
 from enas.errors import UserError
-from enas.config_sections import OptimConfig, RunConfig, optim_checks, run_checks, shared_checks
+from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
+                                  shared_checks)
 
 
 @dataclass
@@ -109,11 +110,7 @@ def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
     """Defaults -> preset -> config file -> CLI flags (``None`` flags ignored), then validation."""
     file_data = dict(file_data or {})
     preset = flags.get("preset") or file_data.get("preset") or preset
-    cfg = TrainConfig()
-    apply_overrides(cfg, {"preset": preset})
-    apply_overrides(cfg, preset_overrides(preset))
-    apply_dict(cfg, file_data)
-    apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None})
+    cfg = layer_config(TrainConfig(), {"preset": preset}, lambda: preset_overrides(preset), file_data, flags)
     validate_train_config(cfg)
     return cfg
 
@@ -132,6 +129,4 @@ def validate_train_config(cfg: TrainConfig) -> None:
          f"model.drop_path_schedule must be one of {', '.join(DROP_PATH_SCHEDULES)}"),
         (r.test_every >= 1, "run.test_every must be >= 1"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+    raise_first_failure(checks)
