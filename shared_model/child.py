@@ -5,13 +5,39 @@ the released ``cnn/model.py``: ``NetworkCIFAR``, ``Cell``), which is also the
 shape of the ENAS micro final network (Pham et al. 2018, Sec. 2.3 and
 Sec. 3.2): a 3x3 stem, ``layers`` cells with reduction cells at
 ``layers // 3`` and ``2 * layers // 3`` (channels double there), an optional
-auxiliary head after cell ``2 * layers // 3``, global average pooling and a
-linear classifier. Reduction cells put stride 2 on every op that reads cell
+auxiliary head after cell ``2 * layers // 3`` (DARTS) or the cell after it
+(ENAS), global average pooling and a linear classifier. Reduction cells put stride 2 on every op that reads cell
 input 0 or 1 (REFERENCE Sec. 1: one semantics for derive and retrain).
 
 The cell generalises DARTS to any node count and any concat list; the normal
 and reduction cells may differ in both. A cell's output has
 ``len(concat) * C`` channels.
+
+Where the official ENAS fixed network (``src/cifar10/micro_child.py``:
+``_model``, ``_fixed_layer``) differs from DARTS, a constructor argument
+selects the ENAS behaviour; the defaults are DARTS (``NetworkCIFAR``):
+
+- ``aux_position="after_reduction"``: the auxiliary head reads the cell after
+  the last reduction (ENAS ``aux_head_indices = [pool_layers[-1] + 1]``),
+  not the reduction cell itself.
+- ``final_relu=True``: ReLU before global average pooling.
+- ``drop_path_exempt="skip"``: ``skip_connect`` is never dropped, also at
+  stride 2 (ENAS drops ops 0-3 only); DARTS exempts only ``Identity``.
+- ``base_conv=True``: a second ReLU -> 1x1 conv -> BN on cell input 1 after
+  its preprocessing (ENAS ``layer_base``, applied after ``_maybe_calibrate_size``).
+- ``classifier_bias=False``: the final and auxiliary linear layers have no bias.
+- ``aux_same_padding=True``: the auxiliary head's last conv pads "SAME" and is
+  followed by global pooling (see :class:`~shared_model.heads.AuxiliaryHead`).
+- ``bn_eps=1e-3``: the epsilon of every BatchNorm (ENAS ``batch_norm``).
+
+With all of them, ``ENAS_RELEASED`` at C 36 and 17 cells has 3,894,372
+parameters without the auxiliary head (4,389,220 with it), the official
+``count_model_params`` of the final script; with the DARTS defaults it has
+3,729,430 (no ``layer_base`` convs, a classifier bias).
+
+The reduction cells sit where ENAS puts them (``pool_layers = [N // 3,
+2 * (N // 3) + 1]`` for ``N = layers - 2``) whenever ``N`` is a multiple of 3,
+as in the ENAS final (17 cells) and search (8 cells) networks.
 """
 from __future__ import annotations
 
@@ -19,6 +45,7 @@ import logging
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shared_model.genotype import Entry, Genotype
@@ -26,6 +53,11 @@ from shared_model.heads import AuxiliaryHead
 from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
 
 logger = logging.getLogger(__name__)
+
+#: ``aux_position`` values: DARTS (the last reduction cell) or ENAS (the cell after it).
+AUX_POSITIONS = ("reduction", "after_reduction")
+#: ``drop_path_exempt`` values: DARTS (Identity only) or ENAS (every skip_connect).
+DROP_PATH_EXEMPT = ("identity", "skip")
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -95,33 +127,49 @@ class Cell(nn.Module):
         channels: per-node channels ``C`` of this cell.
         reduction: this cell halves the spatial size.
         reduction_prev: cell k-1 halved it, so input 0 is at twice the size.
+        drop_path_exempt: ops never dropped: ``"identity"`` (DARTS: only a
+            stride-1 skip, so a stride-2 skip, a FactorizedReduce, is dropped) or
+            ``"skip"`` (ENAS ``_fixed_layer``: every ``skip_connect``).
+        base_conv: apply a second ReLU -> 1x1 conv -> BN to input 1 after its
+            preprocessing (ENAS ``layer_base``).
     """
 
     def __init__(self, entries: Sequence[Entry], concat: Sequence[int], c_prev_prev: int, c_prev: int,
-                 channels: int, reduction: bool, reduction_prev: bool):
+                 channels: int, reduction: bool, reduction_prev: bool, drop_path_exempt: str = "identity",
+                 base_conv: bool = False):
         super().__init__()
+        if drop_path_exempt not in DROP_PATH_EXEMPT:
+            raise ValueError(f"drop_path_exempt must be one of {', '.join(DROP_PATH_EXEMPT)}, "
+                             f"got {drop_path_exempt!r}")
         self.reduction = reduction
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels)
         else:
             self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0)
+        # Registered only when used, so DARTS state_dict keys stay as they were.
+        self.base1: Optional[nn.Module] = ReLUConvBN(channels, channels, 1, 1, 0) if base_conv else None
         self._indices: Tuple[int, ...] = tuple(inp for _, inp in entries)
         self._concat: Tuple[int, ...] = tuple(concat)
         self.multiplier = len(self._concat)
         self._ops = nn.ModuleList(
             make_op(op, channels, 2 if reduction and inp < 2 else 1, True) for op, inp in entries)
+        if drop_path_exempt == "skip":
+            self._droppable = tuple(name != "skip_connect" for name, _ in entries)
+        else:
+            self._droppable = tuple(not isinstance(op, Identity) for op in self._ops)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states: List[torch.Tensor] = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 x (B, C, H, W)
+        h1 = self.preprocess1(s1)  # (B, C, H, W)
+        if self.base1 is not None:
+            h1 = self.base1(h1)
+        states: List[torch.Tensor] = [self.preprocess0(s0), h1]  # 2 x (B, C, H, W)
         apply_drop = self.training and drop_prob > 0.0
         for k in range(0, len(self._ops), 2):
             pair = []
-            for op, inp in ((self._ops[k], self._indices[k]), (self._ops[k + 1], self._indices[k + 1])):
-                h = op(states[inp])  # (B, C, H', W')
-                # DARTS: only Identity is exempt, so a stride-2 skip (FactorizedReduce)
-                # is dropped; the official ENAS script also exempts that one.
-                if apply_drop and not isinstance(op, Identity):
+            for j in (k, k + 1):
+                h = self._ops[j](states[self._indices[j]])  # (B, C, H', W')
+                if apply_drop and self._droppable[j]:
                     h = drop_path(h, drop_prob)
                 pair.append(h)
             states.append(pair[0] + pair[1])
@@ -136,7 +184,7 @@ class ChildNetwork(nn.Module):
         C: initial per-node channels (DARTS: 36).
         layers: number of cells, reductions included (DARTS: 20).
         num_classes: classifier outputs.
-        auxiliary: add the auxiliary head after cell ``2 * layers // 3``.
+        auxiliary: add the auxiliary head (see ``aux_position``).
         drop_path_prob: drop-path probability; set ``model.drop_path_prob``
             each epoch to ramp it (DARTS: ``0.2 * epoch / epochs``).
         in_channels: image channels (1 for grayscale).
@@ -146,14 +194,28 @@ class ChildNetwork(nn.Module):
             (ENAS final: keep 0.8, i.e. 0.2; DARTS: 0).
         drop_path_depth_scaled: multiply the drop probability of cell ``i`` by
             ``(i + 1) / layers`` (ENAS, see :func:`drop_path_schedule`).
+        aux_position: ``"reduction"`` (DARTS: the head reads cell
+            ``2 * layers // 3``) or ``"after_reduction"`` (ENAS: the cell after
+            it; needs ``layers >= 4``).
+        final_relu: ReLU before global average pooling (ENAS ``_model``).
+        drop_path_exempt: ``"identity"`` (DARTS) or ``"skip"`` (ENAS), see :class:`Cell`.
+        base_conv: the ENAS ``layer_base`` conv on every cell's input 1, see :class:`Cell`.
+        classifier_bias: the classifier and auxiliary linear layers have a
+            bias (DARTS ``nn.Linear``; the ENAS ``fc`` weights have none).
+        aux_same_padding: the auxiliary head's last conv pads "SAME" and is
+            globally pooled (ENAS) instead of a valid conv (DARTS).
+        bn_eps: epsilon of every BatchNorm (PyTorch and DARTS 1e-5, ENAS 1e-3).
 
     Raises:
-        ValueError: bad sizes, or an image too small for the reductions.
+        ValueError: bad sizes or options, or an image too small for the reductions.
     """
 
     def __init__(self, genotype: Genotype, C: int, layers: int, num_classes: int, auxiliary: bool = False,
                  drop_path_prob: float = 0.0, in_channels: int = 3, image_size: int = 32,
-                 stem_multiplier: int = 3, dropout: float = 0.0, drop_path_depth_scaled: bool = False):
+                 stem_multiplier: int = 3, dropout: float = 0.0, drop_path_depth_scaled: bool = False,
+                 aux_position: str = "reduction", final_relu: bool = False, drop_path_exempt: str = "identity",
+                 base_conv: bool = False, classifier_bias: bool = True, aux_same_padding: bool = False,
+                 bn_eps: float = 1e-5):
         super().__init__()
         for name, value in (("C", C), ("layers", layers), ("num_classes", num_classes),
                             ("in_channels", in_channels), ("image_size", image_size),
@@ -162,13 +224,24 @@ class ChildNetwork(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if aux_position not in AUX_POSITIONS:
+            raise ValueError(f"aux_position must be one of {', '.join(AUX_POSITIONS)}, got {aux_position!r}")
+        if not 0.0 < bn_eps < 1.0:
+            raise ValueError(f"bn_eps must be in (0, 1), got {bn_eps}")
         self.genotype = genotype
         self._layers = layers
         self._auxiliary = auxiliary
         self.drop_path_prob = float(drop_path_prob)
         self.drop_path_depth_scaled = drop_path_depth_scaled
+        self.final_relu = final_relu
         self.reduction_indices = tuple(sorted({layers // 3, 2 * layers // 3}))
-        self.aux_index = 2 * layers // 3
+        # ENAS: pool_layers = [N // 3, 2 * (N // 3) + 1] for N normal cells and
+        # aux_head_indices = [pool_layers[-1] + 1]; for 15 + 2 cells that is 12
+        # (a normal cell at 8x8), where DARTS's 2 * layers // 3 is 11.
+        self.aux_index = 2 * layers // 3 + (aux_position == "after_reduction")
+        if auxiliary and self.aux_index >= layers:
+            raise ValueError(f"aux_position {aux_position!r} needs a cell after the last reduction; "
+                             f"{layers} layers have none (use at least 4)")
 
         # Every stride-2 op here (3x3/5x5/7x7 pads, pools, factorized reduce)
         # maps H to ceil(H / 2); a reduction that cannot halve means the
@@ -199,17 +272,24 @@ class ChildNetwork(nn.Module):
                 c_curr *= 2
             cell_type = "reduce" if reduction else "normal"
             entries, concat = genotype.cell(cell_type)
-            cell = Cell(entries, concat, c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
+            cell = Cell(entries, concat, c_prev_prev, c_prev, c_curr, reduction, reduction_prev,
+                        drop_path_exempt=drop_path_exempt, base_conv=base_conv)
             self.cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
             if i == self.aux_index:
                 c_aux = c_prev
         if auxiliary:
-            self.auxiliary_head = AuxiliaryHead(c_aux, num_classes, spatial=sizes[self.aux_index])
+            self.auxiliary_head = AuxiliaryHead(c_aux, num_classes, spatial=sizes[self.aux_index],
+                                                same_padding=aux_same_padding, bias=classifier_bias)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self.classifier = nn.Linear(c_prev, num_classes, bias=classifier_bias)
+        # The ops are built with PyTorch's default eps; eps is not a parameter,
+        # so setting it afterwards changes no state_dict key.
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = bn_eps
         self.feature_sizes = tuple(sizes)
         logger.debug("child network: %d cells, reductions at %s, final %dx%d x %d channels",
                      layers, self.reduction_indices, sizes[-1], sizes[-1], c_prev)
@@ -228,6 +308,8 @@ class ChildNetwork(nn.Module):
             s0, s1 = s1, cell(s0, s1, self.cell_drop_prob(i))
             if i == self.aux_index and self._auxiliary and self.training:
                 logits_aux = self.auxiliary_head(s1)  # (B, num_classes)
+        if self.final_relu:
+            s1 = F.relu(s1)  # ENAS: the last cell's output ends in BN, not ReLU
         out = self.global_pooling(s1).flatten(1)  # (B, C_last)
         logits = self.classifier(self.dropout(out))  # (B, num_classes)
         return logits, logits_aux
