@@ -4,8 +4,10 @@ Defaults are the DARTS evaluation protocol (Liu et al. 2019, Sec. 3.2;
 ``cnn/train.py``; REFERENCE Sec. 4), which is also the ``darts`` preset. The
 ``enas`` preset is the official ENAS micro final script
 (``scripts/cifar10_micro_final.sh``; Pham et al. 2018, Sec. 3.2; REFERENCE
-Sec. 3) with the paper's best-row cutout. ``quick`` trains a tiny network on
-the built-in digits set in about a minute on a CPU.
+Sec. 3) with the paper's best-row cutout, and the network options that make
+the child network the official fixed network (``src/cifar10/micro_child.py``).
+``quick`` trains a tiny network on the built-in digits set in about a minute
+on a CPU.
 
 Config flows one way: defaults -> preset -> ``--config`` file -> flags.
 """
@@ -45,6 +47,16 @@ class TrainModelConfig:
     drop_path_prob: float = 0.2
     drop_path_schedule: str = "linear"
     dropout: float = 0.0  # before the classifier (ENAS final: keep 0.8 -> 0.2)
+    # Where the DARTS and ENAS final networks differ (ChildNetwork arguments of the
+    # same names); the defaults are DARTS, and a checkpoint saved before these keys
+    # existed rebuilds with them, i.e. as it was trained.
+    aux_position: str = "reduction"  # reduction (DARTS) | after_reduction (ENAS)
+    final_relu: bool = False  # ReLU before global pooling (ENAS)
+    drop_path_exempt: str = "identity"  # identity (DARTS) | skip (ENAS: also the stride-2 skip)
+    base_conv: bool = False  # ENAS layer_base: second 1x1 conv on every cell's input 1
+    classifier_bias: bool = True  # ENAS: no bias in the classifier and aux linear layers
+    aux_same_padding: bool = False  # ENAS: the aux head's last conv pads SAME, then pools
+    bn_eps: float = 1e-5  # ENAS batch_norm: 1e-3
 
 
 @dataclass
@@ -75,6 +87,10 @@ class TrainConfig:
 
 PRESETS = ("darts", "enas", "quick")
 DROP_PATH_SCHEDULES = ("linear", "enas")
+# Copies of shared_model.child's lists (a test keeps them equal): importing the
+# model module here would load torch for every config operation.
+AUX_POSITIONS = ("reduction", "after_reduction")
+DROP_PATH_EXEMPT = ("identity", "skip")
 
 _ENAS_FINAL: Dict[str, Any] = {
     "epochs": 630, "data.batch_size": 144, "data.cutout": 16,
@@ -82,11 +98,22 @@ _ENAS_FINAL: Dict[str, Any] = {
     "model.auxiliary": True, "model.aux_weight": 0.4,
     "model.drop_path_prob": 0.4, "model.drop_path_schedule": "enas",  # drop_path_keep_prob 0.6
     "model.dropout": 0.2,  # keep_prob 0.8
+    # The official fixed network (src/cifar10/micro_child.py): aux head at
+    # pool_layers[-1] + 1 = cell 12, ReLU before global pooling, skip_connect never
+    # dropped (drop path on ops 0-3 only), the layer_base 1x1 conv, bias-free fc
+    # layers, the aux head's SAME-padded 2x2 conv, batch_norm epsilon 1e-3.
+    "model.aux_position": "after_reduction", "model.final_relu": True, "model.drop_path_exempt": "skip",
+    "model.base_conv": True, "model.classifier_bias": False, "model.aux_same_padding": True,
+    "model.bn_eps": 1e-3,
     "optim.schedule": "sgdr", "optim.lr_max": 0.05, "optim.lr_min": 1e-4,
     "optim.sgdr_t0": 10, "optim.sgdr_tmul": 2, "optim.momentum": 0.9, "optim.nesterov": True,
     # The official code adds l2_reg * sum(w ** 2) to the loss (src/utils.py get_train_ops),
     # whose gradient is 2 * l2_reg * w: l2_reg 2e-4 is SGD weight_decay 4e-4.
-    "optim.weight_decay": 4e-4, "optim.grad_clip": 5.0,
+    "optim.weight_decay": 4e-4,
+    # No clipping. main.py passes clip_mode="norm" with child_grad_bound 5, but the
+    # "norm" branch of get_train_ops appends the unclipped gradient to its list, so
+    # the official run never clipped; grad_clip 5 would not be the official run.
+    "optim.grad_clip": None,
 }
 
 _QUICK: Dict[str, Any] = {
@@ -128,5 +155,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
         (m.drop_path_schedule in DROP_PATH_SCHEDULES,
          f"model.drop_path_schedule must be one of {', '.join(DROP_PATH_SCHEDULES)}"),
         (r.test_every >= 1, "run.test_every must be >= 1"),
+        (m.aux_position in AUX_POSITIONS, f"model.aux_position must be one of {', '.join(AUX_POSITIONS)}"),
+        (not (m.auxiliary and m.aux_position == "after_reduction" and m.layers < 4),
+         "model.aux_position after_reduction needs model.layers >= 4 (a cell after the last reduction)"),
+        (m.drop_path_exempt in DROP_PATH_EXEMPT,
+         f"model.drop_path_exempt must be one of {', '.join(DROP_PATH_EXEMPT)}"),
+        (0.0 < m.bn_eps < 1.0, "model.bn_eps must be in (0, 1)"),
     ]
     raise_first_failure(checks)

@@ -40,7 +40,11 @@ def make_child(genotype: Genotype, cfg: TrainConfig, info: Dict[str, Any], infer
         return ChildNetwork(genotype, C=m.channels, layers=m.layers, num_classes=int(info["num_classes"]),
                             auxiliary=m.auxiliary and not inference, in_channels=int(info["in_channels"]),
                             image_size=int(info["image_size"]), stem_multiplier=m.stem_multiplier,
-                            dropout=m.dropout, drop_path_depth_scaled=m.drop_path_schedule == "enas")
+                            dropout=m.dropout, drop_path_depth_scaled=m.drop_path_schedule == "enas",
+                            aux_position=m.aux_position, final_relu=m.final_relu,
+                            drop_path_exempt=m.drop_path_exempt, base_conv=m.base_conv,
+                            classifier_bias=m.classifier_bias, aux_same_padding=m.aux_same_padding,
+                            bn_eps=m.bn_eps)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
