@@ -18,9 +18,15 @@ Documented choices (see README "Search network"):
 * Reduction cells put stride 2 on the ops that read cell inputs 0/1 (DARTS
   style), not the official ENAS search network's fixed factorized reduce
   followed by a stride-1 cell; derive and retrain use the same semantics.
-* The cell output is ReLU -> 1x1 conv -> BN over the concatenation of the
-  architecture's concat nodes (ENAS loose ends), with one 1x1 weight slice per
-  node so that any concat list maps back to ``C`` channels.
+* The cell output is chosen by the ``cell_output`` constructor argument:
+  ``"conv"`` (ENAS ``_enas_layer``): ReLU -> 1x1 conv -> BN over the
+  concatenation of the output states, with one 1x1 weight slice per state so
+  that any concat list maps back to ``C`` channels; ``"concat"`` (DARTS
+  ``model_search.Cell``): the plain concatenation of all nodes,
+  ``num_nodes * C`` channels, which the next cell's preprocessing maps back to
+  ``C``. With ``loose_inputs`` (ENAS micro semantics) the ``"conv"`` output of a
+  genotype also takes the cell inputs no node reads, as the official search
+  cell counts uses over all ``num_nodes + 2`` states.
 * Every BN uses batch statistics, in training and in evaluation (REFERENCE
   Sec. 1 and Sec. 7), and cell BNs are not affine (DARTS search).
 * Pools are followed by a non-affine BN, as in the DARTS search MixedOp.
@@ -40,6 +46,9 @@ from shared_model.ops import POOL_OPS, FactorizedReduce, ReLUConvBN, make_op
 
 #: One summand of a node: (input index, op index, mixing weight or None for 1).
 Term = Tuple[int, int, Optional[torch.Tensor]]
+
+#: Cell output modes: ENAS's 1x1 conv back to C channels, DARTS's plain node concatenation.
+CELL_OUTPUTS = ("conv", "concat")
 
 
 @dataclass
@@ -84,13 +93,24 @@ class SharedCell(nn.Module):
         c: channels of the cell.
         reduction: whether this cell halves the spatial size.
         reduction_prev: whether the previous cell did (input 0 is then larger).
+        output: ``"conv"`` (ENAS: 1x1 conv of the output states back to ``c``) or
+            ``"concat"`` (DARTS: the concat of all nodes, ``num_nodes * c`` channels).
+        loose_inputs: with ``"conv"``, a genotype's cell inputs that no node reads
+            join the output (official ENAS search cell, micro space semantics).
     """
 
     def __init__(self, ops: Sequence[str], num_nodes: int, c_pp: int, c_p: int, c: int,
-                 reduction: bool, reduction_prev: bool):
+                 reduction: bool, reduction_prev: bool, output: str = "conv",
+                 loose_inputs: bool = False):
         super().__init__()
+        if output not in CELL_OUTPUTS:
+            raise ValueError(f"cell output must be one of {CELL_OUTPUTS}, got {output!r}")
+        if loose_inputs and output != "conv":
+            raise ValueError("loose_inputs needs the 'conv' cell output")
         self.ops = tuple(ops)
         self.num_nodes = num_nodes
+        self.output, self.loose_inputs = output, bool(loose_inputs)
+        self.out_channels = c if output == "conv" else num_nodes * c
         self.reduction = reduction
         self.cell_type = "reduce" if reduction else "normal"
         self.none_index = self.ops.index("none") if "none" in self.ops else -1
@@ -110,27 +130,38 @@ class SharedCell(nn.Module):
                     bank.append(op)
                 self.edge_index[(i, j)] = len(self.edges)
                 self.edges.append(bank)
-        # One (C x C) 1x1 slice per computed node, selected by the concat list.
-        self.out_weight = nn.Parameter(torch.empty(c, num_nodes, c))
-        nn.init.kaiming_normal_(self.out_weight.view(c, num_nodes * c, 1, 1))
-        self.out_bn = nn.BatchNorm2d(c, affine=False)
+        if output == "conv":
+            # One (C x C) 1x1 slice per state that can be an output: the computed nodes, and
+            # with loose_inputs the two cell inputs too (official ``final_conv`` weight of shape
+            # [num_cells + 2, C * C]). Slice ``s - first_out`` belongs to state ``s``.
+            self.first_out = 0 if loose_inputs else 2
+            slices = num_nodes + 2 - self.first_out
+            self.out_weight = nn.Parameter(torch.empty(c, slices, c))
+            nn.init.kaiming_normal_(self.out_weight.view(c, slices * c, 1, 1))
+            self.out_bn = nn.BatchNorm2d(c, affine=False)
+        if loose_inputs and reduction:
+            # Inputs keep their resolution here (the ops reading them stride), so an unread
+            # input is halved before joining the output, as the official fixed network's
+            # final combine does with a factorized reduction.
+            self.input_reduce = nn.ModuleList(FactorizedReduce(c, c, affine=False) for _ in range(2))
 
-    def terms(self, arch: Arch) -> Tuple[List[List[Term]], Sequence[int]]:
-        """Per-node summands and the concat list of ``arch`` for this cell."""
+    def terms(self, arch: Arch) -> Tuple[List[List[Term]], List[int]]:
+        """Per-node summands of ``arch`` for this cell and the states its output concatenates.
+
+        The output states are the architecture's concat list, preceded (``loose_inputs``,
+        genotypes only) by the cell inputs no node reads. Mixed architectures read every
+        input and output every node.
+        """
         if isinstance(arch, Genotype):
-            entries, concat = arch.cell(self.cell_type)
-            if len(entries) != 2 * self.num_nodes:
-                raise ValueError(f"{self.cell_type} cell has {len(entries) // 2} nodes, "
-                                 f"the supernet has {self.num_nodes}")
-            nodes = []
-            for k in range(0, len(entries), 2):
-                pair = []
-                for op, inp in entries[k:k + 2]:
-                    if op not in self.ops:
-                        raise ValueError(f"op {op!r} is not in the supernet's op bank {list(self.ops)}")
-                    pair.append((inp, self.ops.index(op), None))
-                nodes.append(pair)
-            return nodes, concat
+            nodes, concat = self._genotype_terms(arch)
+            if self.output == "concat" and sorted(concat) != list(range(2, self.num_nodes + 2)):
+                raise ValueError(f"the 'concat' cell output needs every node in the {self.cell_type} "
+                                 f"concat list (DARTS), got {list(concat)}")
+            unread = []
+            if self.loose_inputs:
+                read = {j for node_terms in nodes for j, _, _ in node_terms}
+                unread = [j for j in (0, 1) if j not in read]
+            return nodes, unread + list(concat)
         weights = arch.reduce if self.reduction else arch.normal  # (E, K)
         if weights.shape != (len(self.edges), len(self.ops)):
             raise ValueError(f"mixing weights must be {(len(self.edges), len(self.ops))}, got {tuple(weights.shape)}")
@@ -138,9 +169,26 @@ class SharedCell(nn.Module):
         for i in range(2, self.num_nodes + 2):
             nodes.append([(j, k, weights[self.edge_index[(i, j)], k])
                           for j in range(i) for k in range(len(self.ops)) if k != self.none_index])
-        return nodes, range(2, self.num_nodes + 2)
+        return nodes, list(range(2, self.num_nodes + 2))
+
+    def _genotype_terms(self, arch: Genotype) -> Tuple[List[List[Term]], Sequence[int]]:
+        """The two ``(input, op)`` summands of every node and the concat list of a genotype."""
+        entries, concat = arch.cell(self.cell_type)
+        if len(entries) != 2 * self.num_nodes:
+            raise ValueError(f"{self.cell_type} cell has {len(entries) // 2} nodes, "
+                             f"the supernet has {self.num_nodes}")
+        nodes = []
+        for k in range(0, len(entries), 2):
+            pair = []
+            for op, inp in entries[k:k + 2]:
+                if op not in self.ops:
+                    raise ValueError(f"op {op!r} is not in the supernet's op bank {list(self.ops)}")
+                pair.append((inp, self.ops.index(op), None))
+            nodes.append(pair)
+        return nodes, concat
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, arch: Arch) -> torch.Tensor:
+        """Cell inputs (B, C_pp, H, W) and (B, C_p, H, W) -> (B, out_channels, H', W')."""
         nodes, concat = self.terms(arch)
         states = [self.pre0(s0), self.pre1(s1)]  # each (B, C, H, W)
         for i, node_terms in enumerate(nodes, start=2):
@@ -153,10 +201,13 @@ class SharedCell(nn.Module):
                 y = cache[(j, k)]
                 out = out + (y if w is None else w * y)
             states.append(out)
-        idx = [c - 2 for c in concat]
-        x = F.relu(torch.cat([states[c] for c in concat], dim=1))  # (B, len(concat) * C, H', W')
+        if self.output == "concat":
+            return torch.cat([states[s] for s in concat], dim=1)  # (B, num_nodes * C, H', W')
+        outs = [self.input_reduce[s](states[s]) if s < 2 and self.reduction else states[s]
+                for s in concat]  # each (B, C, H', W')
+        x = F.relu(torch.cat(outs, dim=1))  # (B, len(concat) * C, H', W')
         c = self.out_weight.shape[0]
-        w = self.out_weight[:, idx].reshape(c, len(idx) * c, 1, 1)
+        w = self.out_weight[:, [s - self.first_out for s in concat]].reshape(c, len(concat) * c, 1, 1)
         return self.out_bn(F.conv2d(x, w))  # (B, C, H', W')
 
 
@@ -177,17 +228,28 @@ class Supernet(nn.Module):
         stem_multiplier: stem width is ``stem_multiplier * C``.
         auxiliary: attach the auxiliary head after the second reduction.
         dropout: dropout before the classifier (ENAS keep 0.9 = 0.1).
+        cell_output: ``"conv"`` (ENAS: every cell outputs C channels) or ``"concat"``
+            (DARTS ``model_search.Network``: cells output ``num_nodes * C`` channels, the
+            next cell's preprocessing and the classifier read that many).
+        loose_inputs: with ``"conv"``, unread cell inputs of a genotype join the cell
+            output (ENAS micro semantics; see :class:`SharedCell`).
     """
 
     def __init__(self, ops: Sequence[str], num_nodes: int, channels: int, layers: int,
                  num_classes: int, in_channels: int = 3, image_size: int = 32,
-                 stem_multiplier: int = 3, auxiliary: bool = False, dropout: float = 0.0):
+                 stem_multiplier: int = 3, auxiliary: bool = False, dropout: float = 0.0,
+                 cell_output: str = "conv", loose_inputs: bool = False):
         super().__init__()
+        if cell_output not in CELL_OUTPUTS:
+            raise ValueError(f"cell_output must be one of {CELL_OUTPUTS}, got {cell_output!r}")
+        if loose_inputs and cell_output != "conv":
+            raise ValueError("loose_inputs needs cell_output 'conv'")
         if layers < 3:
             raise ValueError(f"the supernet needs at least 3 layers (two are reductions), got {layers}")
         if image_size < 4:
             raise ValueError(f"images of {image_size} px are too small for two reductions (need >= 4)")
         self.ops, self.num_nodes, self.layers = tuple(ops), num_nodes, layers
+        self.cell_output, self.loose_inputs = cell_output, bool(loose_inputs)
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(c_stem))
@@ -201,11 +263,13 @@ class Supernet(nn.Module):
             reduction = i in reductions
             if reduction:
                 c, size = c * 2, (size + 1) // 2
-            self.cells.append(SharedCell(ops, num_nodes, c_pp, c_p, c, reduction, reduction_prev))
+            cell = SharedCell(ops, num_nodes, c_pp, c_p, c, reduction, reduction_prev,
+                              output=cell_output, loose_inputs=loose_inputs)
+            self.cells.append(cell)
             reduction_prev = reduction
-            c_pp, c_p = c_p, c
+            c_pp, c_p = c_p, cell.out_channels
             if i == self.aux_index:
-                self.aux_head = AuxiliaryHead(c, num_classes, size)
+                self.aux_head = AuxiliaryHead(c_p, num_classes, size)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(c_p, num_classes)
         use_batch_stats(self)
@@ -218,7 +282,7 @@ class Supernet(nn.Module):
             s0, s1 = s1, cell(s0, s1, arch)
             if i == self.aux_index and self.training:
                 aux = self.aux_head(s1)
-        out = F.adaptive_avg_pool2d(s1, 1).flatten(1)  # (B, C_last)
+        out = F.adaptive_avg_pool2d(s1, 1).flatten(1)  # (B, out_channels of the last cell)
         return self.classifier(self.dropout(out)), aux
 
     def path_modules(self, genotype: Genotype) -> List[nn.Module]:
