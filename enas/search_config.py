@@ -41,6 +41,7 @@ class ModelConfig:
     auxiliary: bool = True
     aux_weight: float = 0.4
     dropout: float = 0.1  # ENAS keep_prob 0.9 before the classifier
+    cell_output: Optional[str] = None  # conv | concat; None: the strategy's network (below)
 
 
 @dataclass
@@ -109,6 +110,23 @@ _QUICK: Dict[str, Any] = {
     "run.threads": 1,
 }
 
+CELL_OUTPUTS = ("conv", "concat")
+
+
+def default_cell_output(strategy: str, space: str) -> str:
+    """The cell output of the strategy's official search network.
+
+    DARTS (``model_search.Cell``), and random search on the DARTS space (Li &
+    Talwalkar run DARTS's network): the plain concat of all nodes. ENAS
+    (``micro_child._enas_layer``): a 1x1 conv of the loose ends back to C
+    channels, which is also the only output a sampled loose-end concat (micro
+    space) fits.
+    """
+    if strategy == "darts":
+        return "concat"
+    return "conv" if strategy == "enas" or space == "micro" else "concat"
+
+
 PRESETS = ("paper", "quick")
 #: Largest ``run.seed``: the run derives generators from ``seed + 1`` and ``seed + 2``, and
 #: torch seeds must fit 64 bits; 2**63 - 3 keeps every derived seed a signed 64-bit value.
@@ -148,6 +166,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
         raise UserError(f"unknown strategy {cfg.strategy!r}; choose from {', '.join(STRATEGIES)}")
     if cfg.model.space is None:
         cfg.model.space = DEFAULT_SPACE[cfg.strategy]
+    if cfg.model.cell_output is None:
+        cfg.model.cell_output = default_cell_output(cfg.strategy, cfg.model.space)
     d, m, o, c, a, r = cfg.data, cfg.model, cfg.optim, cfg.controller, cfg.darts, cfg.run
     # Every value the components would refuse later (with a traceback, after the run folder
     # exists) or silently misuse is refused here with the key's name.
@@ -172,6 +192,7 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (0.0 < a.train_portion < 1.0, "darts.train_portion must be in (0, 1)"),
         (a.unrolled_r > 0, "darts.unrolled_r must be > 0"),
         (cfg.derive.samples >= 1, "derive.samples must be >= 1"),
+        (m.cell_output in CELL_OUTPUTS, f"model.cell_output must be one of {', '.join(CELL_OUTPUTS)}"),
     ]
     raise_first_failure(checks)
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:

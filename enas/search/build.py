@@ -57,6 +57,10 @@ def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
 def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
     """Build data loaders, supernet, optimizer, policy and strategy."""
     space = build_space(cfg)
+    if cfg.model.cell_output == "concat" and space.concat != "all" and cfg.strategy != "darts":
+        # Sampled loose-end concat lists vary in length; a concat output needs a fixed width.
+        raise UserError(f"model.cell_output 'concat' needs every node in the output, but the "
+                        f"{space.name} space outputs the loose ends; use 'conv'")
     train_data, valid_data = load_search_data(cfg)
     _, channels, height, width = train_data.images.shape
     if height != width:
@@ -80,7 +84,10 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
                                 seed=cfg.run.seed + 1)
     model = Supernet(space.ops, space.num_nodes, cfg.model.channels, cfg.model.layers, num_classes,
                      in_channels=channels, image_size=height, stem_multiplier=cfg.model.stem_multiplier,
-                     auxiliary=cfg.model.auxiliary, dropout=cfg.model.dropout).to(device)
+                     auxiliary=cfg.model.auxiliary, dropout=cfg.model.dropout,
+                     cell_output=cfg.model.cell_output,
+                     # Micro semantics: an unread cell input is a loose end too (official ENAS).
+                     loose_inputs=cfg.model.cell_output == "conv" and space.concat == "loose_ends").to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr_max, momentum=cfg.optim.momentum,
@@ -110,9 +117,14 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         from shared_model.arch_params import ArchParameters
 
         d = cfg.darts
-        # Architecture batches: same size as the weight batches, unaugmented, reshuffled per epoch.
-        arch_loader = DeviceLoader(valid_data, cfg.data.batch_size, device, train=False, shuffle=True,
-                                   drop_last=True, generator=generators["valid"],
+        # Architecture batches: same size and augmentation as the weight batches (the official
+        # train_search.py draws both queues from the train transform), reshuffled per epoch. Its
+        # own generator, saved with the others, keeps resume exact; XOR 2**62 keeps the seed
+        # distinct from seed .. seed + 2 and within 63 bits.
+        generators["arch_augment"] = torch.Generator().manual_seed(cfg.run.seed ^ (1 << 62))
+        arch_loader = DeviceLoader(valid_data, cfg.data.batch_size, device, train=True, pad=cfg.data.pad,
+                                   flip=cfg.data.flip, cutout=cfg.data.cutout, shuffle=True,
+                                   drop_last=True, generator=generators["arch_augment"],
                                    channels_last=channels_last, seed=cfg.run.seed + 1)
         arch = ArchParameters.for_space(space, device=device)
         strategy = build_darts_strategy(space, model, arch, trainer, train_loader, arch_loader,

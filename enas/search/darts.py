@@ -122,7 +122,8 @@ class DartsStrategy(Strategy):
         trainer: weight step (``train_step``) and loss (``loss``) of the supernet.
         train_loader: weight-step batches (``epoch_batches(epoch, start)``, ``len``).
         valid_loader: architecture-step batches; iterated in lockstep with
-            ``train_loader`` (it should shuffle per epoch and not augment).
+            ``train_loader`` (it should shuffle per epoch; the search build augments it
+            like the weight batches, as the official ``train_search.py`` does).
         arch_optimizer: optimizer over ``arch.parameters()`` (DARTS: Adam 3e-4, (0.5, 0.999), wd 1e-3).
         order: 1 (first-order) or 2 (second-order, unrolled).
         unrolled_r: norm of the finite-difference perturbation (DARTS: 0.01).

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional
 
 from enas.checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from enas.configlib import to_dict
+from enas.errors import UserError
 from enas.runlog import RunLog
 from enas.schedules import epoch_lr
 from enas.search.build import SearchSetup
@@ -98,8 +99,18 @@ class SearchDriver:
 
     def restore(self) -> int:
         """Load ``checkpoints/last.pt``; returns the metrics offset to truncate to."""
-        state = load_checkpoint(self.run_dir / "checkpoints" / "last.pt", kind="search")
-        self.setup.model.load_state_dict(state["model"])
+        path = self.run_dir / "checkpoints" / "last.pt"
+        state = load_checkpoint(path, kind="search")
+        try:
+            self.setup.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            # E.g. a checkpoint of an older enas whose supernet had other shapes; torch's
+            # message is a header line followed by one line per mismatching tensor.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+            detail = detail if len(detail) <= 200 else detail[:197] + "..."
+            raise UserError(f"checkpoint {path} does not fit this search network (an older enas "
+                            f"or other model settings); start a new search: {detail}") from None
         self.setup.trainer.optimizer.load_state_dict(state["optimizer"])
         self.strategy.load_state_dict(state["strategy"])
         set_rng_state(state["rng"], self.setup.generators)
