@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from controller.lstm import Controller
+from controller.tf_adam import TFAdam
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ class Reinforce:
             :class:`~controller.lstm.Sample` objects with a differentiable ``log_prob``.
         lr: Adam learning rate (official 0.0035, constant).
         betas: Adam betas (official beta1 = 0).
-        eps: Adam epsilon (official 1e-3).
+        eps: TensorFlow's Adam epsilon ("epsilon hat", official 1e-3); the update is
+            TensorFlow's (:class:`~controller.tf_adam.TFAdam`), not PyTorch's.
         baseline_decay: EMA decay of the baseline, ``b <- b - (1 - decay)(b - R)``.
         entropy_weight: weight of the sample entropy added to the reward.
         samples_per_update: architectures whose gradients one step averages.
@@ -49,7 +51,8 @@ class Reinforce:
         if grad_clip is not None and grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {grad_clip}")
         self.controller = controller
-        self.optimizer = torch.optim.Adam(controller.parameters(), lr=lr, betas=tuple(betas), eps=eps)
+        # The official controller is trained with tf.train.AdamOptimizer: same rule here.
+        self.optimizer = TFAdam(controller.parameters(), lr=lr, betas=tuple(betas), eps=eps)
         self.baseline_decay = baseline_decay
         self.entropy_weight = entropy_weight
         self.samples_per_update = samples_per_update

@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from controller import Controller, Reinforce
+from controller import Controller, Reinforce, TFAdam
 from enas.checkpoint import load_checkpoint
 from enas.cli import cli
 from enas.errors import UserError
@@ -229,7 +229,7 @@ def test_only_finite_rewards_contribute_to_baseline_and_gradient():
     loss = torch.stack(losses).mean()
     assert reinforce.baseline == pytest.approx(b) and out["loss"] == pytest.approx(loss.item(), rel=1e-5)
     assert out["raw_reward"] == pytest.approx(0.5)
-    opt = torch.optim.Adam(reference.parameters(), lr=0.01, betas=(0.0, 0.999), eps=1e-3)
+    opt = TFAdam(reference.parameters(), lr=0.01, betas=(0.0, 0.999), eps=1e-3)  # the official rule
     loss.backward()
     opt.step()
     for p, q in zip(ctrl.parameters(), reference.parameters()):
