@@ -25,6 +25,8 @@ class OptimConfig:
     # The official code adds l2 * sum(w^2) to the loss (l2 = 1e-4); its gradient is
     # 2 * l2 * w, i.e. PyTorch weight_decay = 2e-4.
     weight_decay: float = 2e-4
+    # DARTS's clip (search and evaluation); the ENAS search section overrides it with None
+    # because the official ENAS child never clips (see enas.search_config.SearchOptimConfig).
     grad_clip: Optional[float] = 5.0
 
 

@@ -35,12 +35,21 @@ class ChildTrainer:
         grad_clip: max global gradient norm, or None.
         amp: ``auto``/``bf16``/``off`` (bf16 autocast only on CUDA).
         max_nonfinite: consecutive skipped steps before stopping.
+        update_off_path: give every optimizer parameter a (zero) gradient before the
+            step, so SGD's weight decay and momentum move the op banks the sampled
+            architecture did not use. The official ENAS child adds
+            ``l2 * sum(w ** 2)`` over all its variables to every loss (``src/utils.py``
+            ``get_train_ops``), so every shared weight decays and its momentum
+            buffer moves on every step. ``False``: parameters without a gradient
+            are skipped by the optimizer (cheaper; what Li & Talwalkar's random
+            search does: it sets every ``p.grad = None`` and runs only the sampled ops).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                  aux_weight: float = 0.4, grad_clip: Optional[float] = 5.0, amp: str = "auto",
-                 max_nonfinite: int = 20):
+                 max_nonfinite: int = 20, update_off_path: bool = True):
         self.model, self.optimizer, self.device = model, optimizer, device
+        self.update_off_path = update_off_path
         self.aux_weight, self.grad_clip, self.amp = aux_weight, grad_clip, amp
         self.max_nonfinite = max_nonfinite
         # Consecutive skips per kind of step ("weights", "architecture"): a finite step of
@@ -77,9 +86,11 @@ class ChildTrainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor, arch) -> Dict[str, float]:
         """One SGD step on ``arch``; returns loss, accuracy and whether it was skipped."""
         self.set_mode(True)
-        self.optimizer.zero_grad(set_to_none=True)
+        self._clear_grads()
         loss, logits = self.loss(x, y, arch)
         loss.backward()
+        # Off-path parameters hold zero gradients when update_off_path is on, so the
+        # clipping norm below equals the norm over the on-path gradients alone.
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.grad_clip is not None:
             norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
@@ -96,6 +107,22 @@ class ChildTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.note_nonfinite("loss or gradient")
         return {"loss": stats[0], "acc": stats[1], "grad_norm": stats[2], "skipped": float(not finite)}
+
+    def _clear_grads(self) -> None:
+        """Reset gradients: zeros for every parameter, or ``None`` (skipped by SGD)."""
+        if not self.update_off_path:
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        missing = []
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    missing.append(p)
+        # Materialised once (and again after a skipped step dropped them); afterwards
+        # zero_grad zeroes the existing tensors in place and backward accumulates into them.
+        for p in missing:
+            p.grad = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.optimizer.zero_grad(set_to_none=False)
 
     @property
     def nonfinite_in_row(self) -> int:
