@@ -1,9 +1,13 @@
 """Uniform policy: random search over a cell space (Li and Talwalkar 2019).
 
 Same ``sample`` interface as :class:`~controller.lstm.Controller`, so the search
-loop can run random search with weight sharing by swapping the policy. Every
-decision is uniform over its choices, hence log-probability and entropy are the
-constant ``-/+ sum log(num_choices)``.
+loop can run random search with weight sharing by swapping the policy. Every op
+decision is uniform over its choices. Inputs are uniform too; with
+``distinct_inputs`` (the DARTS space) a node's inputs are drawn without
+replacement, as Li & Talwalkar's ``sample_arch`` does
+(``benchmarks/cnn/darts/darts_wrapper_discrete.py``): the k-th input of a node
+(0-based) is uniform over the ``n - k`` inputs not taken yet. Log-probability
+and entropy are therefore the constant ``-/+ sum log(effective choices)``.
 """
 from __future__ import annotations
 
@@ -22,13 +26,30 @@ class UniformPolicy:
     Args:
         decisions: the flat decision list of a search space.
         device: device of the returned ``log_prob`` / ``entropy`` tensors.
+        distinct_inputs: draw the inputs of a node without replacement
+            (``SearchSpace.distinct_inputs``).
+
+    Raises:
+        ValueError: a node has more distinct inputs to draw than choices.
     """
 
-    def __init__(self, decisions: Sequence[Decision], device: torch.device | str = "cpu") -> None:
+    def __init__(self, decisions: Sequence[Decision], device: torch.device | str = "cpu",
+                 distinct_inputs: bool = False) -> None:
         self.decisions: Tuple[Decision, ...] = tuple(decisions)
-        plan_decisions(self.decisions)  # same validation as the controller
+        plan = plan_decisions(self.decisions)  # same validation as the controller
         self.device = torch.device(device)
-        self._entropy = sum(math.log(d.num_choices) for d in self.decisions)
+        self.distinct_inputs = bool(distinct_inputs)
+        # Per decision: the earlier input positions of its node it must differ from.
+        self._exclude: List[Tuple[int, ...]] = [() for _ in self.decisions]
+        if self.distinct_inputs:
+            for _, nodes in plan:
+                for inputs, _ in nodes:
+                    for k, (pos, n) in enumerate(inputs):
+                        if n - k < 1:
+                            raise ValueError(f"decision {pos}: {k + 1} distinct inputs from {n} choices")
+                        self._exclude[pos] = tuple(p for p, _ in inputs[:k])
+        self._choices = [d.num_choices - len(ex) for d, ex in zip(self.decisions, self._exclude)]
+        self._entropy = sum(math.log(n) for n in self._choices)
 
     @property
     def num_decisions(self) -> int:
@@ -42,9 +63,15 @@ class UniformPolicy:
         """
         if greedy:
             raise ValueError("a uniform policy has no greedy (argmax) architecture")
-        # One uniform draw per decision, scaled to its choice count.
-        u = torch.rand(self.num_decisions, generator=generator, dtype=torch.float64)
-        actions = [min(int(x * d.num_choices), d.num_choices - 1) for x, d in zip(u.tolist(), self.decisions)]
+        # One uniform draw per decision, scaled to its effective choice count.
+        u = torch.rand(self.num_decisions, generator=generator, dtype=torch.float64).tolist()
+        actions: List[int] = []
+        for x, n, exclude in zip(u, self._choices, self._exclude):
+            a = min(int(x * n), n - 1)
+            # The a-th input not taken yet: step over the taken ones in increasing order.
+            for taken in sorted(actions[p] for p in exclude):
+                a += a >= taken
+            actions.append(a)
         log_prob, entropy = self.log_prob(actions)
         return Sample(actions, log_prob, entropy)
 
@@ -55,12 +82,20 @@ class UniformPolicy:
         return [self.sample(generator, greedy) for _ in range(n)]
 
     def log_prob(self, actions: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Constant log-probability and entropy of any valid action list."""
+        """Constant log-probability and entropy of any action list the policy can draw.
+
+        Raises:
+            ValueError: wrong length, an action out of range, or (with
+                ``distinct_inputs``) a node whose inputs repeat (probability 0).
+        """
         if len(actions) != self.num_decisions:
             raise ValueError(f"expected {self.num_decisions} actions, got {len(actions)}")
         for k, (a, d) in enumerate(zip(actions, self.decisions)):
             if not 0 <= int(a) < d.num_choices:
                 raise ValueError(f"action {a} at decision {k} out of range 0..{d.num_choices - 1}")
+            if any(int(actions[p]) == int(a) for p in self._exclude[k]):
+                raise ValueError(f"input {a} at decision {k} repeats an earlier input of its node; "
+                                 "the inputs of a node are distinct in this space")
         return (torch.tensor(-self._entropy, device=self.device),
                 torch.tensor(self._entropy, device=self.device))
 

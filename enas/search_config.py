@@ -2,9 +2,10 @@
 
 Defaults are the official ENAS micro-search script values (REFERENCE Sec. 2-3,
 ``scripts/cifar10_micro_search.sh``); the ``paper`` preset resolves per
-strategy (ENAS/random: ENAS script values; DARTS: the DARTS ``train_search.py``
-values, REFERENCE Sec. 4). ``quick`` runs in minutes on a laptop CPU on the
-built-in digits set.
+strategy (ENAS: ENAS script values; DARTS: the DARTS ``train_search.py``
+values, REFERENCE Sec. 4; random: Li & Talwalkar's CIFAR-10 run of random
+search with weight sharing on the DARTS space and network). ``quick`` runs in
+minutes on a laptop CPU on the built-in digits set.
 """
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ class ModelConfig:
 
 
 @dataclass
+class SearchOptimConfig(OptimConfig):
+    # The official ENAS child passes grad_bound 5 with clip_mode "norm", but that branch of
+    # src/utils.py get_train_ops collects the unclipped gradient, so the official search never
+    # clips: no clipping is the faithful ENAS default. DARTS (5) and random search (1, Li &
+    # Talwalkar's scripts/run_experiment.sh) set their own bound in their presets.
+    grad_clip: Optional[float] = None
+    # Weight decay and momentum also for op banks off the sampled path (ChildTrainer);
+    # None: the strategy's faithful value, DEFAULT_UPDATE_OFF_PATH.
+    update_off_path: Optional[bool] = None
+
+
+@dataclass
 class ControllerConfig:
     hidden: int = 64
     tanh_constant: Optional[float] = 1.10
@@ -53,7 +66,7 @@ class ControllerConfig:
     official_op_bias: bool = True  # op bias init [10, 10, 0, 0, 0] and normal-cell prior
     lr: float = 0.0035
     beta1: float = 0.0
-    eps: float = 1e-3
+    eps: float = 1e-3  # TensorFlow's "epsilon hat" (controller.tf_adam.TFAdam applies TF's rule)
     baseline_decay: float = 0.99
     entropy_weight: float = 1e-4
     samples_per_update: int = 10
@@ -73,7 +86,13 @@ class DartsConfig:
 
 @dataclass
 class DeriveConfig:
-    samples: int = 100
+    samples: int = 100  # candidates (random: per round)
+    # Random search only (Li & Talwalkar 2019, searchers/random_weight_share.py get_eval_arch):
+    # rounds of ``samples`` uniform candidates, each scored on ``eval_batches`` validation
+    # minibatches; the ``top_k`` best of a round are re-scored on the whole validation split.
+    rounds: Optional[int] = None  # None: max(1, training steps // 10000), their rule
+    eval_batches: int = 1
+    top_k: int = 0
 
 
 @dataclass
@@ -83,7 +102,7 @@ class SearchConfig:
     epochs: int = 150
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     darts: DartsConfig = field(default_factory=DartsConfig)
     derive: DeriveConfig = field(default_factory=DeriveConfig)
@@ -91,13 +110,28 @@ class SearchConfig:
 
 
 STRATEGIES = ("enas", "darts", "random")
-DEFAULT_SPACE = {"enas": "micro", "random": "micro", "darts": "darts"}
+# Random search with weight sharing runs on the DARTS space (Li & Talwalkar 2019, Sec. 5).
+DEFAULT_SPACE = {"enas": "micro", "random": "darts", "darts": "darts"}
+# ENAS: the l2 term of every loss covers all variables, so off-path weights decay every step.
+# Random: Li & Talwalkar set every p.grad = None before the step and run only the sampled ops,
+# so PyTorch's SGD skips the rest. DARTS: the mixed forward reaches every op anyway.
+DEFAULT_UPDATE_OFF_PATH = {"enas": True, "random": False, "darts": True}
 
 _DARTS_PAPER: Dict[str, Any] = {
     "epochs": 50, "data.batch_size": 64,
     "model.channels": 16, "model.layers": 8, "model.auxiliary": False, "model.dropout": 0.0,
     "optim.schedule": "cosine", "optim.lr_max": 0.025, "optim.lr_min": 0.001,
     "optim.nesterov": False, "optim.weight_decay": 3e-4, "optim.grad_clip": 5.0,
+}
+
+# Li & Talwalkar's CIFAR-10 run (liamcli/randomNAS_release scripts/run_experiment.sh: 150
+# epochs, batch 64, grad clip 1, 24 initial channels; the rest are the defaults of
+# searchers/random_weight_share.py and benchmarks/cnn/darts/darts_wrapper_discrete.py: 8 layers,
+# SGD 0.025 cosine to 0.001, momentum 0.9, wd 3e-4, train_portion 0.5, no cutout) and its
+# derive (1000 candidates per round on 10 minibatches, the best 10 on the whole split).
+_RANDOM_PAPER: Dict[str, Any] = {
+    **_DARTS_PAPER, "epochs": 150, "model.channels": 24, "optim.grad_clip": 1.0,
+    "derive.samples": 1000, "derive.eval_batches": 10, "derive.top_k": 10,
 }
 
 _QUICK: Dict[str, Any] = {
@@ -141,10 +175,14 @@ def preset_overrides(preset: str, strategy: str) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     if strategy == "darts":
         out.update(_DARTS_PAPER)
+    elif strategy == "random":
+        out.update(_RANDOM_PAPER)
     if preset == "quick":
         out.update(_QUICK)
-        if strategy == "darts":
+        if strategy in ("darts", "random"):
             out.update({"optim.lr_max": 0.05})
+        if strategy == "random":
+            out.update({"derive.eval_batches": 2, "derive.top_k": 3})
     return out
 
 
@@ -168,6 +206,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
         cfg.model.space = DEFAULT_SPACE[cfg.strategy]
     if cfg.model.cell_output is None:
         cfg.model.cell_output = default_cell_output(cfg.strategy, cfg.model.space)
+    if cfg.optim.update_off_path is None:
+        cfg.optim.update_off_path = DEFAULT_UPDATE_OFF_PATH[cfg.strategy]
     d, m, o, c, a, r = cfg.data, cfg.model, cfg.optim, cfg.controller, cfg.darts, cfg.run
     # Every value the components would refuse later (with a traceback, after the run folder
     # exists) or silently misuse is refused here with the key's name.
@@ -193,6 +233,10 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (a.unrolled_r > 0, "darts.unrolled_r must be > 0"),
         (cfg.derive.samples >= 1, "derive.samples must be >= 1"),
         (m.cell_output in CELL_OUTPUTS, f"model.cell_output must be one of {', '.join(CELL_OUTPUTS)}"),
+        (cfg.derive.rounds is None or cfg.derive.rounds >= 1, "derive.rounds must be >= 1 (or null)"),
+        (cfg.derive.eval_batches >= 1, "derive.eval_batches must be >= 1"),
+        (0 <= cfg.derive.top_k <= cfg.derive.samples, "derive.top_k must be in [0, derive.samples]"),
+        (isinstance(o.update_off_path, bool), "optim.update_off_path must be true or false (or null)"),
     ]
     raise_first_failure(checks)
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:

@@ -10,6 +10,15 @@ those integers into a :class:`~shared_model.genotype.Genotype` and
 Per node the decision order is ``input_a, op_a, input_b, op_b`` as in the
 official ENAS controller. ``none`` is never sampled: it exists only as a
 mixing candidate for DARTS, so :attr:`SearchSpace.sample_ops` excludes it.
+
+:attr:`SearchSpace.distinct_inputs` says whether a node's two inputs must
+differ: ENAS micro samples them with replacement (Pham et al. 2018, Sec. 2.3),
+a DARTS cell keeps two distinct incoming edges per node (Liu et al. 2019,
+Sec. 2.4), and Li & Talwalkar (2019) draw them without replacement. Actions
+always hold the absolute input index, so :meth:`SearchSpace.decode` and
+:meth:`SearchSpace.encode` accept equal inputs in either space: the ENAS
+controller, which knows nothing of the rule, may still pick the same input
+twice on the DARTS space; the uniform policy honours the rule.
 """
 from __future__ import annotations
 
@@ -52,12 +61,15 @@ class SearchSpace:
         num_nodes: computed nodes per cell (ENAS micro: 5, DARTS: 4).
         ops: the op bank of every edge, in index order (DARTS mixing uses all).
         concat: ``"loose_ends"`` (ENAS) or ``"all"`` (DARTS) output rule.
+        distinct_inputs: a node's inputs are drawn without replacement (DARTS,
+            Li & Talwalkar) rather than with replacement (ENAS micro).
     """
 
     name: str
     num_nodes: int
     ops: Tuple[str, ...]
     concat: str = "loose_ends"
+    distinct_inputs: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -72,6 +84,8 @@ class SearchSpace:
             raise ValueError("a search space needs at least one op other than 'none'")
         if self.concat not in CONCAT_RULES:
             raise ValueError(f"concat must be one of {CONCAT_RULES}, got {self.concat!r}")
+        if not isinstance(self.distinct_inputs, bool):
+            raise ValueError(f"distinct_inputs must be a bool, got {self.distinct_inputs!r}")
 
     @property
     def sample_ops(self) -> Tuple[str, ...]:
@@ -138,14 +152,24 @@ class SearchSpace:
         return True
 
     def random_actions(self, generator: torch.Generator | None = None) -> List[int]:
-        """Uniform actions: the random-search policy of Li and Talwalkar (2019)."""
-        return [int(torch.randint(d.num_choices, (1,), generator=generator)) for d in self.decisions]
+        """Uniform actions over this space (inputs without replacement if :attr:`distinct_inputs`)."""
+        actions: List[int] = []
+        for d in self.decisions:
+            if d.kind == "input" and d.slot == 1 and self.distinct_inputs:
+                # Uniform over the other inputs: draw among n - 1, then skip the first input.
+                first = actions[-2]
+                r = int(torch.randint(d.num_choices - 1, (1,), generator=generator))
+                actions.append(r + (r >= first))
+            else:
+                actions.append(int(torch.randint(d.num_choices, (1,), generator=generator)))
+        return actions
 
     def size(self) -> int:
         """Number of distinct action sequences for the normal + reduce pair."""
         n = 1
         for d in self.decisions:
-            n *= d.num_choices
+            distinct = self.distinct_inputs and d.kind == "input" and d.slot == 1
+            n *= d.num_choices - 1 if distinct else d.num_choices
         return n
 
 
@@ -153,16 +177,17 @@ def make_space(name: str, num_nodes: int | None = None, ops: Sequence[str] | Non
     """Build a registered space, optionally with another node count or op list.
 
     ``micro``: ENAS micro (5 nodes, the 5 ENAS ops, loose-end concat).
-    ``darts``: DARTS (4 nodes, the 8 DARTS ops with ``none``, concat of all nodes).
+    ``darts``: DARTS (4 nodes, the 8 DARTS ops with ``none``, concat of all nodes,
+    two distinct inputs per node).
     """
     presets = {
-        "micro": (5, ENAS_MICRO_OPS, "loose_ends"),
-        "darts": (4, DARTS_OPS, "all"),
+        "micro": (5, ENAS_MICRO_OPS, "loose_ends", False),
+        "darts": (4, DARTS_OPS, "all", True),
     }
     if name not in presets:
         raise ValueError(f"unknown search space {name!r}; choose from {', '.join(presets)}")
-    default_nodes, default_ops, concat = presets[name]
-    return SearchSpace(name, num_nodes or default_nodes, tuple(ops or default_ops), concat)
+    default_nodes, default_ops, concat, distinct = presets[name]
+    return SearchSpace(name, num_nodes or default_nodes, tuple(ops or default_ops), concat, distinct)
 
 
 SPACE_NAMES = ("micro", "darts")

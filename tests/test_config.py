@@ -77,3 +77,34 @@ def test_set_option_parsing():
     with pytest.raises(UserError):
         parse_set_option("noequals")
     assert SearchConfig().strategy == "enas"
+
+
+def test_random_paper_preset_is_li_and_talwalkar():
+    cfg = build_search_config("random", "paper", None, {})
+    # liamcli/randomNAS_release scripts/run_experiment.sh and the DARTS wrapper's defaults.
+    assert cfg.model.space == "darts"
+    assert (cfg.epochs, cfg.data.batch_size, cfg.model.channels, cfg.model.layers) == (150, 64, 24, 8)
+    o = cfg.optim
+    assert (o.schedule, o.lr_max, o.lr_min, o.momentum, o.nesterov, o.weight_decay, o.grad_clip) == (
+        "cosine", 0.025, 0.001, 0.9, False, 3e-4, 1.0)
+    assert not cfg.model.auxiliary and cfg.darts.train_portion == 0.5 and cfg.data.cutout == 0
+    d = cfg.derive
+    assert (d.samples, d.eval_batches, d.top_k, d.rounds) == (1000, 10, 10, None)
+    # Li & Talwalkar leave off-path weights alone (grads set to None, only sampled ops run).
+    assert cfg.optim.update_off_path is False
+
+
+def test_off_path_updates_and_clipping_resolve_per_strategy():
+    enas = build_search_config("enas", "paper", None, {})
+    darts = build_search_config("darts", "paper", None, {})
+    # Official ENAS: l2 over all variables (off-path weights decay); its "norm" clip is a no-op.
+    assert enas.optim.update_off_path is True and enas.optim.grad_clip is None
+    assert darts.optim.update_off_path is True and darts.optim.grad_clip == 5.0
+    cheap = build_search_config("enas", "quick", None, {})
+    assert cheap.optim.update_off_path is True
+    off = build_search_config("enas", "paper", {"optim": {"update_off_path": False}}, {})
+    assert off.optim.update_off_path is False
+    with pytest.raises(UserError, match="update_off_path"):
+        build_search_config("enas", "paper", {"optim": {"update_off_path": "yes"}}, {})
+    with pytest.raises(UserError, match="derive.top_k"):
+        build_search_config("random", "paper", {"derive": {"top_k": 2000}}, {})

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from controller import Controller, Reinforce, Sample, UniformPolicy
+from controller import Controller, Reinforce, Sample, TFAdam, UniformPolicy
 from shared_model.genotype import Genotype
 from shared_model.spaces import Decision, enas_op_bias, make_space
 
@@ -275,3 +275,216 @@ def test_uniform_policy(name):
         policy.sample(g, greedy=True)
     assert policy.state_dict() == {}
     policy.load_state_dict({})
+
+
+# -- Independent transcription of the official sampling order -------------------------
+def _official_micro_sampler(ctrl, num_nodes, interleaved=False, generator=None, forced=None):
+    """Step-by-step re-reading of melodyguan/enas ``micro_controller.py`` ``_build_sampler``.
+
+    Written from the official loop, not from ``Controller._run``; it only reads the
+    controller's weights. Per cell: two LSTM steps on ``g_emb`` give the keys of the two
+    cell inputs (their values are zeros); per node: input a, input b (attention), op a,
+    op b, then one more step whose output is the node's anchor; the reduction cell
+    continues the LSTM state and gets no fixed op prior. ``interleaved=True`` visits
+    input a, op a, input b, op b instead (the arc's storage order): a deliberately
+    wrong transcription that the controller must not match.
+
+    Returns:
+        actions in arc order (``in_a op_a in_b op_b`` per node, normal then reduce), log-prob.
+    """
+    hidden = ctrl.hidden
+    w_ih, w_hh = ctrl.lstm[0].weight_ih, ctrl.lstm[0].weight_hh  # (4H, H), PyTorch gates i, f, g, o
+
+    def lstm(x, h, c):
+        i, f, g, o = (x @ w_ih.t() + h @ w_hh.t()).split(hidden, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    step_counter = iter(range(10**6))
+
+    def choose(logits):
+        t = next(step_counter)
+        log_p = logits.log_softmax(dim=1)[0]
+        if forced is not None:
+            a = forced[t]
+        else:
+            a = int(torch.multinomial(logits.softmax(dim=1), 1, generator=generator))
+        return a, log_p[a]
+
+    h = c = torch.zeros(1, hidden)
+    actions, log_prob = [], torch.zeros(())
+    order_positions = []  # arc position of each visited decision, in visiting order
+    for cell, use_prior in (("normal", True), ("reduce", False)):
+        arc = [None] * (4 * num_nodes)
+        x = ctrl.g_emb
+        anchors, keys = [], []
+        for _ in range(2):
+            h, c = lstm(x, h, c)
+            anchors.append(torch.zeros_like(h))
+            keys.append(h @ ctrl.w_attn_1)
+
+        def pick_input(x, h, c, layer_id):
+            h, c = lstm(x, h, c)
+            scores = torch.tanh(torch.cat(keys[:layer_id], dim=0) + h @ ctrl.w_attn_2) @ ctrl.v_attn
+            logits = ctrl.tanh_constant * torch.tanh(scores.reshape(1, layer_id))
+            a, lp = choose(logits)
+            return a, lp, anchors[a], h, c
+
+        def pick_op(x, h, c):
+            h, c = lstm(x, h, c)
+            logits = (ctrl.tanh_constant / ctrl.op_tanh_reduce) * torch.tanh(h @ ctrl.w_soft + ctrl.b_soft)
+            if use_prior:
+                logits = logits + ctrl.normal_op_prior
+            a, lp = choose(logits)
+            return a, lp, ctrl.w_emb[a].unsqueeze(0), h, c
+
+        for node in range(num_nodes):
+            layer_id = node + 2
+            base = 4 * node
+            if interleaved:
+                visits = [("in", base), ("op", base + 1), ("in", base + 2), ("op", base + 3)]
+            else:
+                visits = [("in", base), ("in", base + 2), ("op", base + 1), ("op", base + 3)]
+            for kind, pos in visits:
+                if kind == "in":
+                    a, lp, x, h, c = pick_input(x, h, c, layer_id)
+                else:
+                    a, lp, x, h, c = pick_op(x, h, c)
+                arc[pos] = a
+                log_prob = log_prob + lp
+                order_positions.append(len(actions) + pos)
+            h, c = lstm(x, h, c)  # the node's anchor step
+            anchors.append(h)
+            keys.append(h @ ctrl.w_attn_1)
+            x = ctrl.g_emb
+        actions += arc
+    return actions, log_prob, order_positions
+
+
+def _in_visit_order(actions, positions):
+    return [actions[p] for p in positions]
+
+
+def test_controller_matches_an_independent_transcription_of_the_official_order():
+    space = make_space("micro")
+    # Wide initial weights: at the official U(-0.1, 0.1) the logits hardly depend on the LSTM
+    # state, so a wrong visiting order would change log-probs by only ~1e-4.
+    ctrl = make_controller(space, seed=3, init_range=1.0)
+    # The official controller has no temperature on CIFAR; the transcription has none either.
+    assert ctrl.temperature is None and ctrl.num_layers == 1
+    with torch.no_grad():
+        for seed in range(4):
+            # Same generator, same draws: only the same visiting order gives the same actions.
+            sample = ctrl.sample(gen(seed))
+            ours, lp_ours, order = _official_micro_sampler(ctrl, space.num_nodes, generator=gen(seed))
+            assert sample.actions == ours
+            assert sample.log_prob.item() == pytest.approx(lp_ours.item(), abs=1e-5)
+            # Teacher forcing: official-order log-prob of the controller's actions equals its own.
+            forced = _in_visit_order(sample.actions, order)
+            _, lp_forced, _ = _official_micro_sampler(ctrl, space.num_nodes, forced=forced)
+            assert ctrl.log_prob(sample.actions)[0].item() == pytest.approx(lp_forced.item(), abs=1e-5)
+            # The deliberately wrong order (in, op, in, op) scores the same actions differently.
+            _, _, wrong_order = _official_micro_sampler(ctrl, space.num_nodes, interleaved=True,
+                                                        forced=[0] * len(sample.actions))
+            _, lp_wrong, _ = _official_micro_sampler(ctrl, space.num_nodes, interleaved=True,
+                                                     forced=_in_visit_order(sample.actions, wrong_order))
+            assert abs(lp_wrong.item() - sample.log_prob.item()) > 0.1
+        # Under a shared generator the wrong order also draws other architectures.
+        wrong = [_official_micro_sampler(ctrl, space.num_nodes, interleaved=True, generator=gen(s))[0]
+                 for s in range(4)]
+        assert any(w != ctrl.sample(gen(s)).actions for s, w in enumerate(wrong))
+
+
+# -- TFAdam ------------------------------------------------------------------------
+def _tf_adam_by_hand(w, grads, lr, beta1, beta2, eps):
+    """tf.train.AdamOptimizer written out in float64 (bias corrections in the step size)."""
+    w, m, v = [float(x) for x in w], [0.0] * len(w), [0.0] * len(w)
+    out = []
+    for t, g in enumerate(grads, start=1):
+        lr_t = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+        for k in range(len(w)):
+            m[k] = beta1 * m[k] + (1 - beta1) * g[k]
+            v[k] = beta2 * v[k] + (1 - beta2) * g[k] ** 2
+            w[k] -= lr_t * m[k] / (math.sqrt(v[k]) + eps)
+        out.append(list(w))
+    return out
+
+
+@pytest.mark.parametrize("beta1", [0.0, 0.9])
+def test_tf_adam_follows_the_tensorflow_formula(beta1):
+    grads = [[0.5, -2.0, 1e-4], [0.1, 3.0, -1e-4], [-0.7, 0.0, 2e-4], [0.2, -1.0, 0.0], [1.0, 1.0, 1.0]]
+    p = torch.nn.Parameter(torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64))
+    opt = TFAdam([p], lr=0.0035, betas=(beta1, 0.999), eps=1e-3)
+    expected = _tf_adam_by_hand(p.tolist(), grads, 0.0035, beta1, 0.999, 1e-3)
+    for g, want in zip(grads, expected):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        assert p.tolist() == pytest.approx(want, rel=1e-12, abs=1e-15)
+    # PyTorch's Adam with the same eps is a different optimizer (eps on the corrected sqrt(v)).
+    q = torch.nn.Parameter(torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64))
+    torch_adam = torch.optim.Adam([q], lr=0.0035, betas=(beta1, 0.999), eps=1e-3)
+    q.grad = torch.tensor(grads[0], dtype=torch.float64)
+    torch_adam.step()
+    assert q.tolist() != pytest.approx(expected[0], rel=1e-6)
+
+
+def test_tf_adam_checkpoint_resumes_exactly_and_loads_torch_adam_state():
+    def run(opt_cls, p, steps, state=None):
+        opt = opt_cls([p], lr=0.01, betas=(0.0, 0.999), eps=1e-3)
+        if state is not None:
+            opt.load_state_dict(state)
+        for k in steps:
+            p.grad = torch.full_like(p, 0.1 * (k + 1))
+            opt.step()
+        return opt
+    full = torch.nn.Parameter(torch.ones(3))
+    run(TFAdam, full, range(4))
+    half = torch.nn.Parameter(torch.ones(3))
+    buf = io.BytesIO()
+    torch.save(run(TFAdam, half, range(2)).state_dict(), buf)
+    buf.seek(0)
+    run(TFAdam, half, range(2, 4), torch.load(buf, weights_only=True))
+    assert torch.equal(full, half)
+    # Same state names as torch.optim.Adam: an older checkpoint's controller Adam state loads.
+    p = torch.nn.Parameter(torch.ones(3))
+    state = run(torch.optim.Adam, p, range(2)).state_dict()
+    opt = run(TFAdam, p, range(2, 3), state)
+    assert float(opt.state[p]["step"]) == 3.0
+
+
+# -- UniformPolicy without replacement (DARTS space, Li & Talwalkar) ------------------
+def test_uniform_policy_draws_distinct_inputs_with_exact_log_prob():
+    space = make_space("darts")
+    assert space.distinct_inputs and not make_space("micro").distinct_inputs
+    policy = UniformPolicy(space.decisions, distinct_inputs=True)
+    # First input: n = node + 2 choices; second: the n - 1 others; ops: the 7 non-none ops.
+    expected = sum(math.log(d.num_choices - (d.kind == "input" and d.slot == 1)) for d in space.decisions)
+    n = 3000
+    g = gen(0)
+    samples = [policy.sample(g) for _ in range(n)]
+    assert samples[0].log_prob.item() == pytest.approx(-expected)
+    assert samples[0].entropy.item() == pytest.approx(expected)
+    assert policy.log_prob(samples[1].actions)[0].item() == pytest.approx(-expected)
+    ds = space.decisions
+    chi2, dof = 0.0, 0
+    for k in range(0, len(ds), 4):  # in_a, op_a, in_b, op_b of one node
+        m = ds[k].num_choices
+        pairs = [(s.actions[k], s.actions[k + 2]) for s in samples]
+        assert all(a != b for a, b in pairs)
+        # Every ordered pair of distinct inputs is equally likely: 1 / (m (m - 1)).
+        counts = torch.bincount(torch.tensor([a * m + b for a, b in pairs]), minlength=m * m).float()
+        cells = torch.tensor([a * m + b for a in range(m) for b in range(m) if a != b])
+        observed, want = counts[cells], n / (m * (m - 1))
+        chi2 += float(((observed - want) ** 2 / want).sum())
+        dof += len(cells) - 1
+        assert counts.sum() == observed.sum()
+    assert chi2 < dof + 6 * math.sqrt(2 * dof)
+    assert all(space.decode(s.actions) for s in samples[:20])
+    bad = list(samples[0].actions)
+    bad[2] = bad[0]
+    with pytest.raises(ValueError, match="repeats"):
+        policy.log_prob(bad)
+    # The space's own uniform draw follows the same rule.
+    acts = space.random_actions(gen(1))
+    assert all(acts[k] != acts[k + 2] for k in range(0, len(acts), 4))
+    assert space.size() == math.prod(d.num_choices - (d.kind == "input" and d.slot == 1) for d in ds)

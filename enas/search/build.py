@@ -46,9 +46,10 @@ def build_space(cfg: SearchConfig) -> SearchSpace:
 def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
     """Training images split into the search train / validation parts."""
     data = load_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.image_size)
-    if cfg.strategy == "darts":
+    if cfg.strategy in ("darts", "random"):
         # DARTS: the first ``train_portion`` trains weights, the rest the architecture (in the
         # stored order for CIFAR, which is shuffled on disk; a seeded permutation elsewhere).
+        # Li & Talwalkar's random search keeps DARTS's split (train_portion 0.5) for its scores.
         return search_split(data, "custom", 1.0 - cfg.darts.train_portion,
                             ordered=cfg.data.dataset in ("cifar10", "cifar100"))
     return search_split(data, cfg.data.dataset, cfg.data.valid_fraction)
@@ -95,7 +96,8 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
                                 weight_decay=cfg.optim.weight_decay)
     trainer = ChildTrainer(model, optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
-                           max_nonfinite=cfg.run.max_nonfinite)
+                           max_nonfinite=cfg.run.max_nonfinite,
+                           update_off_path=cfg.optim.update_off_path)
     strategy: Strategy
     if cfg.strategy == "enas":
         c = cfg.controller
@@ -109,9 +111,12 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         strategy = SamplingStrategy(space, controller, trainer, train_loader, valid_loader,
                                     generators["sample"], reinforce, c.updates_per_epoch)
     elif cfg.strategy == "random":
-        strategy = SamplingStrategy(space, UniformPolicy(space.decisions), trainer, train_loader,
-                                    valid_loader, generators["sample"],
-                                    eval_samples=cfg.controller.samples_per_update)
+        # Li & Talwalkar's derive budget: one round per 10,000 training steps.
+        rounds = cfg.derive.rounds or max(1, cfg.epochs * len(train_loader) // 10_000)
+        policy = UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)
+        strategy = SamplingStrategy(space, policy, trainer, train_loader, valid_loader, generators["sample"],
+                                    eval_samples=cfg.controller.samples_per_update, derive_rounds=rounds,
+                                    derive_eval_batches=cfg.derive.eval_batches, derive_top_k=cfg.derive.top_k)
     else:
         from enas.search.darts import build_darts_strategy
         from shared_model.arch_params import ArchParameters

@@ -8,8 +8,13 @@ rewards are accuracies on one validation minibatch; derive samples
 validation minibatch.
 
 Random search with weight sharing (Li & Talwalkar 2019): the same loop with a
-uniform policy and no controller phase beyond one scoring round per epoch;
-derive scores ``samples`` uniform architectures and keeps the best.
+uniform policy and no controller phase beyond one scoring round per epoch.
+Derive follows their ``get_eval_arch`` (``searchers/random_weight_share.py``):
+``rounds`` rounds, each scoring ``samples`` uniform architectures on
+``eval_batches`` validation minibatches apiece (fresh minibatches per
+candidate, as their validation iterator runs on), then re-scoring the round's
+``top_k`` best on the whole validation split; the best full-split score over
+all rounds wins (with ``top_k = 0``: the best minibatch score).
 """
 from __future__ import annotations
 
@@ -40,17 +45,25 @@ class SamplingStrategy(Strategy):
         reinforce: the REINFORCE updater (ENAS) or None (random search).
         updates_per_epoch: controller updates per epoch (ENAS).
         eval_samples: architectures scored per epoch by random search.
+        derive_rounds, derive_eval_batches, derive_top_k: random search's derive
+            (see the module docstring); ENAS ignores them.
     """
 
     def __init__(self, space: SearchSpace, policy, trainer: ChildTrainer, train_loader, valid_loader,
                  generator: torch.Generator, reinforce: Optional[Reinforce] = None,
-                 updates_per_epoch: int = 30, eval_samples: int = 10):
+                 updates_per_epoch: int = 30, eval_samples: int = 10, derive_rounds: int = 1,
+                 derive_eval_batches: int = 1, derive_top_k: int = 0):
+        if min(derive_rounds, derive_eval_batches) < 1 or derive_top_k < 0:
+            raise ValueError(f"derive rounds and eval batches must be >= 1 and top_k >= 0, got "
+                             f"{derive_rounds}, {derive_eval_batches}, {derive_top_k}")
         self.space, self.policy, self.trainer = space, policy, trainer
         self.train_loader, self.valid_loader = train_loader, valid_loader
         self.generator, self.reinforce = generator, reinforce
         self.name = "enas" if reinforce is not None else "random"
         self.updates_per_epoch = updates_per_epoch if reinforce is not None else 1
         self.eval_samples = eval_samples
+        self.derive_rounds, self.derive_eval_batches = derive_rounds, derive_eval_batches
+        self.derive_top_k = derive_top_k
         self.epoch_best: Tuple[Optional[List[int]], float] = (None, -1.0)
         self.derive_scores: List[Dict[str, Any]] = []
         self.derive_batch_seed = 0
@@ -96,14 +109,52 @@ class SamplingStrategy(Strategy):
 
     # -- derive ------------------------------------------------------------
     def derive_phase(self, samples: int) -> Phase:
-        # Candidates: greedy (ENAS only) then ``samples`` draws, each scored on the same batch.
-        total = samples + (1 if self.reinforce is not None else 0)
+        if self.reinforce is None:
+            top_k = min(self.derive_top_k, samples)
+            total = self.derive_rounds * (samples + top_k)
+            return Phase("derive", total, lambda start: self._derive_random(start, total, samples, top_k))
+        # ENAS candidates: greedy then ``samples`` draws, each scored on the same batch.
+        total = samples + 1
         return Phase("derive", total, lambda start: self._derive(start, total))
 
-    def _derive(self, start: int, total: int) -> Iterator[Dict[str, Any]]:
+    def _begin_derive(self, start: int) -> None:
         if start == 0:
             self.derive_scores = []
             self.derive_batch_seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+
+    def _full_valid_accuracy(self, genotype: Genotype) -> float:
+        """Accuracy over the whole validation split (batch accuracies weighted by size)."""
+        correct, seen = 0.0, 0
+        for x, y in self.valid_loader.epoch_batches(0):
+            correct += self.trainer.accuracy(x, y, genotype) * len(y)
+            seen += len(y)
+        return correct / seen
+
+    def _derive_random(self, start: int, total: int, samples: int, top_k: int) -> Iterator[Dict[str, Any]]:
+        self._begin_derive(start)
+        per_round = samples + top_k
+        for i in range(start, total):
+            r, j = divmod(i, per_round)
+            if j < samples:
+                # Fresh, reproducible minibatches per candidate (resume-safe: seeded by its index).
+                batch_gen = torch.Generator().manual_seed(self.derive_batch_seed + i)
+                genotype = self.space.decode(self._sample())
+                accs = [self.trainer.accuracy(*self.valid_loader.sample_batch(generator=batch_gen), genotype)
+                        for _ in range(self.derive_eval_batches)]
+                acc = sum(accs) / len(accs)
+                self.derive_scores.append({"source": "sample", "round": r, "valid_acc": acc,
+                                           "genotype": genotype.to_dict()})
+            else:
+                ranked = sorted((s for s in self.derive_scores if s["source"] == "sample" and s["round"] == r),
+                                key=lambda s: (s["valid_acc"] != s["valid_acc"], -s["valid_acc"]))
+                pick = ranked[j - samples]
+                acc = self._full_valid_accuracy(Genotype.from_dict(pick["genotype"]))
+                self.derive_scores.append({"source": "full_valid", "round": r, "valid_acc": acc,
+                                           "minibatch_acc": pick["valid_acc"], "genotype": pick["genotype"]})
+            yield {"valid_acc": acc}
+
+    def _derive(self, start: int, total: int) -> Iterator[Dict[str, Any]]:
+        self._begin_derive(start)
         batch_gen = torch.Generator().manual_seed(self.derive_batch_seed)
         x, y = self.valid_loader.sample_batch(generator=batch_gen)
         for i in range(start, total):
@@ -116,7 +167,9 @@ class SamplingStrategy(Strategy):
             yield {"valid_acc": acc}
 
     def derive_result(self) -> Tuple[Genotype, Dict[str, Any]]:
-        finite = [s for s in self.derive_scores if s["valid_acc"] == s["valid_acc"]]
+        # With full-split re-scores (random search, top_k > 0) only those compete.
+        full = [s for s in self.derive_scores if s["source"] == "full_valid"]
+        finite = [s for s in full or self.derive_scores if s["valid_acc"] == s["valid_acc"]]
         if not finite:
             raise UserError("every derive candidate scored NaN: the shared weights are not finite "
                             "(learning rate too high or bad data); the checkpoints are kept")
@@ -149,4 +202,4 @@ class SamplingStrategy(Strategy):
 
 
 def uniform_policy(space: SearchSpace) -> UniformPolicy:
-    return UniformPolicy(space.decisions)
+    return UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)
