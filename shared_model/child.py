@@ -29,6 +29,10 @@ selects the ENAS behaviour; the defaults are DARTS (``NetworkCIFAR``):
 - ``aux_same_padding=True``: the auxiliary head's last conv pads "SAME" and is
   followed by global pooling (see :class:`~shared_model.heads.AuxiliaryHead`).
 - ``bn_eps=1e-3``: the epsilon of every BatchNorm (ENAS ``batch_norm``).
+- ``aux_trainable=False``: the auxiliary head keeps its initial weights. ENAS
+  ``_build_train`` hands the optimizer only the variables without
+  ``aux_head`` in their name, so its head is never updated (nor decayed);
+  its loss still trains the cells below it.
 
 With all of them, ``ENAS_RELEASED`` at C 36 and 17 cells has 3,894,372
 parameters without the auxiliary head (4,389,220 with it), the official
@@ -205,6 +209,8 @@ class ChildNetwork(nn.Module):
         aux_same_padding: the auxiliary head's last conv pads "SAME" and is
             globally pooled (ENAS) instead of a valid conv (DARTS).
         bn_eps: epsilon of every BatchNorm (PyTorch and DARTS 1e-5, ENAS 1e-3).
+        aux_trainable: the auxiliary head's parameters require gradients
+            (DARTS); ENAS never updates them (``requires_grad`` False).
 
     Raises:
         ValueError: bad sizes or options, or an image too small for the reductions.
@@ -215,7 +221,7 @@ class ChildNetwork(nn.Module):
                  stem_multiplier: int = 3, dropout: float = 0.0, drop_path_depth_scaled: bool = False,
                  aux_position: str = "reduction", final_relu: bool = False, drop_path_exempt: str = "identity",
                  base_conv: bool = False, classifier_bias: bool = True, aux_same_padding: bool = False,
-                 bn_eps: float = 1e-5):
+                 bn_eps: float = 1e-5, aux_trainable: bool = True):
         super().__init__()
         for name, value in (("C", C), ("layers", layers), ("num_classes", num_classes),
                             ("in_channels", in_channels), ("image_size", image_size),
@@ -282,6 +288,7 @@ class ChildNetwork(nn.Module):
         if auxiliary:
             self.auxiliary_head = AuxiliaryHead(c_aux, num_classes, spatial=sizes[self.aux_index],
                                                 same_padding=aux_same_padding, bias=classifier_bias)
+            self.auxiliary_head.requires_grad_(aux_trainable)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(c_prev, num_classes, bias=classifier_bias)

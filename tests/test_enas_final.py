@@ -20,8 +20,8 @@ from shared_model.zoo import ZOO
 
 # The options as the enas train preset sets them (pinned in test_train_presets.py).
 ENAS_OPTIONS = dict(aux_position="after_reduction", final_relu=True, drop_path_exempt="skip", base_conv=True,
-                    classifier_bias=False, aux_same_padding=True, bn_eps=1e-3)
-NEW_KEYS = tuple(ENAS_OPTIONS)
+                    classifier_bias=False, aux_same_padding=True, bn_eps=1e-3, aux_trainable=False)
+NEW_KEYS = tuple(ENAS_OPTIONS)  # the model config keys of the same names
 
 
 def _enas_released(**kw):
@@ -173,13 +173,26 @@ def test_bn_eps_reaches_every_batchnorm():
         ChildNetwork(ZOO["DARTS_V2"], C=4, layers=3, num_classes=5, image_size=8, bn_eps=0.0)
 
 
-def test_enas_options_train_forward_backward():
+def test_enas_options_train_forward_backward_with_a_frozen_aux_head():
     torch.manual_seed(0)
     model = ChildNetwork(ZOO["ENAS_RELEASED"], C=4, layers=5, num_classes=5, image_size=8, auxiliary=True,
                          drop_path_prob=0.4, drop_path_depth_scaled=True, dropout=0.2, **ENAS_OPTIONS).train()
+    head = {n: p.detach().clone() for n, p in model.auxiliary_head.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=4e-4)
     logits, aux = model(torch.randn(4, 3, 8, 8))
     (logits.sum() + 0.4 * aux.sum()).backward()
-    assert all(p.grad is not None for p in model.parameters())
+    trunk = [p for n, p in model.named_parameters() if not n.startswith("auxiliary_head.")]
+    assert all(p.grad is not None for p in trunk)
+    assert all(p.grad is None for p in model.auxiliary_head.parameters())
+    # Only the aux loss reaches the cells before the head's input.
+    model.zero_grad()
+    model(torch.randn(4, 3, 8, 8))[1].sum().backward()
+    assert model.cells[0].preprocess1[1].weight.grad.abs().sum() > 0
+    opt.step()
+    assert all(torch.equal(p, head[n]) for n, p in model.auxiliary_head.named_parameters())
+    # DARTS trains its head.
+    darts = ChildNetwork(ZOO["DARTS_V2"], C=4, layers=4, num_classes=5, image_size=8, auxiliary=True)
+    assert all(p.requires_grad for p in darts.auxiliary_head.parameters())
 
 
 def test_config_lists_match_the_model_module():
@@ -203,6 +216,8 @@ def test_saved_config_rebuilds_the_enas_network():
     trained = make_child(ZOO["ENAS_RELEASED"], cfg, INFO)
     model, cfg2, _, _ = network_from_checkpoint(_state(saved, trained), inference=True)
     assert model.aux_index == 4 and model.final_relu and model.cells[0].base1 is not None
+    resumed = make_child(ZOO["ENAS_RELEASED"], cfg2, INFO)  # as `enas train --resume` rebuilds it
+    assert not any(p.requires_grad for p in resumed.auxiliary_head.parameters())
     assert model.classifier.bias is None
     x = torch.randn(2, 3, 8, 8)
     model.eval(), trained.eval()

@@ -64,6 +64,7 @@ def test_enas_preset_builds_the_official_fixed_network():
     assert not m.classifier_bias  # "fc" and aux "fc": a weight, no bias
     assert m.aux_same_padding  # aux "avg_pool" conv: hw x hw, padding "SAME"
     assert m.bn_eps == 1e-3  # image_ops.batch_norm epsilon
+    assert not m.aux_trainable  # _build_train: tf_variables exclude "aux_head"
     assert m.stem_multiplier == 3  # stem_conv: out_filters * 3
 
 
@@ -84,6 +85,7 @@ def test_darts_preset_is_the_official_evaluation_protocol():
         # non-Identity op dropped, nn.Linear with bias, a valid 2x2 aux conv, BN eps 1e-5.
         assert (m.aux_position, m.final_relu, m.drop_path_exempt) == ("reduction", False, "identity")
         assert (m.base_conv, m.classifier_bias, m.aux_same_padding, m.bn_eps) == (False, True, False, 1e-5)
+        assert m.aux_trainable
 
 
 @pytest.mark.parametrize("key, value, message", [
