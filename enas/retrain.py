@@ -103,8 +103,11 @@ def build_retrain(cfg: TrainConfig, genotype: Genotype, device: torch.device) ->
                                 generator=generators["augment"], channels_last=channels_last, seed=cfg.run.seed)
     test_loader = DeviceLoader(test, d.eval_batch_size or d.batch_size, device, train=False,
                                channels_last=channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr_max, momentum=o.momentum,
-                                nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+    # Frozen parameters (the ENAS aux head, model.aux_trainable false) stay out, as
+    # in the official code: the trainer's zero gradients would let weight decay move them.
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=o.lr_max,
+                                momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                                weight_decay=o.weight_decay)
     trainer = ChildTrainer(_FixedArch(model), optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=o.grad_clip, amp=cfg.run.amp, max_nonfinite=cfg.run.max_nonfinite)
     return RetrainSetup(model, trainer, train_loader, test_loader, generators, info)

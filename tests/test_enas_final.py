@@ -241,3 +241,20 @@ def test_checkpoint_without_the_new_keys_rebuilds_the_old_network():
     assert torch.equal(model(x)[0], old(x)[0])
     # And training resumes with the head where it was.
     assert make_child(ZOO["ENAS_RELEASED"], cfg2, INFO).load_state_dict(old.state_dict()) is not None
+
+
+def test_retrain_step_leaves_the_frozen_aux_head_alone():
+    # The trainer gives every optimizer parameter a zero gradient (off-path updates), so
+    # the head must not be in the optimizer at all, or weight decay would shrink it.
+    from enas.retrain import build_retrain
+
+    cfg = build_train_config(None, {"data.dataset": "digits", "model.channels": 4, "model.layers": 5,
+                                    "data.batch_size": 16, "data.cutout": 0}, preset="enas")
+    setup = build_retrain(cfg, ZOO["ENAS_RELEASED"], torch.device("cpu"))
+    head = {n: p.detach().clone() for n, p in setup.model.auxiliary_head.named_parameters()}
+    cells = setup.model.cells[0].preprocess1[1].weight.detach().clone()
+    x, y = next(iter(setup.train_loader.epoch_batches(0)))
+    for _ in range(2):
+        setup.trainer.train_step(x, y, None)
+    assert all(torch.equal(p, head[n]) for n, p in setup.model.auxiliary_head.named_parameters())
+    assert not torch.equal(setup.model.cells[0].preprocess1[1].weight, cells)
