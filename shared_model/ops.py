@@ -107,10 +107,17 @@ class Zero(nn.Module):
 
 
 class FactorizedReduce(nn.Module):
-    """Halve the spatial size with two offset stride-2 1x1 convs, concatenated.
+    """Halve the spatial size with two offset 1x1 convs on every second pixel, concatenated.
 
-    The second conv sees the input shifted by one pixel so that together the two
-    halves cover every input position (DARTS ``FactorizedReduce``).
+    The second branch reads the input shifted by one pixel so that together the
+    two halves cover every input position (DARTS ``FactorizedReduce``; ENAS
+    ``_factorized_reduction``). The maths is DARTS's stride-2 1x1 conv, but it
+    is computed as "subsample every second pixel, then a stride-1 1x1 conv":
+    oneDNN's backward-weights kernel for a 1x1 *stride-2* conv on a
+    channels-last input with fewer channels than its SIMD block (8 on AVX2)
+    writes past its workspace (uxlfoundation/oneDNN#6035): heap corruption with
+    one thread, silently wrong weight gradients with more. The parameter shapes
+    are unchanged, so checkpoints of the stride-2 form load as they are.
     """
 
     def __init__(self, c_in: int, c_out: int, affine: bool = True):
@@ -118,16 +125,18 @@ class FactorizedReduce(nn.Module):
         if c_out % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        a = self.conv_1(x)  # (B, C/2, ceil(H/2), ceil(W/2))
-        # Pad odd sizes so the shifted branch yields the same spatial shape.
-        shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        b = self.conv_2(shifted)
+        x = self.relu(x)  # (B, C_in, H, W)
+        h, w = x.shape[-2:]
+        a = self.conv_1(x[:, :, ::2, ::2])  # (B, C_out/2, ceil(H/2), ceil(W/2))
+        # The shifted grid misses the last row/column of odd sizes: zero-pad it, as DARTS's
+        # pad-then-stride does, so both branches have the same spatial shape.
+        shifted = nn.functional.pad(x[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2))
+        b = self.conv_2(shifted)  # (B, C_out/2, ceil(H/2), ceil(W/2))
         return self.bn(torch.cat([a, b], dim=1))
 
 
