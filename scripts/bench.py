@@ -237,7 +237,8 @@ class Bench:
         if self.cl:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd)
-        return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=5.0, amp=self.args.amp)
+        return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=5.0, amp=self.args.amp,
+                            update_off_path=self.args.off_path == "on")
 
     # -- a, b, e: ENAS (official micro-search settings, REFERENCE Sec. 2-3) ----------
     def enas(self, size: Size, items: List[str]) -> Dict[str, Any]:
@@ -378,7 +379,7 @@ def meta(args: argparse.Namespace, device: torch.device, bench: Bench) -> Dict[s
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
             "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "channels_last": bench.cl, "amp": args.amp, "clock": args.clock,
-            "amp_active": device.type == "cuda" and args.amp != "off",
+            "amp_active": device.type == "cuda" and args.amp != "off", "off_path": args.off_path,
             "warmup": args.warmup, "repeats": args.repeats, "load_avg": os.getloadavg()}
 
 
@@ -426,6 +427,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels-last", default="auto", choices=["on", "off", "auto"])
     p.add_argument("--amp", default="auto", choices=["auto", "off"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--off-path", default="on", choices=["on", "off"],
+                   help="on: weight decay and momentum for off-path weights too (ENAS default); "
+                        "off: the optimizer skips them (optim.update_off_path=false)")
     p.add_argument("--clock", default="wall", choices=["wall", "process"],
                    help="process: this process's CPU time (CPU only; for A/B runs on a busy machine)")
     args = p.parse_args(argv)
