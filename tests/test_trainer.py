@@ -92,3 +92,12 @@ def test_non_finite_step_is_skipped_for_every_parameter():
     trainer.train_step(x, y, genotype)
     p = dict(model.named_parameters())[off[0]]
     torch.testing.assert_close(p.detach(), before[off[0]] * (1 - LR * WD), rtol=1e-6, atol=1e-7)
+
+
+def test_frozen_parameters_are_left_alone():
+    model, trainer, genotype, x, y = setup(True)
+    frozen = next(p for n, p in model.named_parameters() if n.startswith("classifier"))
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    trainer.train_step(x, y, genotype)
+    assert frozen.grad is None and torch.equal(frozen, before)

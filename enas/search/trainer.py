@@ -116,7 +116,8 @@ class ChildTrainer:
         missing = []
         for group in self.optimizer.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                # A frozen parameter (requires_grad False) must not decay either.
+                if p.grad is None and p.requires_grad:
                     missing.append(p)
         # Materialised once (and again after a skipped step dropped them); afterwards
         # zero_grad zeroes the existing tensors in place and backward accumulates into them.
