@@ -232,20 +232,21 @@ class Bench:
                             cutout=cutout, channels_last=self.cl, seed=seed, shuffle=True, drop_last=True,
                             generator=torch.Generator().manual_seed(seed))
 
-    def trainer(self, model: torch.nn.Module, lr: float, wd: float, nesterov: bool) -> ChildTrainer:
+    def trainer(self, model: torch.nn.Module, lr: float, wd: float, nesterov: bool,
+                grad_clip: Optional[float]) -> ChildTrainer:
         model = model.to(self.device)
         if self.cl:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd)
-        return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=5.0, amp=self.args.amp,
+        return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=grad_clip, amp=self.args.amp,
                             update_off_path=self.args.off_path == "on")
 
     # -- a, b, e: ENAS (official micro-search settings, REFERENCE Sec. 2-3) ----------
     def enas(self, size: Size, items: List[str]) -> Dict[str, Any]:
         space = make_space("micro")
         trainer = self.trainer(Supernet(space.ops, space.num_nodes, size.channels, size.layers, NUM_CLASSES,
-                                        image_size=size.image, auxiliary=True, dropout=0.1),
-                               lr=0.05, wd=1e-4, nesterov=True)
+                                        image_size=size.image, auxiliary=True, dropout=0.1, loose_inputs=True),
+                               lr=0.05, wd=1e-4, nesterov=True, grad_clip=None)  # official: no clipping
         bias, prior = enas_op_bias(space.sample_ops)
         ctrl = Controller(space.decisions, len(space.sample_ops), op_bias_init=bias, normal_op_prior=prior)
         reinforce = Reinforce(ctrl)
@@ -308,7 +309,8 @@ class Bench:
             return {"skipped": f"enas.search.darts is not available ({exc})"}
         space = make_space("darts")  # DARTS search settings (REFERENCE Sec. 4)
         trainer = self.trainer(Supernet(space.ops, space.num_nodes, size.channels, size.layers, NUM_CLASSES,
-                                        image_size=size.image), lr=0.025, wd=3e-4, nesterov=False)
+                                        image_size=size.image, cell_output="concat"),
+                               lr=0.025, wd=3e-4, nesterov=False, grad_clip=5.0)
         arch = ArchParameters.for_space(space, device=self.device)
         train, valid = self.loader(size, 3, True), self.loader(size, 4, False)
         strategy = build_darts_strategy(space, trainer.model, arch, trainer, train, valid, order=1)
@@ -320,7 +322,7 @@ class Bench:
     def retrain(self, size: Size) -> Dict[str, Any]:
         net = ChildNetwork(get_genotype("DARTS_V2"), size.channels, size.layers, NUM_CLASSES, auxiliary=True,
                            drop_path_prob=0.2, image_size=size.image)
-        trainer = self.trainer(_Fixed(net), lr=0.025, wd=3e-4, nesterov=False)
+        trainer = self.trainer(_Fixed(net), lr=0.025, wd=3e-4, nesterov=False, grad_clip=5.0)
         train = self.loader(size, 5, True, cutout=size.image // 2)
         batches = train.epoch_batches(0)
         self.reset_peak()

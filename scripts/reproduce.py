@@ -22,9 +22,10 @@ ROWS = {
     "enas_darts_protocol": (["--strategy", "enas"], "darts", "ENAS micro search, DARTS retrain protocol"),
     "darts_1st": (["--strategy", "darts", "--order", "1"], "darts", "DARTS first order + cutout"),
     "darts_2nd": (["--strategy", "darts", "--order", "2"], "darts", "DARTS second order + cutout"),
-    "random_ws": (["--strategy", "random"], "darts", "random search with weight sharing, DARTS protocol"),
-    "random_ws_darts_space": (["--strategy", "random", "--space", "darts"], "darts",
-                              "random search with weight sharing on the DARTS space (Li & Talwalkar)"),
+    "random_ws": (["--strategy", "random"], "darts",
+                  "random search with weight sharing as Li & Talwalkar ran it (DARTS space and settings)"),
+    "random_ws_micro": (["--strategy", "random", "--space", "micro"], "darts",
+                        "random search with weight sharing on the ENAS micro space, DARTS protocol"),
 }
 
 
