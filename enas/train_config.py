@@ -58,6 +58,7 @@ class TrainModelConfig:
     aux_same_padding: bool = False  # ENAS: the aux head's last conv pads SAME, then pools
     bn_eps: float = 1e-5  # ENAS batch_norm: 1e-3
     aux_trainable: bool = True  # ENAS: the aux head is not among the optimized variables
+    loose_inputs: bool = False  # ENAS final_combine: unread cell inputs join the cell output
 
 
 @dataclass
@@ -102,12 +103,14 @@ _ENAS_FINAL: Dict[str, Any] = {
     # The official fixed network (src/cifar10/micro_child.py): aux head at
     # pool_layers[-1] + 1 = cell 12, ReLU before global pooling, skip_connect never
     # dropped (drop path on ops 0-3 only), the layer_base 1x1 conv, bias-free fc
-    # layers, the aux head's SAME-padded 2x2 conv, batch_norm epsilon 1e-3, and an
+    # layers, the aux head's SAME-padded 2x2 conv, batch_norm epsilon 1e-3, an
     # aux head that is never trained (_build_train optimizes the variables without
-    # "aux_head" in their name only; its loss still reaches the cells).
+    # "aux_head" in their name only; its loss still reaches the cells), and unread
+    # cell inputs in the cell output (_fixed_combine concatenates every state with
+    # used == 0, the two inputs included; the released cells read both).
     "model.aux_position": "after_reduction", "model.final_relu": True, "model.drop_path_exempt": "skip",
     "model.base_conv": True, "model.classifier_bias": False, "model.aux_same_padding": True,
-    "model.bn_eps": 1e-3, "model.aux_trainable": False,
+    "model.bn_eps": 1e-3, "model.aux_trainable": False, "model.loose_inputs": True,
     "optim.schedule": "sgdr", "optim.lr_max": 0.05, "optim.lr_min": 1e-4,
     "optim.sgdr_t0": 10, "optim.sgdr_tmul": 2, "optim.momentum": 0.9, "optim.nesterov": True,
     # The official code adds l2_reg * sum(w ** 2) to the loss (src/utils.py get_train_ops),

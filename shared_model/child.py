@@ -11,7 +11,8 @@ input 0 or 1 (REFERENCE Sec. 1: one semantics for derive and retrain).
 
 The cell generalises DARTS to any node count and any concat list; the normal
 and reduction cells may differ in both. A cell's output has
-``len(concat) * C`` channels.
+``len(concat) * C`` channels, plus ``C`` per unread cell input with
+``loose_inputs``.
 
 Where the official ENAS fixed network (``src/cifar10/micro_child.py``:
 ``_model``, ``_fixed_layer``) differs from DARTS, a constructor argument
@@ -33,6 +34,12 @@ selects the ENAS behaviour; the defaults are DARTS (``NetworkCIFAR``):
   ``_build_train`` hands the optimizer only the variables without
   ``aux_head`` in their name, so its head is never updated (nor decayed);
   its loss still trains the cells below it.
+- ``loose_inputs=True``: a cell input that no node reads is a loose end too
+  and joins the concatenated output (ENAS ``_fixed_combine``, the
+  "final_combine" scope, concatenates every state with ``used == 0`` among the
+  ``num_cells + 2``, the calibrated inputs included); in a reduction cell it is
+  halved by a factorized reduction first. The next cell's preprocessing, the
+  auxiliary head and the classifier read the wider output.
 
 With all of them, ``ENAS_RELEASED`` at C 36 and 17 cells has 3,894,372
 parameters without the auxiliary head (4,389,220 with it), the official
@@ -136,11 +143,14 @@ class Cell(nn.Module):
             ``"skip"`` (ENAS ``_fixed_layer``: every ``skip_connect``).
         base_conv: apply a second ReLU -> 1x1 conv -> BN to input 1 after its
             preprocessing (ENAS ``layer_base``).
+        loose_inputs: concatenate the (preprocessed) cell inputs that no node
+            reads before the ``concat`` nodes (ENAS ``_fixed_combine``); in a
+            reduction cell each goes through a factorized reduction first.
     """
 
     def __init__(self, entries: Sequence[Entry], concat: Sequence[int], c_prev_prev: int, c_prev: int,
                  channels: int, reduction: bool, reduction_prev: bool, drop_path_exempt: str = "identity",
-                 base_conv: bool = False):
+                 base_conv: bool = False, loose_inputs: bool = False):
         super().__init__()
         if drop_path_exempt not in DROP_PATH_EXEMPT:
             raise ValueError(f"drop_path_exempt must be one of {', '.join(DROP_PATH_EXEMPT)}, "
@@ -155,7 +165,23 @@ class Cell(nn.Module):
         self.base1: Optional[nn.Module] = ReLUConvBN(channels, channels, 1, 1, 0) if base_conv else None
         self._indices: Tuple[int, ...] = tuple(inp for _, inp in entries)
         self._concat: Tuple[int, ...] = tuple(concat)
-        self.multiplier = len(self._concat)
+        # Genotype concat lists hold computed nodes only, so an unread input is never listed twice.
+        self._loose: Tuple[int, ...] = tuple(i for i in (0, 1) if loose_inputs and i not in self._indices)
+        self.multiplier = len(self._loose) + len(self._concat)
+        # Registered only when needed, so other cells' state_dict keys stay as they were.
+        self.loose_reduce: Optional[nn.ModuleDict] = None
+        if reduction and self._loose:
+            # The inputs keep their size here (the ops reading them stride), so an unread
+            # input is halved to the output size, as the official final combine does with
+            # _factorized_reduction. That function has no leading ReLU (its callers add one
+            # where they want it), and the final combine adds none.
+            self.loose_reduce = nn.ModuleDict()
+            for i in self._loose:
+                reduce = FactorizedReduce(channels, channels)
+                if not isinstance(getattr(reduce, "relu", None), nn.ReLU):
+                    raise RuntimeError("FactorizedReduce no longer has a leading .relu to remove")
+                reduce.relu = Identity()
+                self.loose_reduce[str(i)] = reduce
         self._ops = nn.ModuleList(
             make_op(op, channels, 2 if reduction and inp < 2 else 1, True) for op, inp in entries)
         if drop_path_exempt == "skip":
@@ -177,7 +203,14 @@ class Cell(nn.Module):
                     h = drop_path(h, drop_prob)
                 pair.append(h)
             states.append(pair[0] + pair[1])
-        return torch.cat([states[i] for i in self._concat], dim=1)  # (B, multiplier * C, H', W')
+        out = []
+        for i in self._loose:
+            h = states[i]  # (B, C, H, W)
+            if self.loose_reduce is not None:
+                h = self.loose_reduce[str(i)](h)  # (B, C, H', W')
+            out.append(h)
+        out += [states[i] for i in self._concat]
+        return torch.cat(out, dim=1)  # (B, multiplier * C, H', W')
 
 
 class ChildNetwork(nn.Module):
@@ -211,6 +244,7 @@ class ChildNetwork(nn.Module):
         bn_eps: epsilon of every BatchNorm (PyTorch and DARTS 1e-5, ENAS 1e-3).
         aux_trainable: the auxiliary head's parameters require gradients
             (DARTS); ENAS never updates them (``requires_grad`` False).
+        loose_inputs: unread cell inputs join the cell output (ENAS), see :class:`Cell`.
 
     Raises:
         ValueError: bad sizes or options, or an image too small for the reductions.
@@ -221,7 +255,7 @@ class ChildNetwork(nn.Module):
                  stem_multiplier: int = 3, dropout: float = 0.0, drop_path_depth_scaled: bool = False,
                  aux_position: str = "reduction", final_relu: bool = False, drop_path_exempt: str = "identity",
                  base_conv: bool = False, classifier_bias: bool = True, aux_same_padding: bool = False,
-                 bn_eps: float = 1e-5, aux_trainable: bool = True):
+                 bn_eps: float = 1e-5, aux_trainable: bool = True, loose_inputs: bool = False):
         super().__init__()
         for name, value in (("C", C), ("layers", layers), ("num_classes", num_classes),
                             ("in_channels", in_channels), ("image_size", image_size),
@@ -279,7 +313,7 @@ class ChildNetwork(nn.Module):
             cell_type = "reduce" if reduction else "normal"
             entries, concat = genotype.cell(cell_type)
             cell = Cell(entries, concat, c_prev_prev, c_prev, c_curr, reduction, reduction_prev,
-                        drop_path_exempt=drop_path_exempt, base_conv=base_conv)
+                        drop_path_exempt=drop_path_exempt, base_conv=base_conv, loose_inputs=loose_inputs)
             self.cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr

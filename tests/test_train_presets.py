@@ -65,6 +65,7 @@ def test_enas_preset_builds_the_official_fixed_network():
     assert m.aux_same_padding  # aux "avg_pool" conv: hw x hw, padding "SAME"
     assert m.bn_eps == 1e-3  # image_ops.batch_norm epsilon
     assert not m.aux_trainable  # _build_train: tf_variables exclude "aux_head"
+    assert m.loose_inputs  # _fixed_combine: every state with used == 0, the two inputs included
     assert m.stem_multiplier == 3  # stem_conv: out_filters * 3
 
 
@@ -85,7 +86,7 @@ def test_darts_preset_is_the_official_evaluation_protocol():
         # non-Identity op dropped, nn.Linear with bias, a valid 2x2 aux conv, BN eps 1e-5.
         assert (m.aux_position, m.final_relu, m.drop_path_exempt) == ("reduction", False, "identity")
         assert (m.base_conv, m.classifier_bias, m.aux_same_padding, m.bn_eps) == (False, True, False, 1e-5)
-        assert m.aux_trainable
+        assert m.aux_trainable and not m.loose_inputs  # Cell concatenates the concat nodes only
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -93,6 +94,8 @@ def test_darts_preset_is_the_official_evaluation_protocol():
     ("model.drop_path_exempt", "all", "model.drop_path_exempt must be one of"),
     ("model.bn_eps", 0.0, "model.bn_eps must be in"),
     ("model.bn_eps", 1.0, "model.bn_eps must be in"),
+    ("model.loose_inputs", 1, "'model.loose_inputs': expected true or false"),
+    ("model.final_relu", "yes", "'model.final_relu': expected true or false"),
 ])
 def test_bad_network_options_are_named(key, value, message):
     with pytest.raises(UserError, match=message):
