@@ -43,6 +43,8 @@ class ModelConfig:
     aux_weight: float = 0.4
     dropout: float = 0.1  # ENAS keep_prob 0.9 before the classifier
     cell_output: Optional[str] = None  # conv | concat; None: the strategy's network (below)
+    # Train the aux head's weights (with model.auxiliary); None: default_aux_trainable below.
+    aux_trainable: Optional[bool] = None
 
 
 @dataclass
@@ -167,6 +169,19 @@ def default_cell_output(strategy: str, space: str) -> str:
     return "conv" if strategy == "enas" or space == "micro" else "concat"
 
 
+def default_aux_trainable(strategy: str, space: str) -> bool:
+    """Whether the search optimizer trains the supernet's auxiliary head.
+
+    The official ENAS child (``micro_child._build_train``) hands the optimizer
+    only the variables without ``aux_head`` in their name, so its head keeps its
+    initial weights while its loss still trains the cells below it (REFERENCE
+    Sec. 3): not trained for ENAS, and for random search on the micro space,
+    which runs the same network. DARTS's and Li & Talwalkar's search networks
+    have no aux head; with one it is trained, as any PyTorch module would be.
+    """
+    return not (strategy == "enas" or (strategy == "random" and space == "micro"))
+
+
 PRESETS = ("paper", "quick")
 #: Largest ``run.seed``: the run derives generators from ``seed + 1`` and ``seed + 2``, and
 #: torch seeds must fit 64 bits; 2**63 - 3 keeps every derived seed a signed 64-bit value.
@@ -214,6 +229,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
         cfg.model.cell_output = default_cell_output(cfg.strategy, cfg.model.space)
     if cfg.optim.update_off_path is None:
         cfg.optim.update_off_path = DEFAULT_UPDATE_OFF_PATH[cfg.strategy]
+    if cfg.model.aux_trainable is None:
+        cfg.model.aux_trainable = default_aux_trainable(cfg.strategy, cfg.model.space)
     d, m, o, c, a, r = cfg.data, cfg.model, cfg.optim, cfg.controller, cfg.darts, cfg.run
     # Every value the components would refuse later (with a traceback, after the run folder
     # exists) or silently misuse is refused here with the key's name.
@@ -243,6 +260,7 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (cfg.derive.eval_batches >= 1, "derive.eval_batches must be >= 1"),
         (0 <= cfg.derive.top_k <= cfg.derive.samples, "derive.top_k must be in [0, derive.samples]"),
         (isinstance(o.update_off_path, bool), "optim.update_off_path must be true or false (or null)"),
+        (isinstance(m.aux_trainable, bool), "model.aux_trainable must be true or false (or null)"),
     ]
     raise_first_failure(checks)
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:

@@ -1,5 +1,6 @@
 """The search build picks each strategy's official network and data: cell output, loose
-inputs, augmented DARTS architecture batches, and a clear error for old checkpoints."""
+inputs, the frozen ENAS aux head, augmented DARTS architecture batches, and a clear error
+for old checkpoints."""
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from enas.errors import UserError
 from enas.search.build import build_search, load_search_data
 from enas.search.driver import SearchDriver
 from enas.search_config import build_search_config
+from shared_model.genotype import Genotype
 from shared_model.supernet import Supernet
 
 TINY = {"epochs": 1, "data.batch_size": 16, "model.channels": 4, "model.layers": 3}
@@ -96,3 +98,67 @@ def test_old_search_checkpoint_gives_one_clear_line(tmp_path, strategy):
     with pytest.raises(UserError, match="does not fit this search network.*start a new search") as err:
         SearchDriver(cfg, build_search(cfg, torch.device("cpu")), tmp_path).restore()
     assert "\n" not in str(err.value) and len(str(err.value)) < 400
+
+
+@pytest.mark.parametrize("strategy,space,expected", [
+    ("enas", None, False), ("enas", "darts", False),  # micro_child._build_train skips "aux_head" variables
+    ("random", "micro", False), ("random", None, True), ("darts", None, True), ("darts", "micro", True),
+])
+def test_aux_trainable_defaults_to_the_official_optimizer(strategy, space, expected):
+    flags = {} if space is None else {"model.space": space}
+    assert build_search_config(strategy, "paper", None, flags).model.aux_trainable is expected
+    flags["model.aux_trainable"] = not expected
+    assert build_search_config(strategy, "paper", None, flags).model.aux_trainable is (not expected)
+    with pytest.raises(UserError, match="model.aux_trainable"):
+        build_search_config(strategy, "paper", {"model": {"aux_trainable": "no"}}, {})
+
+
+# A 4-node micro genotype (the quick space) whose nodes read both inputs.
+MICRO_4 = Genotype([("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("avg_pool_3x3", 2), ("sep_conv_5x5", 1),
+                    ("skip_connect", 3), ("sep_conv_3x3", 2), ("max_pool_3x3", 4), ("sep_conv_3x3", 0)], [5],
+                   [("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_3x3", 2), ("skip_connect", 1),
+                    ("sep_conv_3x3", 3), ("avg_pool_3x3", 0), ("skip_connect", 4), ("sep_conv_3x3", 2)], [5])
+
+
+def test_enas_search_step_leaves_the_aux_head_alone_but_its_loss_trains_the_cells():
+    torch.manual_seed(0)
+    setup = build_search(tiny_config("enas", **{"model.auxiliary": True}), torch.device("cpu"))
+    model, trainer = setup.model, setup.trainer
+    head = {n: p.detach().clone() for n, p in model.aux_head.named_parameters()}
+    in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert head and not any(id(p) in in_optimizer for p in model.aux_head.parameters())
+    assert not any(p.requires_grad for p in model.aux_head.parameters())
+    cell0 = model.cells[0].pre1[1].weight
+    before = cell0.detach().clone()
+    x, y = next(iter(setup.strategy.train_loader.epoch_batches(0)))
+    for _ in range(2):  # the second step also has momentum and weight decay to apply
+        assert trainer.train_step(x, y, MICRO_4)["skipped"] == 0.0
+    assert all(torch.equal(p, head[n]) for n, p in model.aux_head.named_parameters())
+    assert not torch.equal(cell0, before)
+    # The aux term alone reaches the cells below the head (aux_index: the last cell here).
+    assert model.aux_index == len(model.cells) - 1
+    model.zero_grad(set_to_none=True)
+    model.train()
+    _, aux = model(x, MICRO_4)
+    torch.nn.functional.cross_entropy(aux, y).backward()
+    assert cell0.grad is not None and cell0.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.aux_head.parameters())
+    # The DARTS search network trains a head it is given.
+    darts = build_search(tiny_config("darts", **{"model.auxiliary": True}), torch.device("cpu"))
+    in_darts = {id(p) for g in darts.trainer.optimizer.param_groups for p in g["params"]}
+    assert all(p.requires_grad and id(p) in in_darts for p in darts.model.aux_head.parameters())
+
+
+def test_search_checkpoint_without_aux_trainable_resumes_with_a_trained_head(tmp_path):
+    from enas.commands.search import _load_run
+
+    cfg = tiny_config("enas", **{"model.auxiliary": True, "model.aux_trainable": True})
+    setup = build_search(cfg, torch.device("cpu"))
+    SearchDriver(cfg, setup, tmp_path).checkpoint()
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = load_checkpoint(path, kind="search")
+    del state["config"]["model"]["aux_trainable"]  # a run saved before the key existed
+    save_checkpoint(path, "search", {k: v for k, v in state.items() if k not in ("format", "version", "kind")})
+    cfg2, _ = _load_run(tmp_path)
+    assert cfg2.model.aux_trainable is True
+    SearchDriver(cfg2, build_search(cfg2, torch.device("cpu")), tmp_path).restore()  # the optimizer fits

@@ -36,6 +36,10 @@ def _load_run(run_dir: Path) -> Tuple[SearchConfig, Dict[str, Any]]:
 
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", kind="search")
     cfg = load_saved_config(SearchConfig, state["config"])
+    saved_model = state["config"].get("model") if isinstance(state["config"], dict) else None
+    if isinstance(saved_model, dict) and "aux_trainable" not in saved_model:
+        # Saved before the key existed: the head was trained, and the saved optimizer holds it.
+        cfg.model.aux_trainable = True
     validate_search_config(cfg)
     return cfg, state
 

@@ -91,7 +91,13 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
                      loose_inputs=cfg.model.cell_output == "conv" and space.concat == "loose_ends").to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr_max, momentum=cfg.optim.momentum,
+    if model.aux_head is not None and not cfg.model.aux_trainable:
+        # ENAS _build_train optimizes only the variables without "aux_head" in their name:
+        # the head keeps its initial weights and its loss trains the cells below it. Frozen
+        # and left out of the optimizer, so neither weight decay nor momentum moves it.
+        model.aux_head.requires_grad_(False)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr_max,
+                                momentum=cfg.optim.momentum,
                                 nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0,
                                 weight_decay=cfg.optim.weight_decay)
     trainer = ChildTrainer(model, optimizer, device, aux_weight=cfg.model.aux_weight,
