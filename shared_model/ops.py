@@ -181,3 +181,10 @@ def make_op(name: str, channels: int, stride: int, affine: bool = True) -> nn.Mo
     except KeyError:
         raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}") from None
     return factory(channels, stride, affine)
+
+
+# NAS-Bench-201 (Dong & Yang 2020, Sec. 2.1): ReLU -> k x k conv -> BN, padding k // 2 so
+# that stride 1 keeps the spatial size. Its avg_pool_3x3 (count_include_pad=False),
+# skip_connect and none are the ops above.
+register_op("nor_conv_1x1")(lambda c, stride, affine: ReLUConvBN(c, c, 1, stride, 0, affine))
+register_op("nor_conv_3x3")(lambda c, stride, affine: ReLUConvBN(c, c, 3, stride, 1, affine))
