@@ -45,8 +45,10 @@ def use_channels_last(device: torch.device, setting: str, amp: str = "auto") -> 
 
     * CPU: on. oneDNN's depthwise convs are much faster in NHWC (a 5x5
       depthwise conv forward+backward at the ENAS search shapes 2.3-3.8x on
-      a 2-core Xeon); whole steps at the paper sizes: ENAS 1.36x, reward
-      2.1x, DARTS 1.56x, retrain 1.23x.
+      a 2-core Xeon); whole steps at the paper sizes, re-measured after the
+      factorized-reduction fix on an AMD EPYC (1 thread): ENAS 1.46x,
+      reward 2.65x, DARTS 1.93x, retrain 1.68x. Safe on AVX2 because
+      ``FactorizedReduce`` avoids oneDNN's broken 1x1 stride-2 kernel.
     * CUDA: on with bf16 autocast (tensor-core convs want NHWC), off with
       ``amp="off"``. Not measured yet: ``scripts/bench.py --device cuda
       --channels-last on|off`` decides.
