@@ -14,6 +14,7 @@ import enas.trained
 from enas.checkpoint import save_checkpoint
 from enas.cli import cli
 from shared_model.child import ChildNetwork
+from shared_model.genotype import Genotype
 from shared_model.profile import count_parameters
 from shared_model.zoo import ZOO
 
@@ -163,8 +164,46 @@ def test_genotypes_lists_the_zoo():
     assert out.exit_code == 0
     table = {r["name"]: r for r in json.loads(out.stdout)}
     assert set(table) == set(ZOO)
-    assert table["DARTS_V2"]["params_c36_l20"] == 3_349_342
-    assert "DARTS_V2" in invoke("genotypes").output
+    assert table["DARTS_V2"]["params"] == 3_349_342
+    assert (table["DARTS_V2"]["preset"], table["DARTS_V2"]["channels"], table["DARTS_V2"]["layers"]) == \
+        ("darts", 36, 20)
+    text = invoke("genotypes").output
+    assert "params(C36,L20)" in text and "DARTS_V2           4           3.35 M" in text
+
+
+def test_genotypes_and_show_count_the_network_of_a_preset(tmp_path):
+    # The enas train preset's network: the official ENAS fixed network at C 36, 17 cells,
+    # whose released cell has the official count_model_params 3,894,372.
+    out = invoke("genotypes", "--preset", "enas", "--json")
+    assert out.exit_code == 0, out.output
+    table = {r["name"]: r for r in json.loads(out.stdout)}
+    assert table["ENAS_RELEASED"]["params"] == 3_894_372
+    assert {(r["preset"], r["channels"], r["layers"]) for r in table.values()} == {("enas", 36, 17)}
+    text = invoke("genotypes", "--preset", "enas").output
+    assert "params(C36,L17)" in text and "ENAS_RELEASED      5           3.89 M" in text
+    shown = json.loads(invoke("show", "ENAS_RELEASED", "--preset", "enas", "--json").stdout)
+    assert (shown["params"], shown["preset"], shown["channels"], shown["layers"]) == (3_894_372, "enas", 36, 17)
+    assert "enas network at C 36, 17 layers" in invoke("show", "ENAS_RELEASED", "--preset", "enas").output
+    # The same builder as `enas train`: a genotype leaving input 0 unread gets the ENAS loose
+    # inputs (wider cells) with enas, and flags still override the preset's sizes.
+    from enas.train_config import build_train_config
+    from enas.trained import make_child
+
+    cells = [["skip_connect", 1], ["max_pool_3x3", 1], ["avg_pool_3x3", 2], ["skip_connect", 2]]
+    unread0 = Genotype(cells, [3], cells, [3])
+    (tmp_path / "unread0.json").write_text(unread0.to_json())
+    counts = {}
+    for preset in ("darts", "enas"):
+        cfg = build_train_config(None, {"model.channels": 8, "model.layers": 5}, preset=preset)
+        info = {"num_classes": 10, "in_channels": 3, "image_size": 32}
+        model = make_child(unread0, cfg, info, inference=True)
+        got = json.loads(invoke("show", tmp_path / "unread0.json", "--preset", preset, "--channels", "8",
+                                "--layers", "5", "--json").stdout)
+        assert got["params"] == count_parameters(model) and got["layers"] == 5, preset
+        counts[preset] = model.classifier.in_features
+    assert counts == {"darts": 32, "enas": 64}  # enas: input 0 joins every cell's output
+    assert invoke("-q", "show", "DARTS_V2", "--preset", "bogus").stderr.strip() == \
+        "error: unknown preset 'bogus'; choose from darts, enas, quick"
 
 
 def _bad_inputs(tmp: Path, good_ckpt: Path):

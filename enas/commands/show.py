@@ -1,14 +1,15 @@
-"""``enas show``: a genotype in words, its network's size, and drawings of its cells."""
+"""``enas show``: a genotype in words, the size of its retrain network, and drawings of its cells."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 import torch
 
 from enas.errors import UserError
+from enas.train_config import PRESETS
 from shared_model.child import ChildNetwork
 from shared_model.genotype import CELL_TYPES, Genotype
 from shared_model.profile import count_macs, count_parameters
@@ -30,26 +31,61 @@ def describe_cell(genotype: Genotype, cell_type: str) -> Dict[str, Any]:
             "output": "c_{k} = concat(" + ", ".join(_state_name(c) for c in concat) + ")"}
 
 
-def network_size(genotype: Genotype, channels: int, layers: int, num_classes: int, image_size: int,
-                 in_channels: int) -> Dict[str, int]:
-    """Parameters (auxiliary head excluded) and multiply-adds per image of the child network.
+def _too_large(cfg: Any, image_size: int, in_channels: int) -> UserError:
+    return UserError(f"a network with C {cfg.model.channels}, {cfg.model.layers} layers and {image_size} px "
+                     f"{in_channels}-channel images is too large to build")
+
+
+def counting_network(genotype: Genotype, preset: str = "darts", channels: Optional[int] = None,
+                     layers: Optional[int] = None, num_classes: int = 10, image_size: int = 32,
+                     in_channels: int = 3) -> Tuple[ChildNetwork, Any]:
+    """The network ``enas train --preset PRESET`` builds for ``genotype``, on the meta device.
+
+    Built by the same config and builder as retraining (``build_train_config``,
+    ``make_child``), without the auxiliary head: the ``darts`` network, or the
+    official ENAS fixed network for ``enas``. ``channels`` and ``layers`` default
+    to the preset's. Meta tensors carry shapes only, so building is instant and
+    needs no memory.
+
+    Returns:
+        The network and the resolved train config.
 
     Raises:
-        UserError: sizes the network cannot have (e.g. too many reductions for the image).
+        UserError: an unknown preset, or sizes the network cannot have (e.g. too
+            many reductions for the image, or fewer than 3 layers).
     """
+    from enas.train_config import build_train_config
+    from enas.trained import make_child
+
+    # The head is excluded from the counts; without it no aux-position check applies.
+    cfg = build_train_config(None, {"model.channels": channels, "model.layers": layers,
+                                    "model.auxiliary": False}, preset=preset)
+    info = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
     try:
-        # Meta tensors carry shapes only: counting is instant and needs no memory.
         with torch.device("meta"):
-            model = ChildNetwork(genotype, C=channels, layers=layers, num_classes=num_classes,
-                                 in_channels=in_channels, image_size=image_size)
+            model = make_child(genotype, cfg, info, inference=True)
+    except (TypeError, RuntimeError, OverflowError):
+        # Sizes beyond torch's 64-bit shapes (e.g. --classes 2**40) overflow even on the meta device.
+        raise _too_large(cfg, image_size, in_channels) from None
+    return model, cfg
+
+
+def network_size(genotype: Genotype, channels: Optional[int], layers: Optional[int], num_classes: int,
+                 image_size: int, in_channels: int, preset: str = "darts") -> Dict[str, Any]:
+    """Parameters (auxiliary head excluded) and multiply-adds per image of the preset's network.
+
+    Raises:
+        UserError: see :func:`counting_network`.
+    """
+    model, cfg = counting_network(genotype, preset, channels, layers, num_classes, image_size, in_channels)
+    try:
         macs = count_macs(model, (in_channels, image_size, image_size))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except (TypeError, RuntimeError, OverflowError):
-        # Sizes beyond torch's 64-bit shapes (e.g. --channels 2**40) overflow even on the meta device.
-        raise UserError(f"a network with C {channels}, {layers} layers and {image_size} px "
-                        f"{in_channels}-channel images is too large to build") from None
-    return {"params": count_parameters(model), "multiply_adds": macs}
+        raise _too_large(cfg, image_size, in_channels) from None
+    return {"params": count_parameters(model), "multiply_adds": macs, "preset": cfg.preset,
+            "channels": cfg.model.channels, "layers": cfg.model.layers}
 
 
 def _human(n: float) -> str:
@@ -62,25 +98,32 @@ def _human(n: float) -> str:
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("genotype")
-    @click.option("--channels", type=int, default=36, show_default=True, help="Initial channels C.")
-    @click.option("--layers", type=int, default=20, show_default=True, help="Cells, reductions included.")
+    @click.option("--preset", default="darts", show_default=True, metavar="|".join(PRESETS),
+                  help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR), "
+                       "enas (the official ENAS fixed network) or quick.")
+    @click.option("--channels", type=int, default=None,
+                  help="Initial channels C  [default: the preset's: 36, quick 8]")
+    @click.option("--layers", type=int, default=None,
+                  help="Cells, reductions included  [default: the preset's: darts 20, enas 17, quick 5]")
     @click.option("--classes", "num_classes", type=int, default=10, show_default=True, help="Classifier outputs.")
     @click.option("--image-size", type=int, default=32, show_default=True, help="Input height and width.")
     @click.option("--in-channels", type=int, default=3, show_default=True, help="Image channels.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     @click.option("--out", default=None, metavar="DIR",
                   help="Draw the cells to OUT/normal.png/.svg and OUT/reduce.png/.svg.")
-    def show(genotype, channels, layers, num_classes, image_size, in_channels, as_json, out):
+    def show(genotype, preset, channels, layers, num_classes, image_size, in_channels, as_json, out):
         """Print GENOTYPE cell by cell with the size of its network.
 
         GENOTYPE is a zoo name, a genotype JSON file or a run folder. Inputs
         c_{k-2} and c_{k-1} are indices 0 and 1, computed nodes start at 2.
-        Parameters exclude the auxiliary head (DARTS convention).
+        Parameters are those of the network `enas train --preset PRESET`
+        builds, auxiliary head excluded (DARTS convention).
         """
         from enas.genotype_io import resolve_genotype
 
         geno, source = resolve_genotype(genotype)
-        size = network_size(geno, channels, layers, num_classes, image_size, in_channels)
+        size = network_size(geno, channels, layers, num_classes, image_size, in_channels, preset=preset)
+        channels, layers = size["channels"], size["layers"]
         files: List[str] = []
         if out:
             from enas.draw import render_cell
@@ -93,9 +136,8 @@ def register(cli: click.Group) -> None:
         cells = {cell: describe_cell(geno, cell) for cell in CELL_TYPES}
         if as_json:
             click.echo(json.dumps({
-                "source": source, "genotype": geno.to_dict(), "cells": cells, "channels": channels,
-                "layers": layers, "num_classes": num_classes, "image_size": image_size,
-                "in_channels": in_channels, **size, "files": files}, indent=1))
+                "source": source, "genotype": geno.to_dict(), "cells": cells, "num_classes": num_classes,
+                "image_size": image_size, "in_channels": in_channels, **size, "files": files}, indent=1))
             return
         click.echo(f"genotype: {source}")
         for cell in CELL_TYPES:
@@ -104,7 +146,7 @@ def register(cli: click.Group) -> None:
             for node in desc["nodes"]:
                 click.echo(f"  {node['text']}")
             click.echo(f"  {desc['output']}")
-        click.echo(f"network at C {channels}, {layers} layers, {num_classes} classes, "
+        click.echo(f"{size['preset']} network at C {channels}, {layers} layers, {num_classes} classes, "
                    f"{in_channels}x{image_size}x{image_size} input:")
         click.echo(f"  params        {size['params']:,} ({_human(size['params'])}, auxiliary head excluded)")
         click.echo(f"  multiply-adds {size['multiply_adds']:,} ({_human(size['multiply_adds'])}) per image")
