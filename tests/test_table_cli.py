@@ -168,3 +168,16 @@ def test_help_texts_state_the_formats_and_the_trust_rule():
     for flag in ("--benchmark", "--seeds", "--budget-queries", "--budget-seconds", "--methods", "--resume"):
         assert flag in text
     assert "test_acc" in run("table", "--help").output
+
+
+def test_bench_table_script_prints_json():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_table.py"
+    out = subprocess.run([sys.executable, str(script), "--seeds", "2", "--queries", "3", "6", "--methods", "random",
+                          "enas"], capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    assert set(data["methods"]) == {"random", "enas"} and set(data["enas_beats_random"]) == {"3", "6"}
+    row = data["methods"]["random"]["budgets"]["6"]
+    assert {"test_acc_mean", "test_acc_std", "regret_mean", "rank_mean"} <= set(row)

@@ -145,3 +145,10 @@ def test_policies_start_from_seeded_weights():
     assert all(torch.equal(x, y) for x, y in zip(a.policy.parameters(), b.policy.parameters()))
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
     assert not torch.equal(make_policy("reinforce", c, 0).policy.logits, make_policy("reinforce", c, 1).policy.logits)
+
+
+def test_decisions_match_the_registered_nb201_space_when_there_is_one():
+    spaces = pytest.importorskip("shared_model.spaces")
+    if not hasattr(spaces, "get_space") or "nb201" not in spaces.list_spaces():
+        pytest.skip("no nb201 space registered")
+    assert tuple(spaces.get_space("nb201").decisions) == NB201_DECISIONS
