@@ -6,7 +6,7 @@ subclasses these sections with the DARTS evaluation defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 MAX_SEED = 2**63 - 3  # torch.manual_seed accepts up to 2**64 - 1; seed + 2 must still fit
 
@@ -79,11 +79,24 @@ def shared_checks(epochs: int, d, m) -> List[Check]:
         (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
         (d.pad >= 0 and d.cutout >= 0, "data.pad and data.cutout must be >= 0"),
         (m.channels >= 1, "model.channels must be >= 1"),
-        (m.layers >= 3, "model.layers must be >= 3 (two of them are reduction cells)"),
+        _layers_check(m),
         (m.stem_multiplier >= 1, "model.stem_multiplier must be >= 1"),
         (m.aux_weight >= 0, "model.aux_weight must be >= 0"),
         (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
     ]
+
+
+def _layers_check(m: Any) -> Check:
+    """``model.layers`` against the space's minimum (cell spaces: 3, two are reductions)."""
+    from shared_model.spaces import Space, get_space
+
+    space: Any = Space
+    if getattr(m, "space", None):
+        try:
+            space = get_space(m.space)
+        except ValueError:
+            pass  # an unknown space is reported where the space is built
+    return (m.layers >= space.min_layers, f"model.layers must be >= {space.min_layers} ({space.layers_meaning})")
 
 
 def raise_first_failure(checks: Iterable[Check]) -> None:

@@ -1,8 +1,11 @@
-"""Draw a cell of a genotype as a graph (DARTS Fig. 4/5 style, ENAS Fig. 7).
+"""Draw a cell as a graph (DARTS Fig. 4/5 style, ENAS Fig. 7).
 
-Nodes are the cell inputs ``c_{k-2}`` and ``c_{k-1}``, the computed nodes
-``0 .. n-1`` and the output ``c_{k}``; each genotype entry is an edge labelled
-with its op and every concatenated node has an unlabelled edge to ``c_{k}``.
+Any space hands over its cells as :class:`~shared_model.spaces.CellGraph`
+objects (``space.graphs(arch)``): labelled nodes (inputs, computed nodes, the
+output) and edges labelled with their op. For a genotype the nodes are the cell
+inputs ``c_{k-2}`` and ``c_{k-1}``, the computed nodes ``0 .. n-1`` and the
+output ``c_{k}``; each genotype entry is an edge labelled with its op and every
+concatenated node has an unlabelled edge to ``c_{k}``.
 
 Rendering uses graphviz ``dot`` when it is on PATH. Otherwise a pure-Python
 renderer lays the nodes out in columns by depth and draws them with PIL
@@ -29,6 +32,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from enas.errors import UserError
 from shared_model.genotype import CELL_TYPES, Genotype
+from shared_model.spaces import CellGraph
+from shared_model.spaces.cell import genotype_graph
 
 logger = logging.getLogger(__name__)
 
@@ -43,37 +48,37 @@ def _check_cell_type(cell_type: str) -> None:
         raise ValueError(f"cell_type must be one of {CELL_TYPES}, got {cell_type!r}")
 
 
-def _names(num_nodes: int) -> List[str]:
-    return ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(num_nodes)]
-
-
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def cell_to_dot(genotype: Genotype, cell_type: str) -> str:
-    """Graphviz DOT text for one cell (``"normal"`` or ``"reduce"``)."""
-    _check_cell_type(cell_type)
-    entries, concat = genotype.cell(cell_type)
-    names = _names(len(entries) // 2)
+def graph_to_dot(graph: CellGraph, name: str = "cell") -> str:
+    """Graphviz DOT text for one cell graph."""
+    fills = {"input": _IN_FILL, "node": _NODE_FILL, "output": _OUT_FILL}
     lines = [
-        f"digraph {cell_type} {{",
+        f"digraph {name} {{",
         "  rankdir=LR;",
         '  node [shape=rect, style="filled,rounded", fontname="helvetica", penwidth=2];',
         '  edge [fontname="helvetica"];',
     ]
-    for i, name in enumerate(names):
-        lines.append(f'  {_quote(name)} [fillcolor="{_IN_FILL if i < 2 else _NODE_FILL}"];')
-    lines.append(f'  {_quote("c_{k}")} [fillcolor="{_OUT_FILL}"];')
+    for label, kind in zip(graph.labels, graph.kinds):
+        lines.append(f'  {_quote(label)} [fillcolor="{fills[kind]}"];')
     # Pin the inputs to the first column and the output to the last.
-    lines.append(f"  {{ rank=source; {_quote(names[0])}; {_quote(names[1])}; }}")
-    lines.append(f'  {{ rank=sink; {_quote("c_{k}")}; }}')
-    for k, (op, inp) in enumerate(entries):
-        lines.append(f"  {_quote(names[inp])} -> {_quote(names[k // 2 + 2])} [label={_quote(op)}];")
-    for c in concat:
-        lines.append(f'  {_quote(names[c])} -> {_quote("c_{k}")} [color="gray40"];')
+    inputs = [_quote(lb) for lb, k in zip(graph.labels, graph.kinds) if k == "input"]
+    outputs = [_quote(lb) for lb, k in zip(graph.labels, graph.kinds) if k == "output"]
+    lines.append(f"  {{ rank=source; {'; '.join(inputs)}; }}")
+    lines.append(f"  {{ rank=sink; {'; '.join(outputs)}; }}")
+    for src, dst, op in graph.edges:
+        attr = f"label={_quote(op)}" if op is not None else 'color="gray40"'
+        lines.append(f"  {_quote(graph.labels[src])} -> {_quote(graph.labels[dst])} [{attr}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def cell_to_dot(genotype: Genotype, cell_type: str) -> str:
+    """Graphviz DOT text for one cell (``"normal"`` or ``"reduce"``) of a genotype."""
+    _check_cell_type(cell_type)
+    return graph_to_dot(genotype_graph(genotype, cell_type), cell_type)
 
 
 # -- pure-Python layout --------------------------------------------------------
@@ -125,20 +130,23 @@ def _bezier(p0: Point, p1: Point, p2: Point, steps: int = 24) -> List[Point]:
             for t in (s / steps for s in range(steps + 1))]
 
 
-def _layout(genotype: Genotype, cell_type: str, font) -> _Layout:
-    entries, concat = genotype.cell(cell_type)
-    labels = _names(len(entries) // 2) + ["c_{k}"]
-    out_index = len(labels) - 1
-    # Column = longest path from the inputs, so every edge points rightwards.
-    level = [0, 0]
-    for k in range(0, len(entries), 2):
-        level.append(1 + max(level[entries[k][1]], level[entries[k + 1][1]]))
-    level.append(max(level) + 1)
-    edges = [_Edge(inp, k // 2 + 2, op) for k, (op, inp) in enumerate(entries)]
-    edges += [_Edge(c, out_index, None) for c in concat]
+def _layout(graph: CellGraph, font) -> _Layout:
+    labels = list(graph.labels)
+    # Column = longest path from the inputs, so every edge points rightwards; the
+    # output goes one column right of everything.
+    level: List[int] = []
+    for i, kind in enumerate(graph.kinds):
+        if kind == "input":
+            level.append(0)
+        elif kind == "output":
+            level.append(max(level, default=0) + 1)
+        else:
+            level.append(1 + max((level[s] for s, d, _ in graph.edges if d == i), default=0))
+    edges = [_Edge(src, dst, op) for src, dst, op in graph.edges]
+    fills = {"input": _IN_FILL, "node": _NODE_FILL, "output": _OUT_FILL}
 
     box_w = max(_text_size(font, s)[0] for s in labels) + 2 * _PAD + 24
-    gap = 2 * max(_text_size(font, op)[0] for op, _ in entries) + 2 * _PAD
+    gap = 2 * max([_text_size(font, op)[0] for _, _, op in graph.edges if op] or [0]) + 2 * _PAD
     columns: Dict[int, List[int]] = {}
     for i, lv in enumerate(level):
         columns.setdefault(lv, []).append(i)
@@ -151,7 +159,7 @@ def _layout(genotype: Genotype, cell_type: str, font) -> _Layout:
         # Spread short columns over the full height: fewer edges bunch up.
         pitch = (inner_h + _ROW_GAP) / len(col)
         for r, i in enumerate(col):
-            fill = _IN_FILL if i < 2 else (_OUT_FILL if i == out_index else _NODE_FILL)
+            fill = fills[graph.kinds[i]]
             y = top0 + (r + 0.5) * pitch - (_BOX_H + _ROW_GAP) / 2
             boxes[i] = _Box(labels[i], _MARGIN + lv * (box_w + gap), y, box_w, _BOX_H, fill)
     width = int(2 * _MARGIN + (max(level) + 1) * box_w + max(level) * gap)
@@ -190,8 +198,7 @@ def _layout(genotype: Genotype, cell_type: str, font) -> _Layout:
         e.points = [(x, y + shift) for x, y in e.points]
         e.label_at = (e.label_at[0], e.label_at[1] + shift)
     height = int(max(ys) + shift + _MARGIN)
-    title = "normal cell" if cell_type == "normal" else "reduction cell"
-    return _Layout(width, height, title, boxes, edges)
+    return _Layout(width, height, graph.title, boxes, edges)
 
 
 def _point_at(points: Sequence[Point], t: float) -> Point:
@@ -285,15 +292,25 @@ def _svg(layout: _Layout, font) -> str:
     return "\n".join(out) + "\n"
 
 
-def cell_image(genotype: Genotype, cell_type: str) -> Image.Image:
-    """The cell drawn by the pure-Python renderer as an RGB PIL image."""
-    _check_cell_type(cell_type)
+def graph_image(graph: CellGraph) -> Image.Image:
+    """A cell graph drawn by the pure-Python renderer as an RGB PIL image."""
     font = _font()
-    return _draw_pil(_layout(genotype, cell_type, font), font)
+    return _draw_pil(_layout(graph, font), font)
+
+
+def graph_image_array(graph: CellGraph) -> np.ndarray:
+    """A cell graph as an ``(H, W, 3)`` uint8 array (TensorBoard ``add_image(..., dataformats="HWC")``)."""
+    return np.asarray(graph_image(graph), dtype=np.uint8)
+
+
+def cell_image(genotype: Genotype, cell_type: str) -> Image.Image:
+    """One cell of a genotype drawn by the pure-Python renderer as an RGB PIL image."""
+    _check_cell_type(cell_type)
+    return graph_image(genotype_graph(genotype, cell_type))
 
 
 def cell_image_array(genotype: Genotype, cell_type: str) -> np.ndarray:
-    """The cell as an ``(H, W, 3)`` uint8 array, e.g. for TensorBoard ``add_image(..., dataformats="HWC")``."""
+    """One cell of a genotype as an ``(H, W, 3)`` uint8 array."""
     return np.asarray(cell_image(genotype, cell_type), dtype=np.uint8)
 
 
@@ -324,11 +341,17 @@ def _render_with_dot(dot_text: str, fmt: str) -> bytes:
 
 def render_cell(genotype: Genotype, cell_type: str, path_stem: Union[str, Path],
                 fmt: Union[str, Iterable[str]] = ("png", "svg"), use_dot: Optional[bool] = None) -> List[Path]:
-    """Draw one cell to ``<path_stem>.<fmt>`` for each format.
+    """Draw one cell (``"normal"`` or ``"reduce"``) of a genotype; see :func:`render_graph`."""
+    _check_cell_type(cell_type)
+    return render_graph(genotype_graph(genotype, cell_type), path_stem, fmt, use_dot, name=cell_type)
+
+
+def render_graph(graph: CellGraph, path_stem: Union[str, Path], fmt: Union[str, Iterable[str]] = ("png", "svg"),
+                 use_dot: Optional[bool] = None, name: str = "cell") -> List[Path]:
+    """Draw one cell graph to ``<path_stem>.<fmt>`` for each format.
 
     Args:
-        genotype: the architecture.
-        cell_type: ``"normal"`` or ``"reduce"``.
+        graph: the cell (``space.graphs(arch)[cell]``).
         path_stem: output path without extension; parent folders are created.
         fmt: one format or several. The pure-Python renderer writes ``png``
             and ``svg``; graphviz accepts its own formats too (``pdf``...).
@@ -342,7 +365,6 @@ def render_cell(genotype: Genotype, cell_type: str, path_stem: Union[str, Path],
         UserError: ``use_dot=True`` without a working ``dot``, or a format the
             chosen renderer cannot write.
     """
-    _check_cell_type(cell_type)
     formats = [fmt] if isinstance(fmt, str) else list(fmt)
     for f in formats:
         if not re.fullmatch(r"[a-z0-9]+", f):
@@ -351,7 +373,7 @@ def render_cell(genotype: Genotype, cell_type: str, path_stem: Union[str, Path],
     if use_dot and not have_dot:
         raise UserError("graphviz 'dot' is not on PATH; install graphviz or draw without it (use_dot=False)")
     dot = have_dot and use_dot is not False
-    dot_text = cell_to_dot(genotype, cell_type)
+    dot_text = graph_to_dot(graph, name)
     font, layout, written = None, None, []
     for f in formats:
         path = Path(f"{path_stem}.{f}")
@@ -368,7 +390,7 @@ def render_cell(genotype: Genotype, cell_type: str, path_stem: Union[str, Path],
                 raise UserError(f"the built-in renderer writes png or svg, not {f!r} (graphviz can)")
             if layout is None:
                 font = _font()
-                layout = _layout(genotype, cell_type, font)
+                layout = _layout(graph, font)
             if f == "svg":
                 data = _svg(layout, font).encode("utf-8")
             else:

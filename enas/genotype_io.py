@@ -1,4 +1,4 @@
-"""Resolve the GENOTYPE argument of ``enas train`` / ``enas show`` and write genotype files.
+"""Resolve the GENOTYPE argument of ``enas train`` / ``enas show`` and write architecture files.
 
 A GENOTYPE is one of:
 
@@ -6,8 +6,16 @@ A GENOTYPE is one of:
 * a JSON file with the four DARTS fields (``normal``, ``normal_concat``,
   ``reduce``, ``reduce_concat``; :meth:`Genotype.to_dict`), or any JSON object
   holding such a dict under ``"genotype"`` (e.g. a retrain run's ``result.json``);
+* a JSON file with another registered space's architecture, e.g. NAS-Bench-201
+  ``{"arch": "|nor_conv_3x3~0|+|...|"}``; ``"space": NAME`` in the object names
+  the space explicitly;
 * a run folder: its ``genotype.json`` (written by ``enas derive`` for a search
-  run and by ``enas train`` for a retrain run).
+  run and by ``enas train`` for a retrain run), read with the space named by
+  the folder's ``config.json`` (``model.space``).
+
+The space is chosen without knowing any space by name: an explicit
+``"space"``, the run folder's config, else the first registered space whose
+architecture fields the JSON has (:func:`~shared_model.spaces.space_for_json`).
 
 Every problem is a one-line :class:`~enas.errors.UserError` naming the file.
 """
@@ -15,11 +23,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Optional, Tuple
 
 from enas.checkpoint import atomic_write_text
 from enas.errors import UserError
-from shared_model.genotype import Genotype, GenotypeError
+from shared_model.spaces import Space, get_space, space_for_arch, space_for_json
 from shared_model.zoo import ZOO, get_genotype
 
 GENOTYPE_FILE = "genotype.json"
@@ -29,11 +37,33 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def load_genotype_file(path: Path) -> Genotype:
-    """Read a genotype JSON file.
+def _space(name: Any, where: Path) -> Space:
+    try:
+        return get_space(str(name))
+    except ValueError as exc:
+        raise UserError(f"{where}: {_one_line(exc)}") from None
+
+
+def _run_space(folder: Path) -> Optional[str]:
+    """``model.space`` of a run folder's config.json, if it has one."""
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        space = data.get("model", {}).get("space")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return space if isinstance(space, str) else None
+
+
+def load_arch_file(path: Path, space_name: Optional[str] = None) -> Tuple[Space, Any]:
+    """Read an architecture JSON file of any registered space.
+
+    Args:
+        path: the file.
+        space_name: the space to read it with (default: ``"space"`` in the file,
+            else the space whose fields the file has).
 
     Raises:
-        UserError: unreadable file, invalid JSON, or an invalid genotype.
+        UserError: unreadable file, invalid JSON, or an invalid architecture.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -44,22 +74,37 @@ def load_genotype_file(path: Path) -> Genotype:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:  # also over-long ints and too deep nesting
         raise UserError(f"genotype file {path} is not valid JSON: {_one_line(exc)}") from None
+    if isinstance(data, dict) and "space" in data:
+        space_name = data["space"]
+        data = {k: v for k, v in data.items() if k != "space"}
     if isinstance(data, dict) and "genotype" in data and "normal" not in data:
         data = data["genotype"]  # e.g. result.json or a checkpoint-style wrapper
+    space = _space(space_name, path) if space_name is not None else space_for_json(data)
     try:
-        return Genotype.from_dict(data)
-    except GenotypeError as exc:
+        return space, space.arch_from_json(data)
+    except ValueError as exc:
         raise UserError(f"genotype file {path}: {_one_line(exc)}") from None
 
 
-def resolve_genotype(arg: str) -> Tuple[Genotype, str]:
-    """Turn a GENOTYPE argument into a genotype and a description of where it came from.
+def load_genotype_file(path: Path) -> Any:
+    """Read an architecture JSON file (see :func:`load_arch_file`); returns the architecture."""
+    return load_arch_file(path)[1]
+
+
+def resolve_genotype(arg: str) -> Tuple[Any, str]:
+    """Turn a GENOTYPE argument into an architecture and where it came from (see :func:`resolve_arch`)."""
+    _, arch, source = resolve_arch(arg)
+    return arch, source
+
+
+def resolve_arch(arg: str) -> Tuple[Space, Any, str]:
+    """Turn a GENOTYPE argument into its space, the architecture and where it came from.
 
     Args:
         arg: a zoo name, a genotype JSON file or a run folder.
 
     Returns:
-        ``(genotype, source)``; ``source`` is ``"zoo:NAME"`` or the file path used.
+        ``(space, arch, source)``; ``source`` is ``"zoo:NAME"`` or the file path used.
 
     Raises:
         UserError: unknown name, missing or malformed file, or a run folder
@@ -70,12 +115,12 @@ def resolve_genotype(arg: str) -> Tuple[Genotype, str]:
     if path.is_dir():
         candidate = path / GENOTYPE_FILE
         if candidate.is_file():
-            return load_genotype_file(candidate), str(candidate)
+            return (*load_arch_file(candidate, _run_space(path)), str(candidate))
         if (path / "checkpoints" / "last.pt").is_file() or (path / "config.json").is_file():
             raise UserError(f"run folder {path} has no {GENOTYPE_FILE}; run `enas derive {path}` first")
         raise UserError(f"{path} is a folder but neither a run folder nor holds a {GENOTYPE_FILE}")
     if path.is_file():
-        return load_genotype_file(path), str(path)
+        return (*load_arch_file(path), str(path))
     try:
         genotype = get_genotype(arg)
     except ValueError:
@@ -84,11 +129,11 @@ def resolve_genotype(arg: str) -> Tuple[Genotype, str]:
         raise UserError(f"unknown genotype {arg!r}: not a zoo name ({', '.join(ZOO)}), "
                         "a genotype JSON file or a run folder") from None
     name = next(n for n, g in ZOO.items() if g is genotype)
-    return genotype, f"zoo:{name}"
+    return space_for_arch(genotype), genotype, f"zoo:{name}"
 
 
-def write_genotype(path: str | Path, genotype: Genotype) -> Path:
-    """Write ``genotype`` as indented JSON, atomically; returns the path."""
+def write_genotype(path: str | Path, genotype: Any) -> Path:
+    """Write an architecture as indented JSON (its space's form), atomically; returns the path."""
     path = Path(path)
     atomic_write_text(path, genotype.to_json(indent=1) + "\n")
     return path

@@ -35,8 +35,6 @@ from enas.schedules import epoch_lr
 from enas.search.trainer import ChildTrainer
 from enas.train_config import TrainConfig, validate_train_config
 from enas.trained import KIND, data_info, evaluate_model, load_train_checkpoint, make_child
-from shared_model.child import ChildNetwork
-from shared_model.genotype import Genotype
 from shared_model.profile import count_macs, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -48,7 +46,7 @@ NOTE = ("single training run (seed {seed}); test accuracy varies by a few tenths
 class _FixedArch(nn.Module):
     """Lets :class:`ChildTrainer` (``model(x, arch)``) drive a fixed network."""
 
-    def __init__(self, net: ChildNetwork):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
@@ -58,7 +56,7 @@ class _FixedArch(nn.Module):
 
 @dataclass
 class RetrainSetup:
-    model: ChildNetwork
+    model: nn.Module
     trainer: ChildTrainer
     train_loader: DeviceLoader
     test_loader: DeviceLoader
@@ -76,7 +74,7 @@ def sgdr_boundaries(t0: int, tmul: int, up_to: int) -> list:
     return ends
 
 
-def build_retrain(cfg: TrainConfig, genotype: Genotype, device: torch.device) -> RetrainSetup:
+def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device) -> RetrainSetup:
     """Composition root of a retrain run: data, network, optimizer, trainer."""
     validate_train_config(cfg)
     o, d = cfg.optim, cfg.data
@@ -133,7 +131,7 @@ class Retrainer:
         stop_after: testing hook: stop (as if killed) after this many steps in this process.
     """
 
-    def __init__(self, cfg: TrainConfig, genotype: Genotype, source: str, setup: RetrainSetup, run_dir: Path,
+    def __init__(self, cfg: TrainConfig, genotype: Any, source: str, setup: RetrainSetup, run_dir: Path,
                  progress: Optional[Callable[..., Any]] = None, stop_after: Optional[int] = None):
         self.cfg, self.genotype, self.source, self.setup = cfg, genotype, source, setup
         self.run_dir = Path(run_dir)
@@ -214,11 +212,12 @@ class Retrainer:
         return result
 
     def _log_start(self) -> None:
-        from enas.draw import cell_image_array
+        from enas.draw import graph_image_array
+        from enas.trained import train_space
 
-        for cell in ("normal", "reduce"):
+        for cell, graph in train_space(self.cfg, self.genotype).graphs(self.genotype).items():
             try:
-                self.log.image(f"cells/{cell}", cell_image_array(self.genotype, cell), 0)
+                self.log.image(f"cells/{cell}", graph_image_array(graph), 0)
             except Exception as exc:  # noqa: BLE001 - a drawing problem must not stop training
                 logger.warning("could not draw the %s cell for TensorBoard: %s", cell, exc)
         self.log.text("retrain/genotype", f"```\n{self.genotype.to_json(indent=1)}\n```", 0)
@@ -312,7 +311,7 @@ def _json(data: Dict[str, Any]) -> str:
     return json.dumps(data, indent=1) + "\n"
 
 
-def run_retrain(cfg: TrainConfig, genotype: Genotype, source: str, run_dir: Path, device: torch.device,
+def run_retrain(cfg: TrainConfig, genotype: Any, source: str, run_dir: Path, device: torch.device,
                 resume: bool = False, progress: Optional[Callable[..., Any]] = None,
                 stop_after: Optional[int] = None, tensorboard: bool = True) -> Dict[str, Any]:
     """Build and run a retrain in ``run_dir`` (already prepared); returns the result dict."""

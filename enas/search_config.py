@@ -16,6 +16,7 @@ from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_fi
                                   shared_checks)
 from enas.configlib import layer_config
 from enas.errors import UserError
+from shared_model.spaces import get_space
 
 
 @dataclass
@@ -166,7 +167,7 @@ def default_cell_output(strategy: str, space: str) -> str:
     """
     if strategy == "darts":
         return "concat"
-    return "conv" if strategy == "enas" or space == "micro" else "concat"
+    return "conv" if strategy == "enas" or _enas_network(space) else "concat"
 
 
 def default_aux_trainable(strategy: str, space: str) -> bool:
@@ -179,7 +180,15 @@ def default_aux_trainable(strategy: str, space: str) -> bool:
     which runs the same network. DARTS's and Li & Talwalkar's search networks
     have no aux head; with one it is trained, as any PyTorch module would be.
     """
-    return not (strategy == "enas" or (strategy == "random" and space == "micro"))
+    return not (strategy == "enas" or (strategy == "random" and _enas_network(space)))
+
+
+def _enas_network(space: str) -> bool:
+    """Whether sampling strategies run the official ENAS search network on ``space`` (a space hint)."""
+    try:
+        return bool(get_space(space).enas_network)
+    except ValueError:
+        return False  # an unknown space is refused with its name when the space is built
 
 
 PRESETS = ("paper", "quick")
@@ -213,8 +222,21 @@ def build_search_config(strategy: str, preset: str, file_data: Dict[str, Any] | 
     file_data = dict(file_data or {})
     strategy = flags.get("strategy") or file_data.get("strategy") or strategy
     preset = flags.get("preset") or file_data.get("preset") or preset
-    cfg = layer_config(SearchConfig(), {"strategy": strategy, "preset": preset},
-                       lambda: preset_overrides(preset, strategy), file_data, flags)
+    model = file_data.get("model")
+
+    def overrides() -> Dict[str, Any]:
+        # Called once strategy and preset passed their type checks. The space's own defaults
+        # (e.g. NAS-Bench-201's C 16, N 5) go on top of the preset.
+        out = dict(preset_overrides(preset, strategy))
+        name = flags.get("model.space") or (model.get("space") if isinstance(model, dict) else None)
+        name = name if isinstance(name, str) else DEFAULT_SPACE.get(strategy)
+        try:
+            out.update(get_space(str(name)).search_overrides(preset))
+        except ValueError:
+            pass  # an unknown space is refused with its name when the space is built
+        return out
+
+    cfg = layer_config(SearchConfig(), {"strategy": strategy, "preset": preset}, overrides, file_data, flags)
     validate_search_config(cfg)
     return cfg
 

@@ -9,6 +9,11 @@ the child network the official fixed network (``src/cifar10/micro_child.py``).
 ``quick`` trains a tiny network on the built-in digits set in about a minute
 on a CPU.
 
+``model.space`` names the search space whose child network is trained
+(``None``: the space the architecture comes from); a space may add its own
+defaults on top of a preset (``Space.train_overrides``), e.g. NAS-Bench-201
+turns off the cell networks' auxiliary head and drop path.
+
 Config flows one way: defaults -> preset -> ``--config`` file -> flags.
 """
 from __future__ import annotations
@@ -36,6 +41,7 @@ class TrainDataConfig:
 
 @dataclass
 class TrainModelConfig:
+    space: Optional[str] = None  # None: the architecture's space (a genotype: a cell space)
     channels: int = 36
     layers: int = 20  # all cells, the two reduction cells included
     stem_multiplier: int = 3
@@ -138,12 +144,41 @@ def preset_overrides(preset: str) -> Dict[str, Any]:
     return {"darts": {}, "enas": _ENAS_FINAL, "quick": _QUICK}[preset]
 
 
+def _space_name(file_data: Dict[str, Any], flags: Dict[str, Any]) -> Optional[str]:
+    model = file_data.get("model")
+    name = flags.get("model.space") or (model.get("space") if isinstance(model, dict) else None)
+    return name if isinstance(name, str) else None
+
+
 def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
-                       preset: str = "darts") -> TrainConfig:
-    """Defaults -> preset -> config file -> CLI flags (``None`` flags ignored), then validation."""
+                       preset: Optional[str] = None, arch_space: Any = None) -> TrainConfig:
+    """Defaults -> preset (+ the space's additions) -> config file -> CLI flags (``None`` flags
+    ignored), then validation.
+
+    The space is ``model.space`` if given, else ``arch_space`` (the space the architecture
+    came from); without a preset its default is used (``darts`` for cell spaces).
+    """
+    from shared_model.spaces import get_space
+
     file_data = dict(file_data or {})
-    preset = flags.get("preset") or file_data.get("preset") or preset
-    cfg = layer_config(TrainConfig(), {"preset": preset}, lambda: preset_overrides(preset), file_data, flags)
+    name = _space_name(file_data, flags)
+    try:
+        space = get_space(name) if name else arch_space
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    preset = flags.get("preset") or file_data.get("preset") or preset or \
+        (space.default_train_preset if space is not None else "darts")
+
+    def overrides() -> Dict[str, Any]:
+        out = dict(preset_overrides(preset))
+        if space is not None:
+            out.update(space.train_overrides(preset))
+        return out
+
+    cfg = layer_config(TrainConfig(), {"preset": preset}, overrides, file_data, flags)
+    if cfg.model.space is None and space is not None:
+        # Recorded, so that --resume, evaluate and export rebuild (and validate) with this space.
+        cfg.model.space = space.name
     validate_train_config(cfg)
     return cfg
 

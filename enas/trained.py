@@ -1,8 +1,10 @@
 """Trained networks from ``enas train`` checkpoints: rebuild, load and evaluate.
 
 Used by retraining itself and by ``enas evaluate`` and ``enas export``, which
-rebuild the :class:`~shared_model.child.ChildNetwork` from a checkpoint alone
-(it holds the genotype, the full config and the data shape).
+rebuild the child network from a checkpoint alone (it holds the architecture,
+the full config and the data shape). The network is the one the space builds
+(``Space.build_child``): ``model.space``, or for checkpoints without it the
+space of the saved architecture's JSON (a genotype: a cell space).
 """
 from __future__ import annotations
 
@@ -20,14 +22,21 @@ from enas.data import ImageData
 from enas.errors import UserError
 from enas.runtime import autocast
 from enas.train_config import TrainConfig
-from shared_model.child import ChildNetwork
-from shared_model.genotype import Genotype, GenotypeError
+from shared_model.spaces import Space, get_space, space_for_arch, space_for_json
 
 KIND = "train"
 
 
-def make_child(genotype: Genotype, cfg: TrainConfig, info: Dict[str, Any], inference: bool = False) -> ChildNetwork:
-    """The child network of ``genotype`` for the data shape in ``info``.
+def train_space(cfg: TrainConfig, arch: Any = None) -> Space:
+    """The space whose child network a retrain config builds (``model.space``, else ``arch``'s)."""
+    try:
+        return get_space(cfg.model.space) if cfg.model.space else space_for_arch(arch)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def make_child(genotype: Any, cfg: TrainConfig, info: Dict[str, Any], inference: bool = False) -> nn.Module:
+    """The child network of ``genotype`` (its space's ``build_child``) for the data shape in ``info``.
 
     ``inference`` drops the auxiliary head (and drop path), as for evaluation and export.
 
@@ -36,15 +45,18 @@ def make_child(genotype: Genotype, cfg: TrainConfig, info: Dict[str, Any], infer
             for the two reduction cells).
     """
     m = cfg.model
+    space = train_space(cfg, genotype)
+    if not isinstance(genotype, space.arch_type):
+        raise UserError(f"a {type(genotype).__name__} is not an architecture of the {space.name} space")
     try:
-        return ChildNetwork(genotype, C=m.channels, layers=m.layers, num_classes=int(info["num_classes"]),
-                            auxiliary=m.auxiliary and not inference, in_channels=int(info["in_channels"]),
-                            image_size=int(info["image_size"]), stem_multiplier=m.stem_multiplier,
-                            dropout=m.dropout, drop_path_depth_scaled=m.drop_path_schedule == "enas",
-                            aux_position=m.aux_position, final_relu=m.final_relu,
-                            drop_path_exempt=m.drop_path_exempt, base_conv=m.base_conv,
-                            classifier_bias=m.classifier_bias, aux_same_padding=m.aux_same_padding,
-                            bn_eps=m.bn_eps, aux_trainable=m.aux_trainable, loose_inputs=m.loose_inputs)
+        return space.build_child(genotype, m.channels, m.layers, int(info["num_classes"]),
+                                 in_channels=int(info["in_channels"]), image_size=int(info["image_size"]),
+                                 auxiliary=m.auxiliary and not inference, stem_multiplier=m.stem_multiplier,
+                                 dropout=m.dropout, drop_path_depth_scaled=m.drop_path_schedule == "enas",
+                                 aux_position=m.aux_position, final_relu=m.final_relu,
+                                 drop_path_exempt=m.drop_path_exempt, base_conv=m.base_conv,
+                                 classifier_bias=m.classifier_bias, aux_same_padding=m.aux_same_padding,
+                                 bn_eps=m.bn_eps, aux_trainable=m.aux_trainable, loose_inputs=m.loose_inputs)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -78,12 +90,13 @@ def load_train_checkpoint(path: str | Path) -> Tuple[Dict[str, Any], Path]:
 
 
 def network_from_checkpoint(state: Dict[str, Any], inference: bool = True
-                            ) -> Tuple[ChildNetwork, TrainConfig, Genotype, Dict[str, Any]]:
+                            ) -> Tuple[nn.Module, TrainConfig, Any, Dict[str, Any]]:
     """Rebuild the trained network from a checkpoint loaded by :func:`load_train_checkpoint`."""
     cfg = load_saved_config(TrainConfig, state["config"])
     try:
-        genotype = Genotype.from_dict(state["genotype"])
-    except GenotypeError as exc:
+        space = get_space(cfg.model.space) if cfg.model.space else space_for_json(state["genotype"])
+        genotype = space.arch_from_json(state["genotype"])
+    except ValueError as exc:
         raise UserError(f"checkpoint genotype is invalid: {exc}") from None
     info = dict(state["data_info"])
     model = make_child(genotype, cfg, info, inference=inference)

@@ -61,7 +61,7 @@ from torch import nn
 
 from shared_model.genotype import Entry, Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, make_op, op_info
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +182,13 @@ class Cell(nn.Module):
                     raise RuntimeError("FactorizedReduce no longer has a leading .relu to remove")
                 reduce.relu = Identity()
                 self.loose_reduce[str(i)] = reduce
-        self._ops = nn.ModuleList(
-            make_op(op, channels, 2 if reduction and inp < 2 else 1, True) for op, inp in entries)
+        strides = [2 if reduction and inp < 2 else 1 for _, inp in entries]
+        self._ops = nn.ModuleList(make_op(op, channels, s, True) for (op, _), s in zip(entries, strides))
+        # The op metadata decides: ENAS exempts every skip, DARTS only the stride-1 identity.
         if drop_path_exempt == "skip":
-            self._droppable = tuple(name != "skip_connect" for name, _ in entries)
+            self._droppable = tuple(op_info(name).kind != "skip" for name, _ in entries)
         else:
-            self._droppable = tuple(not isinstance(op, Identity) for op in self._ops)
+            self._droppable = tuple(not op_info(name).is_identity(s) for (name, _), s in zip(entries, strides))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         h1 = self.preprocess1(s1)  # (B, C, H, W)

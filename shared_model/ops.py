@@ -7,11 +7,15 @@ Every op maps ``C`` channels to ``C`` channels; with ``stride=2`` it halves the
 spatial size.
 
 Ops are looked up by name in :data:`OPS`, a registry that third-party code can
-extend with :func:`register_op`.
+extend with :func:`register_op`. Each op carries an :class:`OpInfo` (its kind and
+family) that the supernet, the child network and the policies read instead of
+matching names: pools get a BN in the DARTS search MixedOp, a stride-1 skip is
+never drop-path'ed, the ENAS controller biases separable convs.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -30,20 +34,63 @@ DARTS_OPS = (
     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
 )
 
-#: Parameter-free ops: DARTS search wraps pools in BN, drop path skips identity.
-POOL_OPS = ("avg_pool_3x3", "max_pool_3x3")
+#: Op kinds: ``zero`` (DARTS ``none``), ``skip`` (identity at stride 1), ``pool``, ``conv``.
+OP_KINDS = ("zero", "skip", "pool", "conv")
 
 
-def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
-    """Decorator that registers ``factory(C, stride, affine)`` under ``name``."""
+@dataclass(frozen=True)
+class OpInfo:
+    """What the rest of the code may know about an op without building it.
+
+    Attributes:
+        kind: one of :data:`OP_KINDS`. ``pool`` ops are followed by a non-affine
+            BN in the DARTS search MixedOp; a ``skip`` op at stride 1 is the
+            identity, which DARTS never drop-paths.
+        family: a coarser name shared by sizes of one op (``sep_conv``,
+            ``dil_conv``, ``nor_conv``, ...): ENAS biases its controller
+            towards ``sep_conv`` (REFERENCE Sec. 2).
+    """
+
+    kind: str = "conv"
+    family: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in OP_KINDS:
+            raise ValueError(f"op kind must be one of {', '.join(OP_KINDS)}, got {self.kind!r}")
+
+    def is_identity(self, stride: int) -> bool:
+        """Whether the op is the parameter-free identity at ``stride``."""
+        return self.kind == "skip" and stride == 1
+
+
+#: name -> :class:`OpInfo`, filled by :func:`register_op`.
+OP_INFO: Dict[str, OpInfo] = {}
+
+
+def register_op(name: str, info: Optional[OpInfo] = None) -> Callable[[OpFactory], OpFactory]:
+    """Decorator that registers ``factory(C, stride, affine)`` under ``name`` with its metadata.
+
+    Args:
+        name: the op name used in genotypes and spaces.
+        info: its :class:`OpInfo` (default: a plain ``conv``).
+    """
 
     def wrap(factory: OpFactory) -> OpFactory:
         if name in OPS:
             raise ValueError(f"op {name!r} is already registered")
         OPS[name] = factory
+        OP_INFO[name] = info or OpInfo()
         return factory
 
     return wrap
+
+
+def op_info(name: str) -> OpInfo:
+    """The metadata of a registered op."""
+    try:
+        return OP_INFO[name]
+    except KeyError:
+        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}") from None
 
 
 class ReLUConvBN(nn.Sequential):
@@ -160,18 +207,20 @@ def _dil(kernel: int) -> OpFactory:
     return lambda c, stride, affine: DilConv(c, c, kernel, stride, kernel - 1, 2, affine)
 
 
-register_op("none")(lambda c, stride, affine: Zero(stride))
-register_op("avg_pool_3x3")(
+register_op("none", OpInfo("zero"))(lambda c, stride, affine: Zero(stride))
+register_op("avg_pool_3x3", OpInfo("pool", "avg_pool"))(
     lambda c, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
-register_op("max_pool_3x3")(lambda c, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1))
-register_op("skip_connect")(
+register_op("max_pool_3x3", OpInfo("pool", "max_pool"))(
+    lambda c, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1))
+# At stride 2 the skip is a FactorizedReduce (DARTS), so it is only the identity at stride 1.
+register_op("skip_connect", OpInfo("skip"))(
     lambda c, stride, affine: Identity() if stride == 1 else FactorizedReduce(c, c, affine))
-register_op("sep_conv_3x3")(_sep(3))
-register_op("sep_conv_5x5")(_sep(5))
-register_op("sep_conv_7x7")(_sep(7))
-register_op("dil_conv_3x3")(_dil(3))
-register_op("dil_conv_5x5")(_dil(5))
-register_op("conv_7x1_1x7")(lambda c, stride, affine: Conv7x1x1x7(c, stride, affine))
+register_op("sep_conv_3x3", OpInfo("conv", "sep_conv"))(_sep(3))
+register_op("sep_conv_5x5", OpInfo("conv", "sep_conv"))(_sep(5))
+register_op("sep_conv_7x7", OpInfo("conv", "sep_conv"))(_sep(7))
+register_op("dil_conv_3x3", OpInfo("conv", "dil_conv"))(_dil(3))
+register_op("dil_conv_5x5", OpInfo("conv", "dil_conv"))(_dil(5))
+register_op("conv_7x1_1x7", OpInfo("conv", "conv_7x1_1x7"))(lambda c, stride, affine: Conv7x1x1x7(c, stride, affine))
 
 
 def make_op(name: str, channels: int, stride: int, affine: bool = True) -> nn.Module:
@@ -186,5 +235,7 @@ def make_op(name: str, channels: int, stride: int, affine: bool = True) -> nn.Mo
 # NAS-Bench-201 (Dong & Yang 2020, Sec. 2.1): ReLU -> k x k conv -> BN, padding k // 2 so
 # that stride 1 keeps the spatial size. Its avg_pool_3x3 (count_include_pad=False),
 # skip_connect and none are the ops above.
-register_op("nor_conv_1x1")(lambda c, stride, affine: ReLUConvBN(c, c, 1, stride, 0, affine))
-register_op("nor_conv_3x3")(lambda c, stride, affine: ReLUConvBN(c, c, 3, stride, 1, affine))
+register_op("nor_conv_1x1", OpInfo("conv", "nor_conv"))(
+    lambda c, stride, affine: ReLUConvBN(c, c, 1, stride, 0, affine))
+register_op("nor_conv_3x3", OpInfo("conv", "nor_conv"))(
+    lambda c, stride, affine: ReLUConvBN(c, c, 3, stride, 1, affine))

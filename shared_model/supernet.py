@@ -42,7 +42,7 @@ from torch import nn
 
 from shared_model.genotype import Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.ops import POOL_OPS, FactorizedReduce, ReLUConvBN, make_op
+from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op, op_info
 
 #: One summand of a node: (input index, op index, mixing weight or None for 1).
 Term = Tuple[int, int, Optional[torch.Tensor]]
@@ -125,7 +125,7 @@ class SharedCell(nn.Module):
                 bank = nn.ModuleList()
                 for name in self.ops:
                     op = make_op(name, c, stride, affine=False)
-                    if name in POOL_OPS:
+                    if op_info(name).kind == "pool":
                         op = nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
                     bank.append(op)
                 self.edge_index[(i, j)] = len(self.edges)

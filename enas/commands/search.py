@@ -15,6 +15,7 @@ from enas.errors import UserError
 from enas.rundir import attach_log_file, prepare_run_dir
 from enas.runtime import configure_threads, describe_device, resolve_device, set_determinism
 from enas.search_config import PRESETS, STRATEGIES, SearchConfig, build_search_config, validate_search_config
+from shared_model.spaces import list_spaces
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,8 @@ def register(cli: click.Group) -> None:
                   help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data.")
     @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
                   help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform.")
-    @click.option("--space", type=click.Choice(["micro", "darts"]), default=None,
-                  help="Search space (default: micro for enas/random, darts for darts).")
+    @click.option("--space", type=click.Choice(list_spaces()), default=None,
+                  help="Search space (default: micro for enas, darts for darts and random).")
     @click.option("--order", type=click.Choice(["1", "2"]), default=None, help="DARTS order (1 or 2).")
     @click.option("--dataset", default=None, help="cifar10 (default), cifar100, fashion_mnist, imagefolder, digits.")
     @click.option("--data-dir", default=None, help="Folder holding the dataset (no download).")

@@ -1,4 +1,9 @@
-"""``enas show``: a genotype in words, the size of its retrain network, and drawings of its cells."""
+"""``enas show``: an architecture in words, the size of its retrain network, and drawings of its cells.
+
+Everything space-specific comes from the architecture's space: its text
+(``Space.describe``), its JSON description (``Space.describe_json``), its
+drawings (``Space.graphs``) and its retrain network (``Space.build_child``).
+"""
 from __future__ import annotations
 
 import json
@@ -10,25 +15,11 @@ import torch
 
 from enas.errors import UserError
 from enas.train_config import PRESETS
-from shared_model.child import ChildNetwork
-from shared_model.genotype import CELL_TYPES, Genotype
+from torch import nn
+
 from shared_model.profile import count_macs, count_parameters
-
-
-def _state_name(index: int) -> str:
-    return {0: "c_{k-2}", 1: "c_{k-1}"}.get(index, f"node {index}")
-
-
-def describe_cell(genotype: Genotype, cell_type: str) -> Dict[str, Any]:
-    """Per-node formulas of one cell; node indices are the genotype's (inputs 0, 1; nodes from 2)."""
-    entries, concat = genotype.cell(cell_type)
-    nodes = []
-    for k in range(0, len(entries), 2):
-        (op_a, in_a), (op_b, in_b) = entries[k], entries[k + 1]
-        nodes.append({"node": k // 2 + 2, "inputs": [[op_a, in_a], [op_b, in_b]],
-                      "text": f"node {k // 2 + 2} = {op_a}({_state_name(in_a)}) + {op_b}({_state_name(in_b)})"})
-    return {"nodes": nodes, "concat": list(concat),
-            "output": "c_{k} = concat(" + ", ".join(_state_name(c) for c in concat) + ")"}
+from shared_model.spaces import space_for_arch
+from shared_model.spaces.cell import describe_cell  # noqa: F401  (kept importable from here)
 
 
 def _too_large(cfg: Any, image_size: int, in_channels: int) -> UserError:
@@ -36,9 +27,9 @@ def _too_large(cfg: Any, image_size: int, in_channels: int) -> UserError:
                      f"{in_channels}-channel images is too large to build")
 
 
-def counting_network(genotype: Genotype, preset: str = "darts", channels: Optional[int] = None,
+def counting_network(genotype: Any, preset: Optional[str] = None, channels: Optional[int] = None,
                      layers: Optional[int] = None, num_classes: int = 10, image_size: int = 32,
-                     in_channels: int = 3) -> Tuple[ChildNetwork, Any]:
+                     in_channels: int = 3) -> Tuple[nn.Module, Any]:
     """The network ``enas train --preset PRESET`` builds for ``genotype``, on the meta device.
 
     Built by the same config and builder as retraining (``build_train_config``,
@@ -59,7 +50,8 @@ def counting_network(genotype: Genotype, preset: str = "darts", channels: Option
 
     # The head is excluded from the counts; without it no aux-position check applies.
     cfg = build_train_config(None, {"model.channels": channels, "model.layers": layers,
-                                    "model.auxiliary": False}, preset=preset)
+                                    "model.auxiliary": False}, preset=preset,
+                             arch_space=space_for_arch(genotype))
     info = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
     try:
         with torch.device("meta"):
@@ -70,8 +62,8 @@ def counting_network(genotype: Genotype, preset: str = "darts", channels: Option
     return model, cfg
 
 
-def network_size(genotype: Genotype, channels: Optional[int], layers: Optional[int], num_classes: int,
-                 image_size: int, in_channels: int, preset: str = "darts") -> Dict[str, Any]:
+def network_size(genotype: Any, channels: Optional[int], layers: Optional[int], num_classes: int,
+                 image_size: int, in_channels: int, preset: Optional[str] = None) -> Dict[str, Any]:
     """Parameters (auxiliary head excluded) and multiply-adds per image of the preset's network.
 
     Raises:
@@ -98,9 +90,10 @@ def _human(n: float) -> str:
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("genotype")
-    @click.option("--preset", default="darts", show_default=True, metavar="|".join(PRESETS),
-                  help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR), "
-                       "enas (the official ENAS fixed network) or quick.")
+    @click.option("--preset", default=None, metavar="|".join(PRESETS),
+                  help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR; the "
+                       "default for cell spaces), enas (the official ENAS fixed network), quick, or nb201 "
+                       "(the default for NAS-Bench-201 cells).")
     @click.option("--channels", type=int, default=None,
                   help="Initial channels C  [default: the preset's: 36, quick 8]")
     @click.option("--layers", type=int, default=None,
@@ -119,33 +112,29 @@ def register(cli: click.Group) -> None:
         Parameters are those of the network `enas train --preset PRESET`
         builds, auxiliary head excluded (DARTS convention).
         """
-        from enas.genotype_io import resolve_genotype
+        from enas.genotype_io import resolve_arch
 
-        geno, source = resolve_genotype(genotype)
+        space, geno, source = resolve_arch(genotype)
         size = network_size(geno, channels, layers, num_classes, image_size, in_channels, preset=preset)
         channels, layers = size["channels"], size["layers"]
         files: List[str] = []
         if out:
-            from enas.draw import render_cell
+            from enas.draw import render_graph
 
-            for cell in CELL_TYPES:
+            for cell, graph in space.graphs(geno).items():
                 try:
-                    files += [str(p) for p in render_cell(geno, cell, Path(out) / cell)]
+                    files += [str(p) for p in render_graph(graph, Path(out) / cell, name=cell)]
                 except OSError as exc:
                     raise UserError(f"cannot write drawings to {out}: {exc.strerror or exc}") from None
-        cells = {cell: describe_cell(geno, cell) for cell in CELL_TYPES}
         if as_json:
             click.echo(json.dumps({
-                "source": source, "genotype": geno.to_dict(), "cells": cells, "num_classes": num_classes,
+                "source": source, "space": space.name, "genotype": space.arch_to_json(geno),
+                **space.describe_json(geno), "num_classes": num_classes,
                 "image_size": image_size, "in_channels": in_channels, **size, "files": files}, indent=1))
             return
         click.echo(f"genotype: {source}")
-        for cell in CELL_TYPES:
-            desc = cells[cell]
-            click.echo(f"{cell} cell ({len(desc['nodes'])} nodes):")
-            for node in desc["nodes"]:
-                click.echo(f"  {node['text']}")
-            click.echo(f"  {desc['output']}")
+        for line in space.describe(geno):
+            click.echo(line)
         click.echo(f"{size['preset']} network at C {channels}, {layers} layers, {num_classes} classes, "
                    f"{in_channels}x{image_size}x{image_size} input:")
         click.echo(f"  params        {size['params']:,} ({_human(size['params'])}, auxiliary head excluded)")

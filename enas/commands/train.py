@@ -62,8 +62,9 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("genotype", required=False)
     @click.option("--preset", default=None, metavar="|".join(PRESETS),
-                  help="darts (default): DARTS train.py protocol; enas: official ENAS micro final; "
-                       "quick: about a minute on a CPU, digits data.")
+                  help="darts (default for cell spaces): DARTS train.py protocol; enas: official ENAS "
+                       "micro final; quick: about a minute on a CPU, digits data; nb201 (default for "
+                       "NAS-Bench-201 cells): the benchmark's 200-epoch protocol.")
     @click.option("--dataset", default=None, metavar="NAME", help="cifar10 (default), cifar100, fashion_mnist, imagefolder, digits.")
     @click.option("--data-dir", default=None, metavar="DIR", help="Folder holding the dataset.")
     @click.option("--epochs", type=int, default=None, help="Training epochs (DARTS 600, ENAS 630).")
@@ -101,12 +102,12 @@ def register(cli: click.Group) -> None:
             cfg, geno, source, run_dir = _resume(resume_dir, device)
             result = _start(cfg, geno, source, run_dir, resume=True)
         else:
-            from enas.genotype_io import resolve_genotype
+            from enas.genotype_io import resolve_arch
 
             if not genotype:
                 raise UserError("missing GENOTYPE (a zoo name, a genotype JSON file or a run folder), "
                                 "or --resume RUN_DIR")
-            geno, source = resolve_genotype(genotype)
+            space, geno, source = resolve_arch(genotype)
             flags: Dict[str, Any] = {
                 "preset": preset, "data.dataset": dataset, "data.data_dir": data_dir, "epochs": epochs,
                 "data.batch_size": batch_size, "model.channels": channels, "model.layers": layers,
@@ -116,7 +117,7 @@ def register(cli: click.Group) -> None:
                 key, value = parse_set_option(item)
                 flags[key] = value
             file_data = read_config_file(config_file) if config_file else None
-            cfg = build_train_config(file_data, flags)
+            cfg = build_train_config(file_data, flags, arch_space=space)
             resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
             src = Path(source)
             name = (source[4:] if source.startswith("zoo:")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from shared_model.genotype import Genotype
 
 
 @dataclass
@@ -39,7 +38,7 @@ class Strategy:
         """The phases of ``epoch``; the first is the weight-training phase."""
         raise NotImplementedError
 
-    def epoch_result(self) -> Tuple[Optional[Genotype], Dict[str, Any]]:
+    def epoch_result(self) -> Tuple[Optional[Any], Dict[str, Any]]:
         """Best genotype seen this epoch (for ``genotypes/epoch_NNN.json``) and summary values."""
         raise NotImplementedError
 
@@ -47,7 +46,7 @@ class Strategy:
         """The derive phase: scores candidates with the shared weights."""
         raise NotImplementedError
 
-    def derive_result(self) -> Tuple[Genotype, Dict[str, Any]]:
+    def derive_result(self) -> Tuple[Any, Dict[str, Any]]:
         """The derived genotype and the details written to ``derive.json``."""
         raise NotImplementedError
 

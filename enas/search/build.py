@@ -20,25 +20,24 @@ from enas.search.base import Strategy
 from enas.search.sampling import SamplingStrategy
 from enas.search.trainer import ChildTrainer
 from enas.search_config import SearchConfig
-from shared_model.spaces import SearchSpace, enas_op_bias, make_space
-from shared_model.supernet import Supernet
+from shared_model.spaces import Space, get_space
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SearchSetup:
-    space: SearchSpace
-    model: Supernet
+    space: Space
+    model: torch.nn.Module
     strategy: Strategy
     trainer: ChildTrainer
     generators: Dict[str, torch.Generator]
     num_classes: int
 
 
-def build_space(cfg: SearchConfig) -> SearchSpace:
+def build_space(cfg: SearchConfig) -> Space:
     try:
-        return make_space(cfg.model.space, cfg.model.num_nodes, cfg.model.ops)
+        return get_space(cfg.model.space, num_nodes=cfg.model.num_nodes, ops=cfg.model.ops)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -58,10 +57,13 @@ def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
 def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
     """Build data loaders, supernet, optimizer, policy and strategy."""
     space = build_space(cfg)
-    if cfg.model.cell_output == "concat" and space.concat != "all" and cfg.strategy != "darts":
-        # Sampled loose-end concat lists vary in length; a concat output needs a fixed width.
-        raise UserError(f"model.cell_output 'concat' needs every node in the output, but the "
-                        f"{space.name} space outputs the loose ends; use 'conv'")
+    m = cfg.model
+    options = {"stem_multiplier": m.stem_multiplier, "auxiliary": m.auxiliary, "dropout": m.dropout,
+               "cell_output": m.cell_output}
+    try:
+        space.check_search(mixing=cfg.strategy == "darts", **options)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     train_data, valid_data = load_search_data(cfg)
     _, channels, height, width = train_data.images.shape
     if height != width:
@@ -83,15 +85,14 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
     valid_loader = DeviceLoader(valid_data, min(eval_bs, len(valid_data.labels)), device, train=False,
                                 generator=generators["valid"], channels_last=channels_last,
                                 seed=cfg.run.seed + 1)
-    model = Supernet(space.ops, space.num_nodes, cfg.model.channels, cfg.model.layers, num_classes,
-                     in_channels=channels, image_size=height, stem_multiplier=cfg.model.stem_multiplier,
-                     auxiliary=cfg.model.auxiliary, dropout=cfg.model.dropout,
-                     cell_output=cfg.model.cell_output,
-                     # Micro semantics: an unread cell input is a loose end too (official ENAS).
-                     loose_inputs=cfg.model.cell_output == "conv" and space.concat == "loose_ends").to(device)
+    try:
+        model = space.build_supernet(m.channels, m.layers, num_classes, in_channels=channels,
+                                     image_size=height, **options).to(device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if model.aux_head is not None and not cfg.model.aux_trainable:
+    if getattr(model, "aux_head", None) is not None and not cfg.model.aux_trainable:
         # ENAS _build_train optimizes only the variables without "aux_head" in their name:
         # the head keeps its initial weights and its loss trains the cells below it. Frozen
         # and left out of the optimizer, so neither weight decay nor momentum moves it.
@@ -107,8 +108,8 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
     strategy: Strategy
     if cfg.strategy == "enas":
         c = cfg.controller
-        bias, prior = enas_op_bias(space.sample_ops) if c.official_op_bias else (None, None)
-        controller = Controller(space.decisions, len(space.sample_ops), hidden=c.hidden,
+        bias, prior = space.enas_op_bias() if c.official_op_bias else (None, None)
+        controller = Controller(space.decisions, len(space.policy_ops), hidden=c.hidden,
                                 tanh_constant=c.tanh_constant, op_tanh_reduce=c.op_tanh_reduce,
                                 temperature=c.temperature, op_bias_init=bias, normal_op_prior=prior)
         reinforce = Reinforce(controller, lr=c.lr, betas=(c.beta1, 0.999), eps=c.eps,

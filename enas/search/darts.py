@@ -25,14 +25,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from enas.search.base import Phase, Strategy
 from enas.search.heatmap import render_heatmap
 from enas.search.trainer import ChildTrainer
 from shared_model.arch_params import ArchParameters
-from shared_model.genotype import CELL_TYPES, Genotype
-from shared_model.spaces import SearchSpace
-from shared_model.supernet import Supernet
+from shared_model.spaces import Space
 
 logger = logging.getLogger(__name__)
 
@@ -131,14 +130,14 @@ class DartsStrategy(Strategy):
 
     name = "darts"
 
-    def __init__(self, space: SearchSpace, model: Supernet, arch: ArchParameters, trainer: ChildTrainer,
+    def __init__(self, space: Space, model: nn.Module, arch: ArchParameters, trainer: ChildTrainer,
                  train_loader, valid_loader, arch_optimizer: torch.optim.Optimizer, order: int = 1,
                  unrolled_r: float = 0.01):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
-        if tuple(model.ops) != tuple(space.ops):
-            raise ValueError(f"supernet ops {list(model.ops)} differ from the space's {list(space.ops)}")
-        if (arch.num_edges, arch.num_ops) != (len(space.edges()), len(space.ops)):
+        if tuple(getattr(model, "ops", space.mixing_ops)) != tuple(space.mixing_ops):
+            raise ValueError(f"supernet ops {list(model.ops)} differ from the space's {list(space.mixing_ops)}")
+        if arch.shapes != dict(space.mixing_shapes()):
             raise ValueError("architecture parameters do not match the search space")
         self.space, self.model, self.arch, self.trainer = space, model, arch, trainer
         self.train_loader, self.valid_loader = train_loader, valid_loader
@@ -252,19 +251,19 @@ class DartsStrategy(Strategy):
 
     def _summary(self) -> Dict[str, float]:
         out = {}
-        for cell in CELL_TYPES:
+        for cell in self.arch.cells:
             out[f"alpha_entropy_{cell}"] = self.arch.entropy(cell)
         return out
 
-    def epoch_result(self) -> Tuple[Optional[Genotype], Dict[str, Any]]:
+    def epoch_result(self) -> Tuple[Optional[Any], Dict[str, Any]]:
         return self.arch.derive(self.space), self._summary()
 
     def epoch_images(self) -> Dict[str, np.ndarray]:
         """Softmaxed op weights as one ``(H, W, 3)`` uint8 heatmap per cell type."""
-        rows = [f"{i}<-{j}" for i, j in self.space.edges()]
+        rows = [f"{i}<-{j}" for i, j in self.space.mixing_edges()]
         return {f"darts/alpha_{cell}": render_heatmap(self.arch.weights_table(cell).cpu().numpy(), rows,
-                                                      list(self.space.ops), title=f"{cell}")
-                for cell in CELL_TYPES}
+                                                      list(self.space.mixing_ops), title=f"{cell}")
+                for cell in self.arch.cells}
 
     # -- derive ------------------------------------------------------------
     def derive_phase(self, samples: int) -> Phase:
@@ -274,11 +273,11 @@ class DartsStrategy(Strategy):
     def _details(self) -> Dict[str, Any]:
         genotype = self.arch.derive(self.space)
         return {
-            "strategy": self.name, "order": self.order, "ops": list(self.space.ops),
-            "edges": [[i, j] for i, j in self.space.edges()],
-            "alphas": {c: self.arch.weights_table(c).cpu().tolist() for c in CELL_TYPES},
-            "chosen": {c: self.arch.choices(self.space, c) for c in CELL_TYPES},
-            "genotype": genotype.to_dict(), **self._summary(),
+            "strategy": self.name, "order": self.order, "ops": list(self.space.mixing_ops),
+            "edges": [[i, j] for i, j in self.space.mixing_edges()],
+            "alphas": {c: self.arch.weights_table(c).cpu().tolist() for c in self.arch.cells},
+            "chosen": {c: self.arch.choices(self.space, c) for c in self.arch.cells},
+            "genotype": self.space.arch_to_json(genotype), **self._summary(),
         }
 
     def _derive(self, start: int) -> Iterator[Dict[str, Any]]:
@@ -286,10 +285,10 @@ class DartsStrategy(Strategy):
             self.derive_details = self._details()
             yield self._summary()
 
-    def derive_result(self) -> Tuple[Genotype, Dict[str, Any]]:
+    def derive_result(self) -> Tuple[Any, Dict[str, Any]]:
         if not self.derive_details:
             self.derive_details = self._details()
-        return Genotype.from_dict(self.derive_details["genotype"]), dict(self.derive_details)
+        return self.space.arch_from_json(self.derive_details["genotype"]), dict(self.derive_details)
 
     # -- checkpoint ----------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -307,7 +306,7 @@ class DartsStrategy(Strategy):
         self.derive_details = dict(state["derive_details"])
 
 
-def build_darts_strategy(space: SearchSpace, model: Supernet, arch: ArchParameters, trainer: ChildTrainer,
+def build_darts_strategy(space: Space, model: nn.Module, arch: ArchParameters, trainer: ChildTrainer,
                          train_loader, valid_loader, order: int = 1, arch_lr: float = 3e-4,
                          arch_betas: Tuple[float, float] = (0.5, 0.999), arch_weight_decay: float = 1e-3,
                          unrolled_r: float = 0.01) -> DartsStrategy:

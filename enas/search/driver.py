@@ -223,10 +223,10 @@ class SearchDriver:
         summary.update(extra)
         score = float(extra.get("best_reward", summary.get("train_acc_mean", 0.0)))
         if genotype is not None:
-            atomic_write_text(self.run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json",
-                              genotype.to_json(indent=1) + "\n")
-            self.log.text("search/best_genotype", f"```\n{genotype.to_json(indent=1)}\n```", self.pos.step)
-            summary["genotype"] = genotype.to_dict()
+            text = json.dumps(self.setup.space.arch_to_json(genotype), indent=1)
+            atomic_write_text(self.run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json", text + "\n")
+            self.log.text("search/best_genotype", f"```\n{text}\n```", self.pos.step)
+            summary["genotype"] = self.setup.space.arch_to_json(genotype)
             self._log_cells(genotype)
         for tag, image in self.strategy.epoch_images().items():
             self.log.image(tag, image, self.pos.step)
@@ -240,12 +240,12 @@ class SearchDriver:
         self.checkpoint(best=best)
 
     def _log_cells(self, genotype) -> None:
-        from enas.draw import cell_image_array
+        from enas.draw import graph_image_array
 
         if self.log.writer is None:
             return
-        for cell in ("normal", "reduce"):
-            self.log.image(f"cells/{cell}", cell_image_array(genotype, cell), self.pos.step)
+        for cell, graph in self.setup.space.graphs(genotype).items():
+            self.log.image(f"cells/{cell}", graph_image_array(graph), self.pos.step)
 
     def _run_derive(self) -> None:
         phase = self.strategy.derive_phase(self.cfg.derive.samples)
@@ -260,10 +260,12 @@ class SearchDriver:
         # run: it goes to derive.json only, not to metrics.jsonl.
         details = dict(details, search_hours=round(self._elapsed() / 3600.0, 4))
         atomic_write_text(self.run_dir / "derive.json", json.dumps(details, indent=1) + "\n")
-        atomic_write_text(self.run_dir / "genotype.json", genotype.to_json(indent=1) + "\n")
-        self.log.record(self.pos.step, self.cfg.epochs, "derived", dict(values, genotype=genotype.to_dict()),
+        arch_json = self.setup.space.arch_to_json(genotype)
+        text = json.dumps(arch_json, indent=1)
+        atomic_write_text(self.run_dir / "genotype.json", text + "\n")
+        self.log.record(self.pos.step, self.cfg.epochs, "derived", dict(values, genotype=arch_json),
                         tb_prefix="derive")
-        self.log.text("derive/genotype", f"```\n{genotype.to_json(indent=1)}\n```", self.pos.step)
+        self.log.text("derive/genotype", f"```\n{text}\n```", self.pos.step)
         self._log_cells(genotype)
         self.pos = Position(self.cfg.epochs, 0, 0, self.pos.step, DONE)
         self.checkpoint()

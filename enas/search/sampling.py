@@ -27,8 +27,7 @@ from controller import Reinforce, UniformPolicy
 from enas.errors import UserError
 from enas.search.base import Phase, Strategy
 from enas.search.trainer import ChildTrainer
-from shared_model.genotype import Genotype
-from shared_model.spaces import SearchSpace
+from shared_model.spaces import Space
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class SamplingStrategy(Strategy):
             (see the module docstring); ENAS ignores them.
     """
 
-    def __init__(self, space: SearchSpace, policy, trainer: ChildTrainer, train_loader, valid_loader,
+    def __init__(self, space: Space, policy, trainer: ChildTrainer, train_loader, valid_loader,
                  generator: torch.Generator, reinforce: Optional[Reinforce] = None,
                  updates_per_epoch: int = 30, eval_samples: int = 10, derive_rounds: int = 1,
                  derive_eval_batches: int = 1, derive_top_k: int = 0):
@@ -101,7 +100,7 @@ class SamplingStrategy(Strategy):
                 rewards = [self._reward(self._sample()) for _ in range(self.eval_samples)]
                 yield {"reward": sum(rewards) / len(rewards), "best_reward": max(rewards)}
 
-    def epoch_result(self) -> Tuple[Optional[Genotype], Dict[str, Any]]:
+    def epoch_result(self) -> Tuple[Optional[Any], Dict[str, Any]]:
         actions, reward = self.epoch_best
         if actions is None:
             return None, {}
@@ -122,7 +121,7 @@ class SamplingStrategy(Strategy):
             self.derive_scores = []
             self.derive_batch_seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
 
-    def _full_valid_accuracy(self, genotype: Genotype) -> float:
+    def _full_valid_accuracy(self, genotype: Any) -> float:
         """Accuracy over the whole validation split (batch accuracies weighted by size)."""
         correct, seen = 0.0, 0
         for x, y in self.valid_loader.epoch_batches(0):
@@ -143,12 +142,12 @@ class SamplingStrategy(Strategy):
                         for _ in range(self.derive_eval_batches)]
                 acc = sum(accs) / len(accs)
                 self.derive_scores.append({"source": "sample", "round": r, "valid_acc": acc,
-                                           "genotype": genotype.to_dict()})
+                                           "genotype": self.space.arch_to_json(genotype)})
             else:
                 ranked = sorted((s for s in self.derive_scores if s["source"] == "sample" and s["round"] == r),
                                 key=lambda s: (s["valid_acc"] != s["valid_acc"], -s["valid_acc"]))
                 pick = ranked[j - samples]
-                acc = self._full_valid_accuracy(Genotype.from_dict(pick["genotype"]))
+                acc = self._full_valid_accuracy(self.space.arch_from_json(pick["genotype"]))
                 self.derive_scores.append({"source": "full_valid", "round": r, "valid_acc": acc,
                                            "minibatch_acc": pick["valid_acc"], "genotype": pick["genotype"]})
             yield {"valid_acc": acc}
@@ -163,10 +162,10 @@ class SamplingStrategy(Strategy):
             genotype = self.space.decode(actions)
             acc = self.trainer.accuracy(x, y, genotype)
             self.derive_scores.append({"source": "greedy" if greedy else "sample", "valid_acc": acc,
-                                       "genotype": genotype.to_dict()})
+                                       "genotype": self.space.arch_to_json(genotype)})
             yield {"valid_acc": acc}
 
-    def derive_result(self) -> Tuple[Genotype, Dict[str, Any]]:
+    def derive_result(self) -> Tuple[Any, Dict[str, Any]]:
         # With full-split re-scores (random search, top_k > 0) only those compete.
         full = [s for s in self.derive_scores if s["source"] == "full_valid"]
         finite = [s for s in full or self.derive_scores if s["valid_acc"] == s["valid_acc"]]
@@ -174,7 +173,7 @@ class SamplingStrategy(Strategy):
             raise UserError("every derive candidate scored NaN: the shared weights are not finite "
                             "(learning rate too high or bad data); the checkpoints are kept")
         best = max(finite, key=lambda s: s["valid_acc"])  # first wins ties: greedy preferred
-        return Genotype.from_dict(best["genotype"]), {
+        return self.space.arch_from_json(best["genotype"]), {
             "strategy": self.name, "best_valid_acc": best["valid_acc"], "best_source": best["source"],
             "candidates": self.derive_scores}
 
@@ -201,5 +200,5 @@ class SamplingStrategy(Strategy):
             self.reinforce.load_state_dict(state["reinforce"])
 
 
-def uniform_policy(space: SearchSpace) -> UniformPolicy:
+def uniform_policy(space: Space) -> UniformPolicy:
     return UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)

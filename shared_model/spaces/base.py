@@ -1,0 +1,224 @@
+"""The contract of a search space: what strategies, policies and the CLI may ask of it.
+
+A search space is one module that registers a factory with
+:func:`shared_model.spaces.register_space` (timm style). The object it builds
+(a :class:`Space`) declares everything that depends on the space:
+
+* **policy side**: the flat :class:`Decision` list any policy samples
+  (the ENAS LSTM, a uniform sampler), :meth:`Space.decode` /
+  :meth:`Space.encode` between one integer per decision and the space's
+  frozen architecture type, :meth:`Space.random_actions`, :meth:`Space.size`
+  and policy hints (:meth:`Space.enas_op_bias`);
+* **architecture I/O**: :meth:`Space.arch_from_json`, :meth:`Space.arch_to_json`,
+  :meth:`Space.parse_arch`, each malformed input one :class:`ValueError` line;
+* **networks**: the weight-sharing supernet (``forward(x, arch)`` with an
+  architecture or the space's DARTS mixing weights) and the fixed child for
+  retraining;
+* **DARTS** (Liu et al. 2019, Sec. 2.1/2.4): the mixing-weight shapes, the
+  edges and ops they index, and ``derive`` from softmaxed weights;
+* **presentation**: :meth:`Space.describe` (text lines) and
+  :meth:`Space.graphs` (neutral graphs that ``enas.draw`` renders).
+
+Nothing here does I/O or reads a config: it is torch-only model code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from shared_model.ops import op_info
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One categorical choice of a policy.
+
+    Attributes:
+        cell: the cell the decision belongs to (``"normal"``/``"reduce"``, or ``"cell"``).
+        node: 0-based computed node (in a DARTS-style cell its genotype index is ``node + 2``).
+        slot: which choice of the node (cell spaces: 0/1 for the two pairs; NB201: the source edge).
+        kind: ``"input"`` (choose among ``num_choices`` earlier states) or ``"op"``.
+        num_choices: number of categories.
+    """
+
+    cell: str
+    node: int
+    slot: int
+    kind: str
+    num_choices: int
+
+
+@dataclass
+class CellGraph:
+    """A cell as a plain graph, for drawing (``enas.draw`` renders it).
+
+    Attributes:
+        title: caption, e.g. ``"normal cell"``.
+        labels: node labels in topological order.
+        kinds: per node ``"input"``, ``"node"`` or ``"output"``.
+        edges: ``(source, target, op label or None)``, indices into ``labels``.
+    """
+
+    title: str
+    labels: List[str]
+    kinds: List[str]
+    edges: List[Tuple[int, int, Optional[str]]] = field(default_factory=list)
+
+
+def enas_op_bias(ops: Sequence[str]) -> Tuple[List[float], List[float]]:
+    """Official ENAS op-logit bias init and normal-cell prior for an op list.
+
+    The official micro controller initialises the learnable op bias to 10 for
+    the two separable convs and 0 otherwise, and adds a fixed +0.25 / -0.25
+    prior in the normal cell (REFERENCE Sec. 2). Generalised by op metadata:
+    every op of the ``sep_conv`` family gets the conv values.
+    """
+    conv = [op_info(op).family == "sep_conv" for op in ops]
+    return [10.0 if c else 0.0 for c in conv], [0.25 if c else -0.25 for c in conv]
+
+
+class Space:
+    """Base class of a registered search space; subclasses fill in the contract.
+
+    Attributes:
+        name: the registry name.
+        arch_type: the frozen architecture class (``to_dict``/``from_dict``/``from_json``).
+        distinct_inputs: a node's input decisions must differ (read by the uniform policy).
+    """
+
+    # Annotations only: a dataclass subclass declares them as fields.
+    name: str
+    distinct_inputs: bool
+    arch_type: type
+
+    # -- policy side ----------------------------------------------------------
+    @property
+    def decisions(self) -> Tuple[Decision, ...]:
+        raise NotImplementedError
+
+    @property
+    def policy_ops(self) -> Tuple[str, ...]:
+        """The op vocabulary of every ``"op"`` decision (action ``k`` = ``policy_ops[k]``)."""
+        raise NotImplementedError
+
+    def decode(self, actions: Sequence[int]) -> Any:
+        raise NotImplementedError
+
+    def encode(self, arch: Any) -> List[int]:
+        raise NotImplementedError
+
+    def contains(self, arch: Any) -> bool:
+        try:
+            self.encode(arch)
+        except ValueError:
+            return False
+        return True
+
+    def random_actions(self, generator: Optional[torch.Generator] = None) -> List[int]:
+        """Uniform actions over this space."""
+        return [int(torch.randint(d.num_choices, (1,), generator=generator)) for d in self.decisions]
+
+    def size(self) -> int:
+        """Number of distinct action sequences."""
+        n = 1
+        for d in self.decisions:
+            n *= d.num_choices
+        return n
+
+    def enas_op_bias(self) -> Tuple[List[float], List[float]]:
+        """ENAS controller hints: op-bias init and normal-cell prior over :attr:`policy_ops`."""
+        return enas_op_bias(self.policy_ops)
+
+    # -- architecture I/O -----------------------------------------------------
+    def arch_from_json(self, data: Any) -> Any:
+        """The architecture of a parsed JSON value; ``ValueError`` (one line) if malformed."""
+        return self.arch_type.from_dict(data)  # type: ignore[attr-defined]
+
+    #: the smallest ``layers`` the networks take, and what ``layers`` counts
+    min_layers: int = 3
+    layers_meaning: str = "two of them are reduction cells"
+
+    #: top-level JSON fields of the architecture type (:meth:`claims_json`)
+    json_fields: Tuple[str, ...] = ()
+
+    def claims_json(self, data: Any) -> bool:
+        """Whether a parsed JSON value looks like this space's architecture (has one of its fields)."""
+        return isinstance(data, dict) and any(f in data for f in self.json_fields)
+
+    def describe_json(self, arch: Any) -> Dict[str, Any]:
+        """Machine-readable description (``enas show --json``)."""
+        return {"description": self.describe(arch)}
+
+    def arch_to_json(self, arch: Any) -> Dict[str, Any]:
+        return arch.to_dict()
+
+    def parse_arch(self, text: str) -> Any:
+        """The architecture of a JSON text; ``ValueError`` (one line) if malformed."""
+        return self.arch_type.from_json(text)  # type: ignore[attr-defined]
+
+    # -- networks -------------------------------------------------------------
+    def search_overrides(self, preset: str) -> Dict[str, Any]:
+        """Search-config defaults this space needs on top of a preset (dotted keys; None = unset)."""
+        return {}
+
+    #: sampling strategies run the official ENAS search network here (conv cell output of the
+    #: loose ends, untrained auxiliary head): the search config's defaults follow it
+    enas_network: bool = False
+
+    #: the ``enas train`` preset used when none is given
+    default_train_preset: str = "darts"
+
+    def train_overrides(self, preset: str) -> Dict[str, Any]:
+        """Retrain-config defaults this space needs on top of a preset (dotted keys)."""
+        return {}
+
+    def check_search(self, mixing: bool, **options: Any) -> None:
+        """Refuse (``ValueError``) network options this space cannot search with."""
+
+    def build_supernet(self, channels: int, layers: int, num_classes: int, in_channels: int = 3,
+                       image_size: int = 32, **options: Any) -> nn.Module:
+        """The weight-sharing network: ``forward(x, arch) -> (logits, aux or None)``."""
+        raise NotImplementedError
+
+    def build_child(self, arch: Any, channels: int, layers: int, num_classes: int, in_channels: int = 3,
+                    image_size: int = 32, **options: Any) -> nn.Module:
+        """The fixed network of ``arch`` for retraining: ``forward(x) -> (logits, aux or None)``."""
+        raise NotImplementedError
+
+    # -- DARTS ----------------------------------------------------------------
+    def mixing_shapes(self) -> Dict[str, Tuple[int, int]]:
+        """Per mixed cell type its ``(num_edges, num_ops)`` logit shape, in parameter order."""
+        raise NotImplementedError
+
+    @property
+    def mixing_ops(self) -> Tuple[str, ...]:
+        """The ops indexed by the columns of the mixing weights."""
+        raise NotImplementedError
+
+    def mixing_edges(self) -> List[Tuple[int, int]]:
+        """The ``(target, source)`` edge of each row of the mixing weights."""
+        raise NotImplementedError
+
+    def mixed_arch(self, weights: Dict[str, torch.Tensor]) -> Any:
+        """The supernet's ``arch`` argument for softmaxed ``(E, K)`` weights per cell type."""
+        raise NotImplementedError
+
+    def derive_choices(self, tables: Dict[str, List[List[float]]]) -> Dict[str, List[Dict[str, Any]]]:
+        """The kept edges per cell type (``node``, ``input``, ``op``, ``weight``) of softmaxed weights."""
+        raise NotImplementedError
+
+    def derive(self, tables: Dict[str, List[List[float]]]) -> Any:
+        """The discrete architecture of softmaxed mixing weights (DARTS Sec. 2.4)."""
+        raise NotImplementedError
+
+    # -- presentation -----------------------------------------------------------
+    def describe(self, arch: Any) -> List[str]:
+        """Readable text lines of ``arch``."""
+        raise NotImplementedError
+
+    def graphs(self, arch: Any) -> Dict[str, CellGraph]:
+        """One drawable graph per cell type of ``arch``."""
+        raise NotImplementedError
