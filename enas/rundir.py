@@ -14,7 +14,7 @@ from enas.errors import UserError
 
 RUN_MARKERS = ("config.json", "checkpoints", "metrics.jsonl")
 RUN_FILES = ("config.json", "log.txt", "metrics.jsonl", "tb", "checkpoints", "genotypes",
-             "genotype.json", "derive.json", "result.json", "cells", "model.onnx",
+             "genotype.json", "derive.json", "benchmark.json", "result.json", "cells", "model.onnx",
              "model.torchscript.pt")
 
 

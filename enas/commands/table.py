@@ -168,3 +168,29 @@ def register(cli: click.Group) -> None:
         _refuse_existing(path, force)
         import_nats(source, dataset, path, limit=limit)
         click.echo(f"wrote {dataset} table: {path}")
+
+    @table.command("score")
+    @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
+    @click.option("--benchmark", type=click.Path(dir_okay=False), required=True,
+                  help="The benchmark CSV (from `enas table synthetic` or `enas table import-nats`).")
+    @click.option("--column", default="test_acc", show_default=True,
+                  help="Table column that scores and ranks the cells.")
+    @click.option("--json", "as_json", is_flag=True, help="Print RUN/benchmark.json instead of the summary.")
+    def score(run_dir, benchmark, column, as_json):
+        """Look an nb201 search run up in a benchmark table; writes RUN/benchmark.json.
+
+        RUN is the folder of `enas search --space nb201` (ENAS, random or DARTS on the
+        weight-sharing NB201 supernet). Every epoch's best cell and the derived cell get their
+        table metrics; the derive candidates get theirs and the Kendall tau between search-time
+        and table accuracy. Also writes benchmark/* scalars to RUN/tb.
+        """
+        from enas.benchmark.score import OUTPUT, epoch_files, format_score, score_run
+        from enas.benchmark.table import read_table
+
+        epoch_files(Path(run_dir))  # a wrong folder fails before the table is read
+        result = score_run(run_dir, read_table(benchmark), column)
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            click.echo(format_score(result))
+            click.echo(f"wrote {Path(run_dir) / OUTPUT}")
