@@ -7,7 +7,10 @@ Defaults are the DARTS evaluation protocol (Liu et al. 2019, Sec. 3.2;
 Sec. 3) with the paper's best-row cutout, and the network options that make
 the child network the official fixed network (``src/cifar10/micro_child.py``).
 ``quick`` trains a tiny network on the built-in digits set in about a minute
-on a CPU.
+on a CPU. ``nb201`` is the NAS-Bench-201 training protocol (Dong & Yang 2020,
+Sec. 2.3, the official ``200E`` hyper-parameter file): 200 epochs, batch 256,
+SGD Nesterov 0.9 with lr 0.1 cosine-annealed to 0, weight decay 5e-4, random
+crop (pad 4) and flip, no cutout, drop path, auxiliary head or clipping.
 
 ``model.space`` names the search space whose child network is trained
 (``None``: the space the architecture comes from); a space may add its own
@@ -93,7 +96,7 @@ class TrainConfig:
     run: TrainRunConfig = field(default_factory=TrainRunConfig)
 
 
-PRESETS = ("darts", "enas", "quick")
+PRESETS = ("darts", "enas", "quick", "nb201")
 DROP_PATH_SCHEDULES = ("linear", "enas")
 # Copies of shared_model.child's lists (a test keeps them equal): importing the
 # model module here would load torch for every config operation.
@@ -137,11 +140,21 @@ _QUICK: Dict[str, Any] = {
 }
 
 
+# NAS-Bench-201 (Dong & Yang 2020, Sec. 2.3; configs/nas-benchmark/hyper-opts/200E.config).
+_NB201: Dict[str, Any] = {
+    "epochs": 200, "data.batch_size": 256, "data.pad": 4, "data.flip": True, "data.cutout": 0,
+    "model.channels": 16, "model.layers": 5,  # C 16, N 5 cells per stage
+    "model.auxiliary": False, "model.drop_path_prob": 0.0, "model.dropout": 0.0,
+    "optim.schedule": "cosine", "optim.lr_max": 0.1, "optim.lr_min": 0.0, "optim.momentum": 0.9,
+    "optim.nesterov": True, "optim.weight_decay": 5e-4, "optim.grad_clip": None,
+}
+
+
 def preset_overrides(preset: str) -> Dict[str, Any]:
     """Flat ``{"section.key": value}`` overrides of a preset (``darts`` = the defaults)."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return {"darts": {}, "enas": _ENAS_FINAL, "quick": _QUICK}[preset]
+    return {"darts": {}, "enas": _ENAS_FINAL, "quick": _QUICK, "nb201": _NB201}[preset]
 
 
 def _space_name(file_data: Dict[str, Any], flags: Dict[str, Any]) -> Optional[str]:

@@ -203,7 +203,7 @@ def test_genotypes_and_show_count_the_network_of_a_preset(tmp_path):
         counts[preset] = model.classifier.in_features
     assert counts == {"darts": 32, "enas": 64}  # enas: input 0 joins every cell's output
     assert invoke("-q", "show", "DARTS_V2", "--preset", "bogus").stderr.strip() == \
-        "error: unknown preset 'bogus'; choose from darts, enas, quick"
+        "error: unknown preset 'bogus'; choose from darts, enas, quick, nb201"
 
 
 def _bad_inputs(tmp: Path, good_ckpt: Path):
