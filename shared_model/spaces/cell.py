@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
-from torch import nn
 
 from shared_model.child import ChildNetwork
 from shared_model.genotype import CELL_TYPES, Genotype, GenotypeError, loose_ends
