@@ -9,6 +9,8 @@ A GENOTYPE is one of:
 * a JSON file with another registered space's architecture, e.g. NAS-Bench-201
   ``{"arch": "|nor_conv_3x3~0|+|...|"}``; ``"space": NAME`` in the object names
   the space explicitly;
+* an architecture string of a space that has one, e.g. NAS-Bench-201's
+  ``"|nor_conv_3x3~0|+|...|"`` (source ``arch:<string>``);
 * a run folder: its ``genotype.json`` (written by ``enas derive`` for a search
   run and by ``enas train`` for a retrain run), read with the space named by
   the folder's ``config.json`` (``model.space``).
@@ -27,7 +29,7 @@ from typing import Any, Optional, Tuple
 
 from enas.checkpoint import atomic_write_text
 from enas.errors import UserError
-from shared_model.spaces import Space, get_space, space_for_arch, space_for_json
+from shared_model.spaces import Space, get_space, list_spaces, space_for_arch, space_for_json
 from shared_model.zoo import ZOO, get_genotype
 
 GENOTYPE_FILE = "genotype.json"
@@ -121,6 +123,13 @@ def resolve_arch(arg: str) -> Tuple[Space, Any, str]:
         raise UserError(f"{path} is a folder but neither a run folder nor holds a {GENOTYPE_FILE}")
     if path.is_file():
         return (*load_arch_file(path), str(path))
+    for name in list_spaces():
+        space = get_space(name)
+        if space.claims_string(arg):
+            try:
+                return space, space.arch_from_string(arg), f"arch:{arg}"
+            except ValueError as exc:
+                raise UserError(f"{name} architecture {arg!r}: {_one_line(exc)}") from None
     try:
         genotype = get_genotype(arg)
     except ValueError:

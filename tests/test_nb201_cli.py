@@ -103,3 +103,16 @@ def test_malformed_nb201_file_is_one_error_line(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: genotype file") and "Traceback" not in result.output
+
+
+def test_train_and_show_an_architecture_string(tmp_path):
+    run = tmp_path / "from-string"
+    result = invoke("train", ARCH, *TRAIN, "--out", run)
+    assert result.exit_code == 0, result.output
+    res = json.loads((run / "result.json").read_text())
+    assert res["genotype"] == {"arch": ARCH} and res["genotype_source"] == f"arch:{ARCH}"
+    assert json.loads((run / "config.json").read_text())["model"]["space"] == "nb201"
+    shown = invoke("-q", "show", ARCH, "--json")
+    assert shown.exit_code == 0 and json.loads(shown.output)["arch"] == ARCH
+    bad = invoke("show", "|bogus~0|")
+    assert bad.exit_code == 2 and bad.output.strip().startswith("error: nb201 architecture")

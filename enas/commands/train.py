@@ -120,7 +120,7 @@ def register(cli: click.Group) -> None:
             cfg = build_train_config(file_data, flags, arch_space=space)
             resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
             src = Path(source)
-            name = (source[4:] if source.startswith("zoo:")
+            name = (source[4:] if source.startswith("zoo:") else space.name if source.startswith("arch:")
                     else (src.parent.name if src.name == "genotype.json" else src.stem) or "genotype")
             run_dir = Path(out or f"runs/train-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
             run_dir = prepare_run_dir(run_dir, resume=False, force=force)

@@ -148,6 +148,14 @@ class Space:
         """Whether a parsed JSON value looks like this space's architecture (has one of its fields)."""
         return isinstance(data, dict) and any(f in data for f in self.json_fields)
 
+    def claims_string(self, text: str) -> bool:
+        """Whether a command-line text is this space's architecture string (none by default)."""
+        return False
+
+    def arch_from_string(self, text: str) -> Any:
+        """The architecture of its string form; ``ValueError`` (one line) if malformed."""
+        raise ValueError(f"the {self.name} space has no architecture string")
+
     def describe_json(self, arch: Any) -> Dict[str, Any]:
         """Machine-readable description (``enas show --json``)."""
         return {"description": self.describe(arch)}

@@ -140,6 +140,13 @@ class NB201Space(Space):
     def describe(self, arch: NB201Arch) -> List[str]:
         return [arch.to_string()] + arch.describe() + [f"output = node {NUM_NODES - 1}"]
 
+    def claims_string(self, text: str) -> bool:
+        return text.startswith("|")
+
+    def arch_from_string(self, text: str) -> NB201Arch:
+        """The official string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``."""
+        return NB201Arch.from_string(text)
+
     def describe_json(self, arch: NB201Arch) -> Dict[str, Any]:
         return {"arch": arch.to_string(), "nodes": arch.describe()}
 
