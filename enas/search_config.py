@@ -110,6 +110,10 @@ class SearchConfig:
     darts: DartsConfig = field(default_factory=DartsConfig)
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # A benchmark table (CSV, README "Benchmarking with NAS-Bench-201") to score the run's
+    # architectures with at the end (nb201 only); None: no scoring.
+    benchmark: Optional[str] = None
+    benchmark_column: str = "test_acc"
 
 
 STRATEGIES = ("enas", "darts", "random")

@@ -62,6 +62,30 @@ def _start(cfg: SearchConfig, run_dir: Path, resume: bool, stop_after: Optional[
     return driver.run(resume=resume)
 
 
+def _check_benchmark(cfg: SearchConfig):
+    """Read and check ``cfg.benchmark`` before anything runs; None when the run has none."""
+    if cfg.benchmark is None:
+        return None
+    from enas.benchmark.table import read_table
+
+    if cfg.model.space != "nb201":
+        raise UserError(f"--benchmark scores NAS-Bench-201 cells; this search runs the {cfg.model.space!r} "
+                        "space (use --space nb201)")
+    table = read_table(cfg.benchmark)
+    table.require([cfg.benchmark_column])
+    return table
+
+
+def _score(run_dir: Path, table, column: str) -> None:
+    """Look the run's architectures up in the benchmark table (RUN/benchmark.json, TensorBoard)."""
+    if table is None:
+        return
+    from enas.benchmark.score import format_score, score_run
+
+    click.echo(format_score(score_run(run_dir, table, column)))
+    click.echo(f"benchmark scores: {run_dir / 'benchmark.json'}")
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--preset", type=click.Choice(PRESETS), default=None,
@@ -87,15 +111,19 @@ def register(cli: click.Group) -> None:
     @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
                   help="Continue the run in this folder from its last checkpoint.")
     @click.option("--force", is_flag=True, help="Replace the run already in --out.")
+    @click.option("--benchmark", type=click.Path(dir_okay=False), default=None,
+                  help="Benchmark table (CSV) to score the run's cells with at the end (--space nb201): "
+                       "RUN/benchmark.json, see README \"Scoring a weight-sharing run\".")
     def search(preset, strategy, space, order, dataset, data_dir, epochs, batch_size, seed, device,
-               deterministic, config_file, sets, out, resume_dir, force):
+               deterministic, config_file, sets, out, resume_dir, force, benchmark):
         """Search an architecture; writes RUN/genotype.json (see README "Run folder")."""
         if resume_dir:
             changed = [n for n, v in [("--preset", preset), ("--strategy", strategy), ("--space", space),
                                       ("--order", order), ("--dataset", dataset), ("--data-dir", data_dir),
                                       ("--epochs", epochs), ("--batch-size", batch_size), ("--seed", seed),
                                       ("--config", config_file), ("--out", out), ("--force", force or None),
-                                      ("--set", sets or None), ("--deterministic", deterministic)]
+                                      ("--set", sets or None), ("--deterministic", deterministic),
+                                      ("--benchmark", benchmark)]
                        if v is not None]
             if changed:
                 raise UserError(f"{', '.join(changed)} cannot be changed when resuming; "
@@ -104,6 +132,7 @@ def register(cli: click.Group) -> None:
             cfg, _ = _load_run(run_dir)
             if device:
                 cfg.run.device = device
+            table = _check_benchmark(cfg)
             genotype_path = _start(cfg, run_dir, resume=True)
         else:
             flags: Dict[str, Any] = {
@@ -111,6 +140,7 @@ def register(cli: click.Group) -> None:
                 "darts.order": int(order) if order else None, "data.dataset": dataset,
                 "data.data_dir": data_dir, "epochs": epochs, "data.batch_size": batch_size,
                 "run.seed": seed, "run.device": device, "run.deterministic": deterministic,
+                "benchmark": str(Path(benchmark).resolve()) if benchmark else None,
             }
             for item in sets:
                 key, value = parse_set_option(item)
@@ -118,6 +148,7 @@ def register(cli: click.Group) -> None:
             file_data = read_config_file(config_file) if config_file else None
             cfg = build_search_config("enas", "paper", file_data, flags)
             resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
+            table = _check_benchmark(cfg)  # so is a bad table
             run_dir = Path(out or f"runs/search-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
             run_dir = prepare_run_dir(run_dir, resume=False, force=force)
             genotype_path = _start(cfg, run_dir, resume=False)
@@ -126,6 +157,7 @@ def register(cli: click.Group) -> None:
         click.echo(f"candidate scores: {run_dir / 'derive.json'} (best search-time valid acc "
                    f"{details.get('best_valid_acc', float('nan')):.4f})")
         click.echo(HONESTY.format(run=run_dir))
+        _score(run_dir, table, cfg.benchmark_column)
 
     @cli.command()
     @click.argument("run_dir", type=click.Path(file_okay=False))
@@ -154,6 +186,7 @@ def register(cli: click.Group) -> None:
             cfg.run.device = device
         set_determinism(cfg.run.seed, cfg.run.deterministic)
         dev = resolve_device(cfg.run.device)
+        table = _check_benchmark(cfg)
         attach_log_file(run_dir)
         setup = build_search(cfg, dev)
         driver = SearchDriver(cfg, setup, run_dir, progress=progress_factory())
@@ -162,3 +195,4 @@ def register(cli: click.Group) -> None:
         click.echo(f"derived genotype: {path} (best search-time valid acc "
                    f"{details.get('best_valid_acc', float('nan')):.4f})")
         click.echo(HONESTY.format(run=run_dir))
+        _score(run_dir, table, cfg.benchmark_column)
