@@ -7,27 +7,15 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import error_line, run
 
 from enas.benchmark.score import format_score, kendall_tau, score_run
 from enas.benchmark.synthetic import COLUMN_ORDER, synthetic_columns
 from enas.benchmark.table import read_table, write_table
-from enas.cli import cli
 from shared_model.nb201_arch import NB201Arch
 
 N_CELLS = 60  # a partial table: the run's cells, the optimum and a few more
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result):
-    assert result.exit_code == 2, result.output
-    lines = [l for l in result.output.strip().splitlines() if l.strip()]
-    assert lines[-1].startswith("error: ") and "Traceback" not in result.output, result.output
-    assert sum(l.startswith("error") for l in lines) == 1, result.output
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -3,26 +3,15 @@ import json
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 from enas.benchmark.nats_import import import_nats, nats_columns
 from enas.benchmark.table import read_table
-from enas.cli import cli
 from enas.errors import UserError
 
 FAST = ["--set", "tensorboard=false"]
 
 
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result):
-    assert result.exit_code == 2, result.output
-    lines = [l for l in result.output.strip().splitlines() if l.strip()]
-    assert lines[-1].startswith("error: ") and "Traceback" not in result.output, result.output
-    assert sum(l.startswith("error") for l in lines) == 1, result.output
-    return lines[-1]
+from cli_helpers import error_line, run
 
 
 @pytest.fixture(scope="module")
