@@ -3,6 +3,7 @@ import json
 import sys
 
 import pytest
+from cli_helpers import error_line, run
 
 from enas.benchmark.nats_import import import_nats, nats_columns
 from enas.benchmark.table import read_table
@@ -11,7 +12,6 @@ from enas.errors import UserError
 FAST = ["--set", "tensorboard=false"]
 
 
-from cli_helpers import error_line, run
 
 
 @pytest.fixture(scope="module")
