@@ -12,8 +12,6 @@ from enas.errors import UserError
 FAST = ["--set", "tensorboard=false"]
 
 
-
-
 @pytest.fixture(scope="module")
 def table_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("table") / "syn.csv"
