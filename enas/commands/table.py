@@ -40,7 +40,7 @@ def register(cli: click.Group) -> None:
     @table.command("nb201")
     @click.option("--benchmark", type=click.Path(dir_okay=False), default=None,
                   help="The benchmark CSV (from `enas table synthetic` or `enas table import-nats`).")
-    @click.option("--seeds", type=int, default=None, help="Runs per method, seeds 0..N-1 (default 10).")
+    @click.option("--seeds", type=int, default=None, help="Runs per method, seeds 0..N-1 (default 10; with --weight-sharing 1).")
     @click.option("--budget-queries", type=int, default=None,
                   help="Budget in queries; every proposal counts, duplicates too.")
     @click.option("--budget-seconds", type=float, default=None,
@@ -48,7 +48,8 @@ def register(cli: click.Group) -> None:
                        "paid again (default 12000, NAS-Bench-201's).")
     @click.option("--methods", default=None,
                   help="Comma-separated: random (uniform), reinforce (NAS-Bench-201's per-edge REINFORCE), "
-                       "enas (the ENAS LSTM controller); default all three.")
+                       "enas (the ENAS LSTM controller); default all three. With --weight-sharing: enas, random, "
+                       "darts (the search strategies; default all three).")
     @click.option("--enas-preset", type=click.Choice(["benchmark", "search"]), default=None,
                   help="Controller settings: benchmark (default, learns from every query) or search (the "
                        "official ENAS search-time values).")
@@ -62,14 +63,49 @@ def register(cli: click.Group) -> None:
                   help="Finish the runs in this folder (its saved config is used).")
     @click.option("--force", is_flag=True, help="Replace the run already in --out.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+    @click.option("--weight-sharing", is_flag=True,
+                  help="The weight-sharing rows instead: per method (enas, random, darts; default all three) "
+                       "and seed a real `enas search --space nb201` on the supernet, its derived cell looked up "
+                       "in the table (no table-mode options).")
+    @click.option("--protocol", type=click.Choice(["full", "cpu", "tiny"]), default=None,
+                  help="With --weight-sharing: full (default; the NB201 search settings of the paper preset, "
+                       "C 16, N 5, CIFAR-10; needs a GPU, days on a CPU), cpu (reduced: 16 px, C 8, N 1, "
+                       "2 epochs, DARTS 1; about 20 minutes for all three methods and one seed on 2 CPU cores), tiny "
+                       "(tests only: digits, seconds). See enas/benchmark/ws_protocols.py.")
+    @click.option("--data-dir", default=None, help="With --weight-sharing: folder holding the dataset (no download).")
+    @click.option("--dataset", default=None,
+                  help="With --weight-sharing: dataset of the searches (default: the protocol's, cifar10; "
+                       "tiny: digits).")
+    @click.option("--device", default=None,
+                  help="With --weight-sharing: auto (default), cpu, cuda or cuda:N (may change on --resume).")
     def nb201(benchmark, seeds, budget_queries, budget_seconds, methods, enas_preset, config_file, sets, out,
-              resume_dir, force, as_json):
+              resume_dir, force, as_json, weight_sharing, protocol, data_dir, dataset, device):
         """Run search methods against a NAS-Bench-201 table, several seeds each.
 
         Each proposal is scored by lookup: the reward is the 12-epoch validation accuracy, the
         result of a run is the test accuracy of its best-by-validation cell (NAS-Bench-201's
         protocol). Prints mean +- std per method next to the published NAS-Bench-201 figures.
+
+        With --weight-sharing: real weight-sharing searches on the NB201 supernet (one
+        `enas search` subprocess per method and seed, in RUN/METHOD/seed_K, resumable), and
+        the mean +- std table test accuracy of their derived cells and the mean Kendall tau,
+        next to the published NAS-Bench-201 weight-sharing figures (ENAS 53.89 +- 0.58, DARTS
+        54.30, random search with weight sharing 84.07 +- 3.61).
         """
+        from enas.commands.table_ws import WS_ONLY, is_ws_run, run_weight_sharing
+
+        if weight_sharing or (resume_dir and is_ws_run(Path(resume_dir))):
+            run_weight_sharing(benchmark=benchmark, seeds=seeds, methods=methods, protocol=protocol,
+                               data_dir=data_dir, dataset=dataset, device=device, out=out,
+                               resume_dir=resume_dir, force=force, as_json=as_json,
+                               table_only=dict(zip(("--budget-queries", "--budget-seconds", "--enas-preset",
+                                                    "--config", "--set"),
+                                                   (budget_queries, budget_seconds, enas_preset, config_file,
+                                                    sets))))
+            return
+        given = [n for n, v in zip(WS_ONLY, (protocol, data_dir, dataset, device)) if v is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply with --weight-sharing")
         from enas.benchmark.table import read_table
         from enas.benchmark.table_config import METHODS, TableConfig, build_table_config, validate_table_config
         from enas.benchmark.table_runs import format_summary, run_all
