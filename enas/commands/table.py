@@ -70,7 +70,7 @@ def register(cli: click.Group) -> None:
     @click.option("--protocol", type=click.Choice(["full", "cpu", "tiny"]), default=None,
                   help="With --weight-sharing: full (default; the NB201 search settings of the paper preset, "
                        "C 16, N 5, CIFAR-10; needs a GPU, days on a CPU), cpu (reduced: 16 px, C 8, N 1, "
-                       "2 epochs, DARTS 1; about 20 minutes for all three methods and one seed on 2 CPU cores), tiny "
+                       "10 epochs, DARTS 5; minutes for all three methods and one seed on 2 CPU cores), tiny "
                        "(tests only: digits, seconds). See enas/benchmark/ws_protocols.py.")
     @click.option("--data-dir", default=None, help="With --weight-sharing: folder holding the dataset (no download).")
     @click.option("--dataset", default=None,
