@@ -141,13 +141,6 @@ class SearchSpace(Space):
                 actions += [inp, self.sample_ops.index(op)]
         return actions
 
-    def contains(self, genotype: Genotype) -> bool:
-        try:
-            self.encode(genotype)
-        except GenotypeError:
-            return False
-        return True
-
     def random_actions(self, generator: torch.Generator | None = None) -> List[int]:
         """Uniform actions over this space (inputs without replacement if :attr:`distinct_inputs`)."""
         actions: List[int] = []
