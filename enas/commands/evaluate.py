@@ -25,8 +25,25 @@ def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
     return DeviceLoader(test, batch_size or cfg.data.eval_batch_size or cfg.data.batch_size, device, train=False)
 
 
+def _table_latency(lut: str, cfg, genotype, info: Dict[str, Any], model, repeats: int) -> Dict[str, Any]:
+    """Predicted (from the table) and measured latency of the checkpoint's network."""
+    from enas.cost.lut import read_table
+    from enas.cost.report import latency_report
+    from enas.trained import train_space
+    from shared_model.cost_blocks import NetSpec
+    from shared_model.spaces.cell_cost import EVAL_OPTIONS
+
+    m = cfg.model
+    # The eval-mode options of the retrained network; defaults are left out, as a table records them.
+    options = {k: getattr(m, k) for k, default in EVAL_OPTIONS.items()
+               if k != "stem_multiplier" and getattr(m, k, default) != default}
+    spec = NetSpec.make(m.channels, m.layers, int(info["num_classes"]), int(info["in_channels"]),
+                        int(info["image_size"]), stem_multiplier=m.stem_multiplier, **options)
+    return latency_report(train_space(cfg, genotype), genotype, read_table(lut), spec, model, max(repeats, 20))
+
+
 def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, latency_batch: int,
-                        repeats: int) -> Dict[str, Any]:
+                        repeats: int, lut: str | None = None) -> Dict[str, Any]:
     """Everything ``enas evaluate`` reports, as a JSON-ready dict."""
     from enas.trained import evaluate_model, load_train_checkpoint, network_from_checkpoint
     from enas.runtime import resolve_device
@@ -49,6 +66,7 @@ def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, laten
         lat["images_per_s"] = b * 1000.0 / lat["median_ms"] if lat["median_ms"] > 0 else None
         latency[f"batch_{b}"] = lat
     pos = state.get("position", {})
+    table_latency = _table_latency(lut, cfg, genotype, info, model, repeats) if lut else None
     return {
         "checkpoint": str(ckpt), "epoch": pos.get("epoch"), "epochs": cfg.epochs, "step": pos.get("step"),
         "genotype_source": state.get("genotype_source"), "dataset": info["dataset"], "split": "test",
@@ -56,6 +74,7 @@ def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, laten
         "params": count_parameters(model), "multiply_adds": count_macs(model, shape), "input_shape": list(shape),
         "device": str(device), "precision": "bf16 autocast" if device.type == "cuda" and cfg.run.amp != "off"
         else "fp32", "latency": latency, "genotype": genotype.to_dict(),
+        **({"table_latency": table_latency} if table_latency else {}),
     }
 
 
@@ -81,6 +100,11 @@ def _print_table(r: Dict[str, Any]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+    if r.get("table_latency"):
+        from enas.cost.report import format_latency
+
+        for line in format_latency(r["table_latency"]):
+            click.echo(line)
 
 
 def register(cli: click.Group) -> None:
@@ -93,14 +117,17 @@ def register(cli: click.Group) -> None:
     @click.option("--latency-batch", type=int, default=64, show_default=True,
                   help="Larger batch for the latency measurement (batch 1 is always measured).")
     @click.option("--repeats", type=int, default=20, show_default=True, help="Timed forward passes per batch size.")
-    def evaluate(checkpoint, as_json, device, data_dir, batch_size, latency_batch, repeats):
+    @click.option("--lut", type=click.Path(dir_okay=False), default=None,
+                  help="Latency table (`enas latency-table`) of this network: its predicted latency next to "
+                       "one measured at the table's batch, device, threads and runtime.")
+    def evaluate(checkpoint, as_json, device, data_dir, batch_size, latency_batch, repeats, lut):
         """Test a retrained CHECKPOINT (a .pt file or a train run folder).
 
         Reports top-1/top-5 on the test split of the checkpoint's dataset,
         parameters (auxiliary head excluded), multiply-adds per image and
         forward latency (median, 10th and 90th percentile) on this device.
         """
-        result = evaluate_checkpoint(checkpoint, device, data_dir, batch_size, latency_batch, repeats)
+        result = evaluate_checkpoint(checkpoint, device, data_dir, batch_size, latency_batch, repeats, lut)
         if as_json:
             click.echo(json.dumps(result, indent=1))
         else:

@@ -14,7 +14,8 @@ from enas.configlib import load_saved_config, parse_set_option, read_config_file
 from enas.errors import UserError
 from enas.rundir import attach_log_file, prepare_run_dir
 from enas.runtime import configure_threads, describe_device, resolve_device, set_determinism
-from enas.search_config import PRESETS, STRATEGIES, SearchConfig, build_search_config, validate_search_config
+from enas.search_config import (CONSTRAINTS, PRESETS, STRATEGIES, SearchConfig, build_search_config,
+                                validate_search_config)
 from shared_model.spaces import list_spaces
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _start(cfg: SearchConfig, run_dir: Path, resume: bool, stop_after: Optional[
     attach_log_file(run_dir)
     logger.info("search: strategy %s, space %s, dataset %s, device %s, run folder %s",
                 cfg.strategy, cfg.model.space, cfg.data.dataset, describe_device(device), run_dir)
-    setup = build_search(cfg, device)
+    setup = build_search(cfg, device, run_dir)
     if not resume:
         save_config(cfg, run_dir / "config.json")
     driver = SearchDriver(cfg, setup, run_dir, progress=progress_factory(), stop_after=stop_after)
@@ -86,6 +87,17 @@ def _score(run_dir: Path, table, column: str) -> None:
     click.echo(f"benchmark scores: {run_dir / 'benchmark.json'}")
 
 
+def _echo_cost(details: Dict[str, Any]) -> None:
+    """The derived architecture's cost and the Pareto front size, when the run has a cost."""
+    cost = details.get("cost")
+    if not cost:
+        return
+    target = f" (target {cost['target']:g}, {cost['constraint']} constraint)" if cost.get("target") else ""
+    front = details.get("pareto_front")
+    click.echo(f"cost: {details['best_cost']:.6g} {cost['unit']} {cost['model']}{target}"
+               + (f"; Pareto front of {len(front)} candidates in derive.json" if front is not None else ""))
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--preset", type=click.Choice(PRESETS), default=None,
@@ -114,8 +126,20 @@ def register(cli: click.Group) -> None:
     @click.option("--benchmark", type=click.Path(dir_okay=False), default=None,
                   help="Benchmark table (CSV) to score the run's cells with at the end (--space nb201): "
                        "RUN/benchmark.json, see README \"Scoring a weight-sharing run\".")
+    @click.option("--cost", "cost_model", default=None, metavar="params|macs|latency|MODULE:FACTORY",
+                  help="Price every child network (README \"Searching for a device\"): parameters, "
+                       "multiply-adds, latency from a table (--lut), or a plug-in factory.")
+    @click.option("--lut", type=click.Path(dir_okay=False), default=None,
+                  help="Latency table from `enas latency-table` (--cost latency; without it one is measured "
+                       "into RUN/latency_table.json).")
+    @click.option("--target", type=float, default=None,
+                  help="Target cost in the cost's unit (params, MACs, ms); without it costs are only logged.")
+    @click.option("--constraint", type=click.Choice(CONSTRAINTS), default=None,
+                  help="soft: MnasNet reward acc*(cost/target)^w (default); hard: reject and resample "
+                       "architectures over the target; both.")
     def search(preset, strategy, space, order, dataset, data_dir, epochs, batch_size, seed, device,
-               deterministic, config_file, sets, out, resume_dir, force, benchmark):
+               deterministic, config_file, sets, out, resume_dir, force, benchmark, cost_model, lut, target,
+               constraint):
         """Search an architecture; writes RUN/genotype.json (see README "Run folder")."""
         if resume_dir:
             changed = [n for n, v in [("--preset", preset), ("--strategy", strategy), ("--space", space),
@@ -123,7 +147,8 @@ def register(cli: click.Group) -> None:
                                       ("--epochs", epochs), ("--batch-size", batch_size), ("--seed", seed),
                                       ("--config", config_file), ("--out", out), ("--force", force or None),
                                       ("--set", sets or None), ("--deterministic", deterministic),
-                                      ("--benchmark", benchmark)]
+                                      ("--benchmark", benchmark), ("--cost", cost_model), ("--lut", lut),
+                                      ("--target", target), ("--constraint", constraint)]
                        if v is not None]
             if changed:
                 raise UserError(f"{', '.join(changed)} cannot be changed when resuming; "
@@ -141,6 +166,8 @@ def register(cli: click.Group) -> None:
                 "data.data_dir": data_dir, "epochs": epochs, "data.batch_size": batch_size,
                 "run.seed": seed, "run.device": device, "run.deterministic": deterministic,
                 "benchmark": str(Path(benchmark).resolve()) if benchmark else None,
+                "cost.model": cost_model, "cost.lut": str(Path(lut).resolve()) if lut else None,
+                "cost.target": target, "cost.constraint": constraint,
             }
             for item in sets:
                 key, value = parse_set_option(item)
@@ -156,6 +183,7 @@ def register(cli: click.Group) -> None:
         click.echo(f"derived genotype: {genotype_path}")
         click.echo(f"candidate scores: {run_dir / 'derive.json'} (best search-time valid acc "
                    f"{details.get('best_valid_acc', float('nan')):.4f})")
+        _echo_cost(details)
         click.echo(HONESTY.format(run=run_dir))
         _score(run_dir, table, cfg.benchmark_column)
 
@@ -163,13 +191,18 @@ def register(cli: click.Group) -> None:
     @click.argument("run_dir", type=click.Path(file_okay=False))
     @click.option("--samples", type=int, default=None, help="Architectures to score (default: the run's derive.samples).")
     @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
-    def derive(run_dir, samples, device):
+    @click.option("--target", type=float, default=None,
+                  help="Derive under this cost target instead of the run's (needs a run with --cost).")
+    @click.option("--constraint", type=click.Choice(CONSTRAINTS), default=None,
+                  help="With --target: hard keeps only candidates within it; soft ranks by the MnasNet reward.")
+    def derive(run_dir, samples, device, target, constraint):
         """Derive the final genotype of a search run from its last checkpoint.
 
         ENAS: the greedy architecture plus N samples from the trained controller;
         random: N uniform samples; both scored on one validation minibatch with the
         shared weights. DARTS: the top-2 non-`none` edges per node. Writes
-        RUN_DIR/genotype.json and RUN_DIR/derive.json.
+        RUN_DIR/genotype.json and RUN_DIR/derive.json. With a cost, only candidates
+        within the budget compete and derive.json lists the accuracy-cost Pareto front.
         """
         from enas.search.build import build_search
         from enas.search.driver import SearchDriver
@@ -184,15 +217,22 @@ def register(cli: click.Group) -> None:
             cfg.derive.samples = samples
         if device:
             cfg.run.device = device
+        if target is not None or constraint is not None:
+            if cfg.cost.model is None:
+                raise UserError("--target and --constraint need a run searched with a cost (--cost)")
+            cfg.cost.target = target if target is not None else cfg.cost.target
+            cfg.cost.constraint = constraint or cfg.cost.constraint
+            validate_search_config(cfg)
         set_determinism(cfg.run.seed, cfg.run.deterministic)
         dev = resolve_device(cfg.run.device)
         table = _check_benchmark(cfg)
         attach_log_file(run_dir)
-        setup = build_search(cfg, dev)
+        setup = build_search(cfg, dev, run_dir)
         driver = SearchDriver(cfg, setup, run_dir, progress=progress_factory())
         path = driver.derive_only()
         details = json.loads((run_dir / "derive.json").read_text())
         click.echo(f"derived genotype: {path} (best search-time valid acc "
                    f"{details.get('best_valid_acc', float('nan')):.4f})")
+        _echo_cost(details)
         click.echo(HONESTY.format(run=run_dir))
         _score(run_dir, table, cfg.benchmark_column)

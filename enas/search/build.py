@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict
+from pathlib import Path
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -33,6 +34,7 @@ class SearchSetup:
     trainer: ChildTrainer
     generators: Dict[str, torch.Generator]
     num_classes: int
+    cost: Optional[Any] = None  # enas.cost.objective.SearchCost
 
 
 def build_space(cfg: SearchConfig) -> Space:
@@ -54,8 +56,11 @@ def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
     return search_split(data, cfg.data.dataset, cfg.data.valid_fraction)
 
 
-def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
-    """Build data loaders, supernet, optimizer, policy and strategy."""
+def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path] = None) -> SearchSetup:
+    """Build data loaders, supernet, optimizer, policy, cost and strategy.
+
+    ``run_dir`` receives the latency table a ``latency`` cost without ``cost.lut`` measures.
+    """
     space = build_space(cfg)
     m = cfg.model
     options = {"stem_multiplier": m.stem_multiplier, "auxiliary": m.auxiliary, "dropout": m.dropout,
@@ -105,6 +110,9 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
                            max_nonfinite=cfg.run.max_nonfinite,
                            update_off_path=cfg.optim.update_off_path)
+    from enas.cost.objective import build_search_cost, check_feasible
+
+    search_cost = build_search_cost(cfg, space, num_classes, channels, height, run_dir)
     strategy: Strategy
     if cfg.strategy == "enas":
         c = cfg.controller
@@ -112,18 +120,25 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         controller = Controller(space.decisions, len(space.policy_ops), hidden=c.hidden,
                                 tanh_constant=c.tanh_constant, op_tanh_reduce=c.op_tanh_reduce,
                                 temperature=c.temperature, op_bias_init=bias, normal_op_prior=prior)
+        check_feasible(search_cost, space, controller, generators["sample"])
+        if search_cost is not None:
+            controller = search_cost.budgeted(controller, space)  # hard constraint: resample over budget
         reinforce = Reinforce(controller, lr=c.lr, betas=(c.beta1, 0.999), eps=c.eps,
                               baseline_decay=c.baseline_decay, entropy_weight=c.entropy_weight,
                               samples_per_update=c.samples_per_update)
         strategy = SamplingStrategy(space, controller, trainer, train_loader, valid_loader,
-                                    generators["sample"], reinforce, c.updates_per_epoch)
+                                    generators["sample"], reinforce, c.updates_per_epoch, cost=search_cost)
     elif cfg.strategy == "random":
         # Li & Talwalkar's derive budget: one round per 10,000 training steps.
         rounds = cfg.derive.rounds or max(1, cfg.epochs * len(train_loader) // 10_000)
         policy = UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)
+        check_feasible(search_cost, space, policy, generators["sample"])
+        if search_cost is not None:
+            policy = search_cost.budgeted(policy, space)
         strategy = SamplingStrategy(space, policy, trainer, train_loader, valid_loader, generators["sample"],
                                     eval_samples=cfg.controller.samples_per_update, derive_rounds=rounds,
-                                    derive_eval_batches=cfg.derive.eval_batches, derive_top_k=cfg.derive.top_k)
+                                    derive_eval_batches=cfg.derive.eval_batches, derive_top_k=cfg.derive.top_k,
+                                    cost=search_cost)
     else:
         from enas.search.darts import build_darts_strategy
         from shared_model.arch_params import ArchParameters
@@ -142,5 +157,6 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         strategy = build_darts_strategy(space, model, arch, trainer, train_loader, arch_loader,
                                         order=d.order, arch_lr=d.arch_lr,
                                         arch_betas=(d.arch_beta1, d.arch_beta2),
-                                        arch_weight_decay=d.arch_weight_decay, unrolled_r=d.unrolled_r)
-    return SearchSetup(space, model, strategy, trainer, generators, num_classes)
+                                        arch_weight_decay=d.arch_weight_decay, unrolled_r=d.unrolled_r,
+                                        cost=search_cost)
+    return SearchSetup(space, model, strategy, trainer, generators, num_classes, search_cost)
