@@ -152,3 +152,34 @@ def test_expected_cost_gradient_matches_the_analytic_form_and_finite_differences
             minus[c][e, k] -= h
             fd = (value(plus) - value(minus)) / (2 * h)
             assert math.isclose(float(fd), float(grad[e, k]), rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_traced_blocks_price_a_space_without_its_own(tmp_path):
+    """The Space defaults (leaf modules traced from build_child) give any space a latency table."""
+    from enas.cost.measure import measure_table
+    from enas.cost.models import build_cost_model
+    from enas.errors import UserError
+    from shared_model.spaces import Space
+    from shared_model.spaces.nb201 import NB201Space
+
+    class Plain(NB201Space):  # a space that declares no cost blocks of its own
+        cost_blocks = Space.cost_blocks
+        cost_cover = Space.cost_cover
+        mixing_cost_blocks = Space.mixing_cost_blocks
+
+    space, spec = Plain(), SPECS["nb201"]
+    assert not space.exact_cost_blocks and get_space("nb201").exact_cost_blocks
+    arch = space.decode(space.random_actions(torch.Generator().manual_seed(3)))
+    blocks = space.cost_blocks(arch, spec)
+    assert {b.kind for b in blocks} == {"module"}
+    with torch.device("meta"):
+        net = space.build_child(arch, spec.channels, spec.layers, spec.num_classes, spec.in_channels, 8)
+    assert total(blocks, block_params) == count_parameters(net)  # every parameter sits in a leaf module
+    table = measure_table(space, spec, 1, torch.device("cpu"), warmup=0, repeats=1, rounds=1, calibrate=1)
+    assert table.predict(blocks)["total_ms"] > 0
+    latency = build_cost_model("latency", space, spec, table=table)
+    assert latency(arch) == pytest.approx(table.predict(blocks)["total_ms"])
+    params = build_cost_model("params", space, spec)
+    assert params(arch) == count_parameters(net)
+    with pytest.raises(UserError, match="DARTS cost term"):
+        params.edge_costs()

@@ -6,7 +6,7 @@ with one runtime. A network's predicted latency is the sum of its blocks'
 entries (the searchable ops plus the fixed parts: stem, preprocessing, node
 sums, head) plus a calibrated ``overhead``, the median of measured minus summed
 latency over a few calibration networks (the Python glue between blocks that
-no block contains). FBNet (Sec. 3.2) and ProxylessNAS (Sec. 3.3) predict
+no block contains; 0 when that median is negative). FBNet (Sec. 3.2) and ProxylessNAS (Sec. 3.3) predict
 the same way, without the overhead.
 
 The file says everything needed to trust it: ``units`` (``ms``; ``us`` and

@@ -194,7 +194,8 @@ def measure_table(space: Space, spec: NetSpec, batch_size: int, device: torch.de
                                     repeats, rounds, seed, clock)
         residual = [m["median"] - table.predict(space.cost_blocks(a, spec))["total_ms"]
                     for a, m in zip(archs, measured)]
-        overhead = {"median": entry_stats(residual)[0], "archs": calibrate,
+        # Glue time is not negative: a negative median residual is measurement noise.
+        overhead = {"median": max(0.0, entry_stats(residual)[0]), "archs": calibrate,
                     "residuals_ms": [round(r, 5) for r in residual]}
     table.overhead = overhead
     table.meta = {"versions": versions(runtime), "measurement": {

@@ -17,8 +17,9 @@ not the search supernet:
 All three built-in models sum the space's cost blocks
 (``Space.cost_blocks``), which for parameters and MACs equals counting the
 built network (tested), and is fast enough to price every sampled
-architecture. A space without cost blocks still gets exact parameters and
-MACs by building its child network on the meta device.
+architecture. A space without its own cost blocks gets exact parameters and
+MACs by counting its child network built on the meta device, and latency from
+blocks traced from that network (:mod:`shared_model.cost_trace`).
 """
 from __future__ import annotations
 
@@ -120,14 +121,6 @@ def _whole_network(space: Space, spec: NetSpec, count: Callable[[torch.nn.Module
     return price
 
 
-def _has_blocks(space: Space, spec: NetSpec) -> bool:
-    try:
-        space.cost_blocks(space.decode(space.random_actions(torch.Generator().manual_seed(0))), spec)
-    except NotImplementedError:
-        return False
-    return True
-
-
 def load_plugin(path: str) -> Callable[..., Any]:
     """Import ``package.module:attribute`` (never evaluated as code)."""
     module_name, sep, attr = path.partition(":")
@@ -161,7 +154,7 @@ def build_cost_model(name: str, space: Space, spec: NetSpec, lut: Optional[str] 
         return CostModel(space, spec, name, "ms", table.entry, constant=float(table.overhead.get("median", 0.0)))
     if name in ("params", "macs"):
         per_block = block_params if name == "params" else block_macs
-        if _has_blocks(space, spec):
+        if space.exact_cost_blocks:
             return CostModel(space, spec, name, UNITS[name], per_block)
         counter = count_parameters if name == "params" else (
             lambda m: count_macs(m, (spec.in_channels, spec.image_size, spec.image_size)))

@@ -240,20 +240,32 @@ class Space:
     def cost_blocks(self, arch: Any, spec: NetSpec) -> List[Block]:
         """The eval-mode child network of ``arch`` at ``spec`` as cost blocks.
 
-        Their parameters and multiply-adds add up to those of
-        ``build_child(arch, ...)``; their latencies, measured one by one, to a
-        prediction of the network's (FBNet Sec. 3.2).
-
-        Raises:
-            NotImplementedError: the space does not split its networks into blocks
-                (latency tables and the DARTS cost term are then unavailable).
+        Their latencies, measured one by one, add up to a prediction of the
+        network's (FBNet Sec. 3.2). A space that lists its own blocks (ops at
+        their shapes and strides, fixed parts) makes them add up to the exact
+        parameters and multiply-adds of ``build_child`` too. This default traces
+        the child network's leaf modules (:mod:`shared_model.cost_trace`), which
+        works for any space, more coarsely.
         """
-        raise NotImplementedError(f"the {self.name} space does not split its networks into cost blocks "
-                                  "(Space.cost_blocks)")
+        from shared_model.cost_trace import traced_blocks
+
+        return traced_blocks(lambda: self.build_child(arch, spec.channels, spec.layers, spec.num_classes,
+                                                      spec.in_channels, spec.image_size, **dict(spec.options)),
+                             (spec.in_channels, spec.image_size, spec.image_size))
+
+    #: whether :meth:`cost_blocks` is the space's own exact decomposition (not the traced default)
+    @property
+    def exact_cost_blocks(self) -> bool:
+        return type(self).cost_blocks is not Space.cost_blocks
 
     def cost_cover(self, spec: NetSpec) -> Iterable[Any]:
-        """Architectures whose blocks together include every block any architecture can place."""
-        raise NotImplementedError(f"the {self.name} space does not list a cost cover (Space.cost_cover)")
+        """Architectures whose blocks together include every block any architecture can place.
+
+        This default draws 64 seeded random architectures, which need not cover
+        every block; spaces with their own blocks list an exact cover.
+        """
+        generator = torch.Generator().manual_seed(0)
+        return [self.decode(self.random_actions(generator)) for _ in range(64)]
 
     def cost_vocabulary(self, spec: NetSpec) -> List[Block]:
         """Every block an architecture of this space can place at ``spec``, each once, sorted by key."""
