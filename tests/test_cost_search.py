@@ -198,8 +198,12 @@ def test_mobile_preset_is_a_latency_budget():
 
     cfg = build_search_config("enas", "mobile", None, {})
     assert (cfg.cost.model, cfg.cost.target, cfg.cost.constraint, cfg.cost.batch_size, cfg.cost.threads) == \
-        ("latency", 2.5, "both", 1, 1)
+        ("latency", 3.0, "both", 1, 1)
     assert cfg.data.dataset == "digits" and cfg.epochs == 20
+    # It prices the network `enas train --preset quick` retrains: C 8, 5 cells; nb201: N 1.
+    assert (cfg.cost.channels, cfg.cost.layers, cfg.model.layers) == (8, 5, 3)
+    nb201 = build_search_config("enas", "mobile", None, {"model.space": "nb201"})
+    assert (nb201.cost.channels, nb201.cost.layers) == (8, 1)
 
 
 def test_evaluate_prints_predicted_and_measured_latency_of_the_checkpoint(tmp_path):

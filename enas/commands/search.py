@@ -58,6 +58,9 @@ def _start(cfg: SearchConfig, run_dir: Path, resume: bool, stop_after: Optional[
                 cfg.strategy, cfg.model.space, cfg.data.dataset, describe_device(device), run_dir)
     setup = build_search(cfg, device, run_dir)
     if not resume:
+        from enas.cost.objective import check_feasible
+
+        check_feasible(getattr(setup.strategy, "policy", None), setup.generators["sample"])
         save_config(cfg, run_dir / "config.json")
     driver = SearchDriver(cfg, setup, run_dir, progress=progress_factory(), stop_after=stop_after)
     return driver.run(resume=resume)

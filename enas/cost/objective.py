@@ -167,15 +167,18 @@ def build_search_cost(cfg: Any, space: Space, num_classes: int, in_channels: int
     return out
 
 
-def check_feasible(search_cost: Optional[SearchCost], space: Space, policy: Any, generator: Any) -> None:
-    """Refuse an infeasible hard budget before training: one within-budget draw must exist."""
-    if search_cost is None or not search_cost.hard:
+def check_feasible(policy: Any, generator: Any) -> None:
+    """Refuse an infeasible hard budget before a search starts: one draw within budget must exist.
+
+    A no-op for a policy without a budget (or none at all: DARTS). The generator is left as it was.
+    """
+    if not isinstance(policy, BudgetedPolicy):
         return
-    wrapped = search_cost.budgeted(policy, space)
     state = generator.get_state()
     try:
-        wrapped.sample(generator=generator)
+        policy.sample(generator=generator)
     except BudgetInfeasible as exc:
         raise UserError(f"infeasible cost budget: {exc}") from None
     finally:
         generator.set_state(state)
+        policy.rejected = 0

@@ -110,7 +110,7 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
                            max_nonfinite=cfg.run.max_nonfinite,
                            update_off_path=cfg.optim.update_off_path)
-    from enas.cost.objective import build_search_cost, check_feasible
+    from enas.cost.objective import build_search_cost
 
     search_cost = build_search_cost(cfg, space, num_classes, channels, height, run_dir)
     strategy: Strategy
@@ -120,7 +120,6 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
         controller = Controller(space.decisions, len(space.policy_ops), hidden=c.hidden,
                                 tanh_constant=c.tanh_constant, op_tanh_reduce=c.op_tanh_reduce,
                                 temperature=c.temperature, op_bias_init=bias, normal_op_prior=prior)
-        check_feasible(search_cost, space, controller, generators["sample"])
         if search_cost is not None:
             controller = search_cost.budgeted(controller, space)  # hard constraint: resample over budget
         reinforce = Reinforce(controller, lr=c.lr, betas=(c.beta1, 0.999), eps=c.eps,
@@ -132,7 +131,6 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
         # Li & Talwalkar's derive budget: one round per 10,000 training steps.
         rounds = cfg.derive.rounds or max(1, cfg.epochs * len(train_loader) // 10_000)
         policy = UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)
-        check_feasible(search_cost, space, policy, generators["sample"])
         if search_cost is not None:
             policy = search_cost.budgeted(policy, space)
         strategy = SamplingStrategy(space, policy, trainer, train_loader, valid_loader, generators["sample"],
