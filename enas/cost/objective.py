@@ -78,6 +78,9 @@ class SearchCost:
             self._edge_costs = self.model.edge_costs()
             uniform = sum(float(t.mean(-1).sum()) for t in self._edge_costs.values())
             self.darts_scale = float(self.target or uniform or 1.0)
+        like = next(iter(probs.values()))
+        if next(iter(self._edge_costs.values())).device != like.device:  # moved once, not every step
+            self._edge_costs = {c: t.to(like.device) for c, t in self._edge_costs.items()}
         expected = expected_cost(probs, self._edge_costs)
         return self.darts_weight * expected / self.darts_scale, expected
 

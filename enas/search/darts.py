@@ -247,18 +247,19 @@ class DartsStrategy(Strategy):
                   yv: torch.Tensor) -> Dict[str, float]:
         """One architecture update; skipped (and counted) if the gradient is not finite."""
         grads, loss_v, logits_v = self.arch_grads(x, y, xv, yv)
-        extra: Dict[str, float] = {}
+        logged: List[torch.Tensor] = []
         term = self.cost_term()
         if term is not None:
             # The cost term depends on alpha only: its gradient adds to either order's.
             penalty, expected = term
             alphas = [self.arch.alpha(c) for c in self.arch.cells]
             grads = [g + p for g, p in zip(grads, torch.autograd.grad(penalty, alphas))]
-            extra = {"expected_cost": float(expected.detach()), "cost_penalty": float(penalty.detach())}
+            logged = [expected.detach().float(), penalty.detach().float()]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         acc = (logits_v.detach().argmax(1) == yv).float().mean()
         # One host sync for the logged values and the finiteness check.
-        loss, acc, norm = torch.stack([loss_v.detach().float(), acc, norm.float()]).cpu().tolist()
+        loss, acc, norm, *costs = torch.stack([loss_v.detach().float(), acc, norm.float()] + logged).cpu().tolist()
+        extra = dict(zip(("expected_cost", "cost_penalty"), costs))
         finite = all(v == v and abs(v) != float("inf") for v in (loss, norm))
         if finite:
             for p, g in zip(self.arch.parameters(), grads):

@@ -25,6 +25,7 @@ lists the accuracy-cost Pareto front.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -91,20 +92,22 @@ class SamplingStrategy(Strategy):
     def _sample(self, greedy: bool = False, raw: bool = False) -> List[int]:
         """The policy's next architecture (``raw``: without the budget wrapper, for derive)."""
         policy = getattr(self.policy, "policy", self.policy) if raw else self.policy
-        try:
-            with torch.no_grad():
-                return list(policy.sample(generator=self.generator, greedy=greedy).actions)
-        except BudgetInfeasible as exc:
-            raise UserError(f"infeasible cost budget: {exc}; the last checkpoint is kept") from None
+        with budget_errors(), torch.no_grad():
+            return list(policy.sample(generator=self.generator, greedy=greedy).actions)
+
+    def _rejected(self) -> Dict[str, int]:
+        """Over-budget draws since the last unit (hard constraint), then reset."""
+        if not hasattr(self.policy, "rejected"):
+            return {}
+        n, self.policy.rejected = self.policy.rejected, 0
+        return {"rejected": n}
 
     def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
         for x, y in self.train_loader.epoch_batches(epoch, start):
             genotype = self.space.decode(self._sample())
             stats = self.trainer.train_step(x, y, genotype)
             if self.cost is not None:
-                stats = dict(stats, cost=self.cost.cost(genotype))
-                if hasattr(self.policy, "rejected"):
-                    stats["rejected"], self.policy.rejected = self.policy.rejected, 0
+                stats = dict(stats, cost=self.cost.cost(genotype), **self._rejected())
             yield stats
 
     def _reward(self, actions: List[int]) -> float:
@@ -125,20 +128,15 @@ class SamplingStrategy(Strategy):
             return {}
         accs, costs = zip(*self.scored)
         self.scored = []
-        out = {"acc": sum(accs) / len(accs), "cost": sum(costs) / len(costs), "cost_min": min(costs),
-               "cost_max": max(costs)}
-        if hasattr(self.policy, "rejected"):
-            out["rejected"], self.policy.rejected = self.policy.rejected, 0
-        return out
+        return {"acc": sum(accs) / len(accs), "cost": sum(costs) / len(costs), "cost_min": min(costs),
+                "cost_max": max(costs), **self._rejected()}
 
     def _controller(self, start: int) -> Iterator[Dict[str, Any]]:
         for _ in range(start, self.updates_per_epoch):
             self.scored = []
             if self.reinforce is not None:
-                try:
+                with budget_errors():
                     stats = self.reinforce.update(self._reward, generator=self.generator)
-                except BudgetInfeasible as exc:
-                    raise UserError(f"infeasible cost budget: {exc}; the last checkpoint is kept") from None
                 row = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
             else:
                 rewards = [self._reward(self._sample()) for _ in range(self.eval_samples)]
@@ -278,6 +276,15 @@ class SamplingStrategy(Strategy):
         if self.reinforce is not None:
             self.policy.load_state_dict(state["controller"])
             self.reinforce.load_state_dict(state["reinforce"])
+
+
+@contextlib.contextmanager
+def budget_errors() -> Iterator[None]:
+    """A hard budget that no draw meets any more: one line for the user (the last checkpoint stays)."""
+    try:
+        yield
+    except BudgetInfeasible as exc:
+        raise UserError(f"infeasible cost budget: {exc}; the last checkpoint is kept") from None
 
 
 def uniform_policy(space: Space) -> UniformPolicy:
