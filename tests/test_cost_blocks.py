@@ -183,3 +183,16 @@ def test_traced_blocks_price_a_space_without_its_own(tmp_path):
     assert params(arch) == count_parameters(net)
     with pytest.raises(UserError, match="DARTS cost term"):
         params.edge_costs()
+
+
+def test_onnxruntime_table_prices_blocks_net_of_the_session_call():
+    pytest.importorskip("onnxruntime")
+    from enas.cost.measure import measure_table
+
+    space, spec = get_space("nb201"), SPECS["nb201"]
+    table = measure_table(space, spec, 1, torch.device("cpu"), runtime="onnxruntime", warmup=0, repeats=1,
+                          rounds=1, calibrate=1)
+    assert table.runtime == "onnxruntime" and "onnxruntime" in table.meta["versions"]
+    assert table.meta["measurement"]["per_run_ms_removed"] > 0
+    arch = space.decode(space.random_actions(torch.Generator().manual_seed(0)))
+    assert table.predict(space.cost_blocks(arch, spec))["total_ms"] > 0

@@ -190,6 +190,7 @@ def test_cost_plugin_by_dotted_path(tmp_path, monkeypatch):
     assert details["cost"]["unit"] == "ops" and details["best_cost"] == 32
     assert "cannot import" in error_line(run("search", *TINY, "--cost", "no_such_module:f", "--out", tmp_path / "x"))
     assert "cost.model" in error_line(run("search", *TINY, "--cost", "__import__('os')", "--out", tmp_path / "y"))
+    assert "factory(space=" in error_line(run("search", *TINY, "--cost", "os:getcwd", "--out", tmp_path / "z"))
     sys.modules.pop("my_costs", None)
 
 

@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
@@ -57,14 +58,18 @@ def _onnx_runner(module: nn.Module, inputs: Sequence[torch.Tensor], device: torc
     buffer = io.BytesIO()
     names = [f"x{i}" for i in range(len(inputs))]
     # The TorchScript-based exporter: fast for hundreds of small blocks, and every block op has a symbolic.
-    torch.onnx.export(module.cpu(), tuple(t.cpu() for t in inputs), buffer, dynamo=False, opset_version=17,
-                      input_names=names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module.cpu(), tuple(t.cpu() for t in inputs), buffer, dynamo=False, opset_version=17,
+                          input_names=names)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
     providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(buffer.getvalue(), options, providers=providers)
-    feeds = {n: t.cpu().numpy() for n, t in zip(names, inputs)}
+    # An input the graph does not read (a zeros_like block needs only its shape) is dropped from it.
+    kept = {i.name for i in session.get_inputs()}
+    feeds = {n: t.cpu().numpy() for n, t in zip(names, inputs) if n in kept}
     return lambda: session.run(None, feeds)
 
 

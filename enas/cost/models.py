@@ -79,10 +79,12 @@ class CostModel:
         """The cost of ``arch`` (cached by its JSON form)."""
         key = json.dumps(self.space.arch_to_json(arch), sort_keys=True)
         if key not in self._cache:
-            if self._whole is not None:
-                value = float(self._whole(arch))
-            else:
-                value = self.constant + sum(self._block_cost(b) for b in self.blocks(arch))
+            raw = self._whole(arch) if self._whole is not None else \
+                self.constant + sum(self._block_cost(b) for b in self.blocks(arch))
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise UserError(f"the {self.name} cost model returned {str(raw)[:40]!r}, not a number") from None
             if not math.isfinite(value) or value < 0:
                 raise UserError(f"the {self.name} cost model returned {value!r}; costs must be finite and >= 0")
             self._cache[key] = value
@@ -128,7 +130,7 @@ def load_plugin(path: str) -> Callable[..., Any]:
         raise UserError(f"cost plug-in {path!r} must be 'package.module:factory'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, ValueError, TypeError) as exc:
         raise UserError(f"cannot import cost plug-in module {module_name!r}: {exc}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -159,7 +161,10 @@ def build_cost_model(name: str, space: Space, spec: NetSpec, lut: Optional[str] 
         counter = count_parameters if name == "params" else (
             lambda m: count_macs(m, (spec.in_channels, spec.image_size, spec.image_size)))
         return CostModel(space, spec, name, UNITS[name], whole=_whole_network(space, spec, counter))
-    plugin = load_plugin(name)(space=space, spec=spec)
+    try:
+        plugin = load_plugin(name)(space=space, spec=spec)
+    except TypeError as exc:
+        raise UserError(f"cost plug-in {name!r} must be called as factory(space=..., spec=...): {exc}") from None
     if not callable(getattr(plugin, "arch_cost", None)):
         raise UserError(f"cost plug-in {name!r} returned an object without arch_cost(arch)")
     block_cost = getattr(plugin, "block_cost", None)
