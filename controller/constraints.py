@@ -121,7 +121,7 @@ class BudgetedPolicy:
         rejected: over-budget draws so far (read and reset by the caller for logging).
     """
 
-    def __init__(self, policy: Any, cost: Callable[[Sequence[int]], float], budget: float, max_tries: int = 200):
+    def __init__(self, policy: Any, cost: Callable[[Sequence[int]], float], budget: float, max_tries: int = 1000):
         self.policy, self.cost, self.budget, self.max_tries = policy, cost, float(budget), int(max_tries)
         self.rejected = 0
 

@@ -109,7 +109,7 @@ class CostConfig:
     alpha: float = -0.07  # MnasNet Sec. 3
     beta: float = -0.07
     exponent: float = 0.1  # ProxylessNAS Sec. 3.3
-    max_tries: int = 200  # hard constraint: draws per architecture before the budget counts as infeasible
+    max_tries: int = 1000  # hard constraint: draws per architecture before the budget counts as infeasible
     darts_weight: float = 0.1  # DARTS: loss + darts_weight * expected cost / target
     lut: Optional[str] = None  # latency table; None with model latency: measured into RUN/latency_table.json
     channels: Optional[int] = None  # the priced child network; None: model.channels

@@ -78,4 +78,7 @@ def register(cli: click.Group) -> None:
                    f"{len(table.entries) - ops_n} fixed parts) for {table.describe()} in {m['seconds']:.0f} s")
         click.echo(f"overhead {table.overhead['median']:.3f} ms per network (median over {calibrate} "
                    f"calibration networks); load average {m['load_average_before']} -> {m['load_average_after']}")
+        r = table.meta["random_architectures_ms"]
+        click.echo(f"predicted latency of {r['draws']} random architectures: min {r['p0']:.3f}, p5 {r['p5']:.3f}, "
+                   f"median {r['p50']:.3f}, p95 {r['p95']:.3f}, max {r['p100']:.3f} ms (choose --target from these)")
         click.echo(f"wrote {out}")

@@ -210,9 +210,16 @@ def measure_table(space: Space, spec: NetSpec, batch_size: int, device: torch.de
         overhead = {"median": max(0.0, entry_stats(residual)[0]), "archs": calibrate,
                     "residuals_ms": [round(r, 5) for r in residual]}
     table.overhead = overhead
-    table.meta = {"versions": versions(runtime), "measurement": {
-        "clock": clock, "per_run_ms_removed": per_run, "warmup": warmup, "repeats": repeats, "rounds": rounds, "calibration_seed": seed,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 2), "load_average_before": load_before,
-        "load_average_after": load_average()}}
+    # What uniform draws predict, to choose a target from (tracing is slower: fewer draws).
+    draws = 500 if space.exact_cost_blocks else 100
+    predicted = sorted(table.predict(space.cost_blocks(space.decode(space.random_actions(gen)), spec))["total_ms"]
+                       for _ in range(draws))
+    percentiles = {f"p{q}": round(predicted[round(q / 100 * (draws - 1))], 5) for q in (0, 5, 25, 50, 75, 95, 100)}
+    table.meta = {
+        "random_architectures_ms": dict(percentiles, draws=draws), "versions": versions(runtime),
+        "measurement": {"clock": clock, "per_run_ms_removed": per_run, "warmup": warmup, "repeats": repeats,
+                        "rounds": rounds, "calibration_seed": seed,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                        "seconds": round(time.time() - started, 2), "load_average_before": load_before,
+                        "load_average_after": load_average()}}
     return table

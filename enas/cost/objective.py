@@ -45,7 +45,7 @@ class SearchCost:
     target: Optional[float] = None
     objective: Optional[CostReward] = None
     hard: bool = False
-    max_tries: int = 200
+    max_tries: int = 1000
     darts_weight: float = 0.1
     darts_scale: Optional[float] = None
     _edge_costs: Optional[Dict[str, torch.Tensor]] = None

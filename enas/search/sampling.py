@@ -284,7 +284,8 @@ def budget_errors() -> Iterator[None]:
     try:
         yield
     except BudgetInfeasible as exc:
-        raise UserError(f"infeasible cost budget: {exc}; the last checkpoint is kept") from None
+        raise UserError(f"infeasible cost budget: {exc}; the last checkpoint is kept (`enas derive RUN "
+                        "--target T` derives from it)") from None
 
 
 def uniform_policy(space: Space) -> UniformPolicy:
