@@ -111,6 +111,11 @@ def test_hard_constraint_never_trains_or_derives_an_architecture_over_budget(tmp
     front = details["pareto_front"]
     assert [c["cost"] for c in front] == sorted(c["cost"] for c in front)
     assert [c["valid_acc"] for c in front] == sorted(c["valid_acc"] for c in front)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(out / "tb")).Reload().Tags()
+    assert "derive/pareto" in tags["images"]
+    assert {"shared/cost", "controller/cost", "controller/acc", "derive/best_cost"} <= set(tags["scalars"])
 
 
 def test_infeasible_budget_is_one_error_line(tmp_path):

@@ -104,7 +104,8 @@ def _echo_cost(details: Dict[str, Any]) -> None:
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.option("--preset", type=click.Choice(PRESETS), default=None,
-                  help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data.")
+                  help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data; "
+                       "mobile: quick under a 3 ms latency budget at batch 1 on one CPU thread.")
     @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
                   help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform.")
     @click.option("--space", type=click.Choice(list_spaces()), default=None,
