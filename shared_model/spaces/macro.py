@@ -202,7 +202,7 @@ class MacroSpace(Space):
 
     def describe_json(self, arch: MacroArch) -> Dict[str, Any]:
         pools = pool_layers(arch.num_layers)
-        return {"arc": arch.to_arc(), "layers": [
+        return {"arc": arch.to_arc(), "network": [
             {"layer": j, "op": op, "input": state_name(j), "skips": [state_name(i) for i in arch.skip_sources(j)],
              "reduce_after": j in pools} for j, op in enumerate(arch.ops)]}
 
