@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, List, Sequence, Tuple
 
+from shared_model.arch_json import check_fields, check_text, load_json
 from shared_model.genotype import _show
 
 #: The macro op set in the official branch order (``general_child._enas_layer`` branches 0-5).
@@ -146,10 +147,7 @@ class MacroArch:
     @classmethod
     def from_arc(cls, text: Any) -> "MacroArch":
         """Parse the official whitespace-separated ``fixed_arc`` string."""
-        if not isinstance(text, str):
-            raise MacroArchError(f"macro arc: expected a str, got {type(text).__name__}")
-        if len(text) > _MAX_ARC:
-            raise MacroArchError(f"macro arc is {len(text)} characters long (at most {_MAX_ARC})")
+        check_text(text, "macro arc", MacroArchError, _MAX_ARC)
         tokens = text.split()
         bad = next((t for t in tokens if not (t.isascii() and t.isdigit())), None)
         if bad is not None:
@@ -186,28 +184,12 @@ class MacroArch:
     @classmethod
     def from_dict(cls, data: Any) -> "MacroArch":
         """Build from ``{"ops": [...], "skips": [[...], ...]}``, nothing else."""
-        if not isinstance(data, dict):
-            raise MacroArchError(f"macro architecture must be a JSON object, got {type(data).__name__}")
-        extra = sorted(set(data) - {"ops", "skips"}, key=str)
-        if extra:
-            names = ", ".join(f if f.isidentifier() else _show(f) for f in map(str, extra))
-            raise MacroArchError(f"macro architecture has unknown field(s): {names}")
-        missing = [f for f in ("ops", "skips") if f not in data]
-        if missing:
-            raise MacroArchError(f"macro architecture is missing field(s): {', '.join(missing)}")
+        check_fields(data, ("ops", "skips"), "macro architecture", MacroArchError)
         return cls(data["ops"], data["skips"])
 
     @classmethod
     def from_json(cls, text: Any) -> "MacroArch":
-        if not isinstance(text, (str, bytes, bytearray)):
-            raise MacroArchError(f"macro architecture JSON: expected a str, got {type(text).__name__}")
-        if len(text) > _MAX_JSON:
-            raise MacroArchError(f"macro architecture JSON is {len(text)} characters long (at most {_MAX_JSON})")
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:  # also over-long ints and too deep nesting
-            raise MacroArchError(f"macro architecture is not valid JSON: {' '.join(str(exc).split())}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(load_json(text, "macro architecture", MacroArchError, _MAX_JSON))
 
     def __str__(self) -> str:
         return self.to_arc()
