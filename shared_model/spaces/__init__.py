@@ -1,9 +1,9 @@
 """Search spaces as plugins: a registry of space modules (see :mod:`.base` for the contract).
 
-Registered here: ``micro`` (ENAS micro, Pham et al. 2018), ``darts`` (Liu et
-al. 2019), both cell spaces of :mod:`.cell`, and ``nb201`` (NAS-Bench-201,
-Dong & Yang 2020) in :mod:`.nb201`, and ``macro`` (ENAS macro, Pham et al.
-2018) in :mod:`.macro`. A new space is one module that subclasses
+Registered here: ``micro`` (ENAS micro, Pham et al. 2018) and ``darts`` (Liu et
+al. 2019), the cell spaces of :mod:`.cell`; ``nb201`` (NAS-Bench-201, Dong &
+Yang 2020) in :mod:`.nb201`; ``macro`` (ENAS macro, Pham et al. 2018) in
+:mod:`.macro`. A new space is one module that subclasses
 :class:`Space` and registers a factory with :func:`register_space`; import it
 here (or anywhere before :func:`get_space`) to make it available.
 """
