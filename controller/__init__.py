@@ -1,6 +1,7 @@
 """Architecture policies: the ENAS LSTM controllers (micro and macro), their REINFORCE trainer and a
 uniform policy."""
-from controller.lstm import Controller, LSTMPolicy, Sample, plan_decisions
+from controller.lstm import Controller
+from controller.policy import LSTMPolicy, Sample, plan_decisions
 from controller.macro import MacroController
 from controller.reinforce import ExtraLoss, Reinforce
 from controller.tf_adam import TFAdam

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from controller.lstm import LSTMPolicy, plan_decisions
+from controller.policy import LSTMPolicy, plan_decisions
 from shared_model.spaces import Decision
 
 # Per layer: the position of its op decision and the positions of its skip bits.

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from controller.lstm import LSTMPolicy, Sample
+from controller.policy import LSTMPolicy, Sample
 from controller.tf_adam import TFAdam
 
 logger = logging.getLogger(__name__)
