@@ -1,8 +1,8 @@
-"""Uniform policy: random search over a cell space (Li and Talwalkar 2019).
+"""Uniform policy: random search over any space (Li and Talwalkar 2019).
 
 Same ``sample`` interface as :class:`~controller.lstm.Controller`, so the search
 loop can run random search with weight sharing by swapping the policy. Every op
-decision is uniform over its choices. Inputs are uniform too; with
+decision and every skip bit (macro space) is uniform over its choices. Inputs are uniform too; with
 ``distinct_inputs`` (the DARTS space) a node's inputs are drawn without
 replacement, as Li & Talwalkar's ``sample_arch`` does
 (``benchmarks/cnn/darts/darts_wrapper_discrete.py``): the k-th input of a node
@@ -36,7 +36,7 @@ class UniformPolicy:
     def __init__(self, decisions: Sequence[Decision], device: torch.device | str = "cpu",
                  distinct_inputs: bool = False) -> None:
         self.decisions: Tuple[Decision, ...] = tuple(decisions)
-        plan = plan_decisions(self.decisions)  # same validation as the controller
+        plan = plan_decisions(self.decisions, skips=True)  # same validation as the controllers
         self.device = torch.device(device)
         self.distinct_inputs = bool(distinct_inputs)
         # Per decision: the earlier input positions of its node it must differ from.

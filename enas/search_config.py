@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    space: Optional[str] = None  # micro | darts; None: the strategy's default
+    space: Optional[str] = None  # micro | darts | nb201 | macro; None: the strategy's default
     num_nodes: Optional[int] = None  # None: the space's default
     ops: Optional[List[str]] = None  # None: the space's default op list
     channels: int = 20
@@ -74,6 +74,10 @@ class ControllerConfig:
     entropy_weight: float = 1e-4
     samples_per_update: int = 10
     updates_per_epoch: int = 30
+    # Macro controller only (official general_controller): the skip penalty
+    # skip_weight * KL(skip probability || skip_target) added to each sample's loss.
+    skip_target: float = 0.4
+    skip_weight: float = 0.8
 
 
 @dataclass
@@ -274,6 +278,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (0.0 <= c.baseline_decay <= 1.0, "controller.baseline_decay must be in [0, 1]"),
         (c.samples_per_update >= 1, "controller.samples_per_update must be >= 1"),
         (c.updates_per_epoch >= 0, "controller.updates_per_epoch must be >= 0"),
+        (0.0 < c.skip_target < 1.0, "controller.skip_target must be in (0, 1)"),
+        (c.skip_weight >= 0, "controller.skip_weight must be >= 0"),
         (a.order in (1, 2), "darts.order must be 1 or 2"),
         (a.arch_lr > 0, "darts.arch_lr must be > 0"),
         (0.0 <= a.arch_beta1 < 1.0 and 0.0 <= a.arch_beta2 < 1.0, "darts.arch_beta1 and arch_beta2 must be in [0, 1)"),
@@ -291,3 +297,18 @@ def validate_search_config(cfg: SearchConfig) -> None:
     raise_first_failure(checks)
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:
         raise UserError("model.num_nodes must be >= 1")
+    _check_network(cfg)
+
+
+def _check_network(cfg: SearchConfig) -> None:
+    """The space's refusals (e.g. DARTS on the macro space, an aux head it lacks), before any run folder exists."""
+    m = cfg.model
+    try:
+        space = get_space(m.space)
+    except ValueError:
+        return  # an unknown space is refused with its name when the space is built
+    try:
+        space.check_search(mixing=cfg.strategy == "darts", stem_multiplier=m.stem_multiplier,
+                           auxiliary=m.auxiliary, dropout=m.dropout, cell_output=m.cell_output)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None

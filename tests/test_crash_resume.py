@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 ARGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "32", "--deterministic", "--device", "cpu",
@@ -43,9 +44,13 @@ def run_until(args, run: Path, condition, timeout=300.0) -> bool:
     return False
 
 
-def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("space", ["micro", "macro"])
+def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path, space):
+    # micro: the quick preset's default space; macro: the layer-by-layer space, whose controller
+    # adds the skip penalty to its loss (3 layers, C 4).
+    args = ARGS if space == "micro" else [*ARGS, "--space", "macro"]
     ref, run = tmp_path / "ref", tmp_path / "run"
-    proc = start([*ARGS, "--out", str(ref)])
+    proc = start([*args, "--out", str(ref)])
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, out
 
@@ -55,7 +60,7 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path):
         lambda r: any(x["phase"] == "derive" for x in r),  # during derive
     ]
     kills = 0
-    finished = not run_until([*ARGS, "--out", str(run)], run, kill_points[0])
+    finished = not run_until([*args, "--out", str(run)], run, kill_points[0])
     kills += not finished
     for point in kill_points[1:]:
         if finished:
@@ -78,4 +83,5 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["strategy"]["reinforce"]["baseline"] == b["strategy"]["reinforce"]["baseline"]
     assert sorted(p.name for p in (run / "genotypes").iterdir()) == ["epoch_001.json", "epoch_002.json"]
+    assert json.loads((run / "config.json").read_text())["model"]["space"] == space
     assert not list(run.rglob("*.tmp")), "a temporary file was left behind"

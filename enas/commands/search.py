@@ -93,11 +93,11 @@ def register(cli: click.Group) -> None:
     @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
                   help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform.")
     @click.option("--space", type=click.Choice(list_spaces()), default=None,
-                  help="Search space (default: micro for enas, darts for darts and random).")
+                  help="Search space (default: micro for enas, darts for darts and random; macro: enas or random).")
     @click.option("--order", type=click.Choice(["1", "2"]), default=None, help="DARTS order (1 or 2).")
     @click.option("--dataset", default=None, help="cifar10 (default), cifar100, fashion_mnist, imagefolder, digits.")
     @click.option("--data-dir", default=None, help="Folder holding the dataset (no download).")
-    @click.option("--epochs", type=int, default=None, help="Search epochs (paper: 150 ENAS, 50 DARTS).")
+    @click.option("--epochs", type=int, default=None, help="Search epochs (paper: 150 ENAS, 50 DARTS, 310 ENAS macro).")
     @click.option("--batch-size", type=int, default=None, help="Child minibatch size.")
     @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
     @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
