@@ -60,7 +60,7 @@ def test_nb201_time_budget_and_resume_of_an_interrupted_run(tmp_path, table_file
     (["--benchmark", "absent.csv"], "benchmark table not found"),
     (["--seeds", 1], "--benchmark FILE is required"),
     (["--budget-queries", 5, "--budget-seconds", 10], "exclude each other"),
-    (["--methods", "random,evolution"], "unknown method 'evolution'"),
+    (["--methods", "random,amoeba"], "unknown method 'amoeba'"),
     (["--set", "enas.nope=1"], "unknown config key 'enas.nope'"),
     (["--set", "budget.queries=0"], "budget.queries"),
     (["--set", "columns.reward=nope"], "no column 'nope'"),
