@@ -162,9 +162,12 @@ def test_bench_table_script_prints_json():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_table.py"
-    out = subprocess.run([sys.executable, str(script), "--seeds", "2", "--queries", "3", "6", "--methods", "random",
-                          "enas"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, str(script), "--seeds", "2", "--queries", "3", "6", "--seconds", "400",
+                          "--methods", "random", "enas", "evolution"], capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
-    assert set(data["methods"]) == {"random", "enas"} and set(data["enas_beats_random"]) == {"3", "6"}
+    assert set(data["methods"]) == {"random", "enas", "evolution"}
+    assert set(data["versus_random"]) == {"enas", "evolution"}
+    assert set(data["versus_random"]["evolution"]) == {"3", "6", "400s"}
     row = data["methods"]["random"]["budgets"]["6"]
-    assert {"test_acc_mean", "test_acc_std", "regret_mean", "rank_mean"} <= set(row)
+    assert {"test_acc_mean", "test_acc_std", "regret_mean", "rank_mean", "queries_mean"} <= set(row)
+    assert row["queries_mean"] == 6 and 1 <= data["methods"]["evolution"]["budgets"]["400s"]["queries_mean"] < 10
