@@ -86,3 +86,11 @@ def test_derive_rescoring_resumes_exactly():
     tail = list(c.strategy.derive_phase(cfg.derive.samples).run(3))
     assert head + tail == whole
     assert c.strategy.derive_result()[1] == a.strategy.derive_result()[1]
+    # A checkpoint taken right after the last candidate resumes to the same result.
+    cfg, d = setup("evolution")
+    d.strategy.load_state_dict(c.strategy.state_dict())
+    assert list(d.strategy.derive_phase(cfg.derive.samples).run(len(whole))) == []
+    assert d.strategy.derive_result()[1] == a.strategy.derive_result()[1]
+    # `enas derive --samples N` again: new candidates from the unchanged population and hall of fame.
+    again = d.strategy.derive_phase(2)
+    assert again.length == 4 and len(list(again.run(0))) == 4 and len(d.strategy.derive_scores) == 4

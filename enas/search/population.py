@@ -135,10 +135,9 @@ class PopulationStrategy(Strategy):
 
     # -- derive ------------------------------------------------------------------
     def derive_phase(self, samples: int) -> Phase:
-        # Mid-derive (resumed) the stored candidates stay; otherwise they follow from the state.
-        if not 0 < len(self.derive_scores) < len(self.derive_candidates):
-            self.derive_scores = []
-            self.derive_candidates = self._candidates(samples)
+        # Derive changes neither the population nor the hall of fame, so a resumed derive
+        # recomputes the very same candidates; its scores so far come from the checkpoint.
+        self.derive_candidates = self._candidates(samples)
         total = len(self.derive_candidates)
         return Phase("derive", total, lambda start: self._derive(start, total))
 
@@ -191,7 +190,7 @@ class PopulationStrategy(Strategy):
         return {"trainer": self.trainer.state_dict(), "proposer": self.proposer.state_dict(),
                 "hall": [[r, i, a] for r, i, a in self.hall], "proposals": self.proposals,
                 "best": [self.best[0] or [], self.best[1]], "epoch_best": [self.epoch_best[0] or [], self.epoch_best[1]],
-                "derive_candidates": self.derive_candidates, "derive_scores": self.derive_scores,
+                "derive_scores": self.derive_scores,
                 "derive_batch_seed": self.derive_batch_seed}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -202,7 +201,6 @@ class PopulationStrategy(Strategy):
         self.proposals = int(state["proposals"])
         self.best = ([int(a) for a in state["best"][0]] or None, float(state["best"][1]))
         self.epoch_best = ([int(a) for a in state["epoch_best"][0]] or None, float(state["epoch_best"][1]))
-        self.derive_candidates = list(state["derive_candidates"])
         self.derive_scores = list(state["derive_scores"])
         self.derive_batch_seed = int(state["derive_batch_seed"])
 
