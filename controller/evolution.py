@@ -32,10 +32,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from controller.proposer import Proposer
 from controller.uniform import UniformPolicy
 from shared_model.spaces import Decision
 
@@ -47,16 +48,6 @@ def _pick(n: int, generator: Optional[torch.Generator]) -> int:
 
 def _fitness(reward: float) -> float:
     return reward if math.isfinite(reward) else -math.inf
-
-
-def diversity(population: Sequence[Sequence[int]]) -> float:
-    """Mean pairwise Hamming distance between action lists, as a fraction of the decisions (0..1)."""
-    if len(population) < 2:
-        return 0.0
-    a = torch.tensor([list(m) for m in population])  # (P, D)
-    differ = (a[:, None, :] != a[None, :, :]).float().mean(dim=2)  # (P, P)
-    n = len(population)
-    return float(differ.sum() / (n * (n - 1)))
 
 
 class Mutator:
@@ -120,7 +111,7 @@ class Member:
     born: int
 
 
-class RegularizedEvolution:
+class RegularizedEvolution(Proposer):
     """Aging evolution with a propose / tell interface (see the module docstring).
 
     Args:
@@ -169,41 +160,15 @@ class RegularizedEvolution:
         """Discard a proposal without evaluating it (e.g. over a hard cost budget); propose again."""
         self.rejected += 1
 
-    def update(self, reward_fn: Callable[[List[int]], float],
-               generator: Optional[torch.Generator] = None) -> Dict[str, float]:
-        """One cycle: propose, score with ``reward_fn``, tell. Returns scalar statistics."""
-        actions = self.propose(generator)
-        reward = float(reward_fn(actions))
-        self.tell(actions, reward)
-        return dict(self.stats(), reward=reward)
-
     # -- population ------------------------------------------------------------
-    def members(self) -> List[List[int]]:
-        """The population's actions, oldest first."""
-        return [list(m.actions) for m in self.population]
-
     def scored_members(self) -> List[Tuple[List[int], float]]:
         """The population's actions and told rewards, oldest first."""
         return [(list(m.actions), m.reward) for m in self.population]
 
-    def sample_member(self, generator: Optional[torch.Generator] = None) -> Optional[List[int]]:
-        """A uniform member of the population (None while it is empty)."""
-        if not self.population:
-            return None
-        return list(self.population[_pick(len(self.population), generator)].actions)
-
-    def stats(self) -> Dict[str, float]:
-        """Population best / mean reward, diversity, unique fraction and the last parent's age."""
-        finite = [m.reward for m in self.population if math.isfinite(m.reward)]
-        members = self.members()
+    def extra_stats(self) -> Dict[str, float]:
+        """The last parent's age in cycles (NaN for a random proposal)."""
         origin = self.last_origin.get("parent_born", -1)
-        return {
-            "population_best": max(finite) if finite else math.nan,
-            "population_mean": sum(finite) / len(finite) if finite else math.nan,
-            "diversity": diversity(members),
-            "unique": len({tuple(m) for m in members}) / max(1, len(members)),
-            "parent_age": float(self.cycles - 1 - origin) if origin >= 0 else math.nan,
-        }
+        return {"parent_age": float(self.cycles - 1 - origin) if origin >= 0 else math.nan}
 
     # -- checkpoint ------------------------------------------------------------
     def state_dict(self) -> dict:

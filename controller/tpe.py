@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from controller.evolution import diversity
+from controller.proposer import Proposer
 from controller.uniform import input_exclusions, nth_free
 from shared_model.spaces import Decision
 
@@ -48,7 +48,7 @@ def require_optuna() -> Any:
     return optuna
 
 
-class TPEProposer:
+class TPEProposer(Proposer):
     """Optuna TPE over a decision list, with the propose / tell interface of the evolution policy.
 
     Args:
@@ -133,40 +133,13 @@ class TPEProposer:
         self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
         self.trials.append((choices, None))
 
-    def update(self, reward_fn: Callable[[List[int]], float],
-               generator: Optional[torch.Generator] = None) -> Dict[str, float]:
-        """One trial: propose, score with ``reward_fn``, tell. Returns scalar statistics."""
-        actions = self.propose(generator)
-        reward = float(reward_fn(actions))
-        self.tell(actions, reward)
-        return dict(self.stats(), reward=reward)
-
     # -- population (the latest trials) ----------------------------------------
-    def members(self) -> List[List[int]]:
-        """The actions of the latest ``population`` successful trials, oldest first."""
-        return [list(a) for a, _ in self._recent]
-
     def scored_members(self) -> List[Tuple[List[int], float]]:
-        """The latest successful trials' actions and rewards, oldest first."""
+        """The latest ``population`` successful trials' actions and rewards, oldest first."""
         return [(list(a), r) for a, r in self._recent]
 
-    def sample_member(self, generator: Optional[torch.Generator] = None) -> Optional[List[int]]:
-        """A uniform member of the latest trials (None before the first)."""
-        members = self.members()
-        if not members:
-            return None
-        return members[int(torch.randint(len(members), (1,), generator=generator))]
-
-    def stats(self) -> Dict[str, float]:
-        rewards = [r for _, r in self._recent]
-        members = self.members()
-        return {
-            "population_best": max(rewards) if rewards else math.nan,
-            "population_mean": sum(rewards) / len(rewards) if rewards else math.nan,
-            "diversity": diversity(members),
-            "unique": len({tuple(m) for m in members}) / max(1, len(members)),
-            "trials": float(len(self.trials)),
-        }
+    def extra_stats(self) -> Dict[str, float]:
+        return {"trials": float(len(self.trials))}
 
     # -- checkpoint ------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -3,12 +3,10 @@
 The population (members, rewards, births), the hall of fame, TPE's trials and the generator that
 seeds its sampler are all in the checkpoint, so the resumed run must end bit-identically.
 """
-import json
-
 import pytest
 import torch
 
-from test_crash_resume import run_until, start
+from test_crash_resume import assert_same_run, kill_and_resume, start
 
 ARGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "32", "--deterministic", "--device", "cpu",
         "--set", "model.channels=4", "--set", "model.layers=3", "--set", "derive.samples=12",
@@ -32,27 +30,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, strategy):
         lambda r: sum(x["phase"] == strategy and x["epoch"] == 2 for x in r) >= 5,  # mid second one
         lambda r: any(x["phase"] == "derive" for x in r),  # during derive
     ]
-    kills = 0
-    finished = not run_until([*args, "--out", str(run)], run, kill_points[0])
-    kills += not finished
-    for point in kill_points[1:]:
-        if finished:
-            break
-        finished = not run_until(["--resume", str(run)], run, point)
-        kills += not finished
-    while not finished:
-        finished = not run_until(["--resume", str(run)], run, lambda r: False)
-    assert kills >= 2, "the run finished before the kill points were reached"
-
-    assert (run / "genotype.json").read_text() == (ref / "genotype.json").read_text()
-    derive_run, derive_ref = (json.loads((d / "derive.json").read_text()) for d in (run, ref))
-    assert derive_run.pop("search_hours") > 0 and derive_ref.pop("search_hours") > 0
-    assert derive_run == derive_ref
-    assert (run / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
-    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert kill_and_resume(args, run, kill_points) >= 2, "the run finished before the kill points were reached"
+    a, b = assert_same_run(run, ref)
     assert a["strategy"]["proposer"] == b["strategy"]["proposer"]  # population / trials, bit for bit
     assert a["strategy"]["hall"] == b["strategy"]["hall"]
     assert all(torch.equal(a["rng"][k], b["rng"][k]) for k in a["rng"])

@@ -4,7 +4,8 @@ from collections import Counter
 import pytest
 import torch
 
-from controller.evolution import Mutator, RegularizedEvolution, diversity
+from controller.evolution import Mutator, RegularizedEvolution
+from controller.proposer import diversity
 from shared_model.spaces import Decision, get_space, list_spaces
 
 

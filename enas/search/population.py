@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+from controller.proposer import Proposer
 from controller.uniform import UniformPolicy
 from enas.errors import UserError
 from enas.search.base import Phase, Strategy
@@ -53,8 +55,7 @@ class PopulationStrategy(Strategy):
     Args:
         name: ``evolution`` or ``bo`` (also the name of the search phase).
         space: the search space.
-        proposer: ``propose(generator)``, ``tell(actions, reward)``, ``reject(actions)``,
-            ``sample_member(generator)``, ``members()``, ``stats()``, ``state_dict()``.
+        proposer: the policy (:class:`controller.proposer.Proposer`).
         trainer: trains and scores the supernet.
         train_loader, valid_loader: ``DeviceLoader``s (valid: no augmentation).
         generator: CPU generator for every random choice (checkpointed by the driver).
@@ -63,7 +64,7 @@ class PopulationStrategy(Strategy):
         keep: size of the hall of fame of best rewarded architectures (derive candidates).
     """
 
-    def __init__(self, name: str, space: Space, proposer: Any, trainer: ChildTrainer, train_loader,
+    def __init__(self, name: str, space: Space, proposer: Proposer, trainer: ChildTrainer, train_loader,
                  valid_loader, generator: torch.Generator, cycles: int, explore: float, keep: int) -> None:
         self.name, self.space, self.proposer, self.trainer = name, space, proposer, trainer
         self.train_loader, self.valid_loader, self.generator = train_loader, valid_loader, generator
@@ -112,7 +113,8 @@ class PopulationStrategy(Strategy):
             reward = float(self.reward_fn(actions))
             self.proposer.tell(actions, reward)
             self._remember(actions, reward)
-            yield dict(self.proposer.stats(), reward=reward, best_reward=self.best[1])
+            best = self.best[1] if self.best[0] is not None else math.nan
+            yield dict(self.proposer.stats(), reward=reward, best_reward=best)
 
     def _remember(self, actions: List[int], reward: float) -> None:
         self.proposals += 1
@@ -217,7 +219,7 @@ def build_population_strategy(name: str, space: Space, trainer: ChildTrainer, tr
     if name == "evolution":
         from controller.evolution import RegularizedEvolution
 
-        proposer: Any = RegularizedEvolution(space.decisions, population, sample,
+        proposer: Proposer = RegularizedEvolution(space.decisions, population, sample,
                                              distinct_inputs=space.distinct_inputs)
     else:
         from controller.tpe import TPEProposer
