@@ -59,14 +59,18 @@ class TPEProposer(Proposer):
         multivariate: one joint density over all decisions (BOHB-like) instead of one per decision.
         population: how many of the latest trials count as the current population
             (``sample_member``, ``stats``; the supernet trains on them).
+        history: model only the latest trials, between ``history`` and ``2 * history`` of them
+            (None: all). A TPE proposal costs time linear in the trials it models, and on a
+            supernet old rewards were measured with older weights.
     """
 
     def __init__(self, decisions: Sequence[Decision], distinct_inputs: bool = False, startup_trials: int = 10,
-                 ei_candidates: int = 24, multivariate: bool = True, population: int = 10) -> None:
+                 ei_candidates: int = 24, multivariate: bool = True, population: int = 10,
+                 history: Optional[int] = None) -> None:
         optuna = require_optuna()
-        if startup_trials < 0 or ei_candidates < 1 or population < 1:
-            raise ValueError(f"need startup_trials >= 0, ei_candidates >= 1 and population >= 1, got "
-                             f"{startup_trials}, {ei_candidates}, {population}")
+        if startup_trials < 0 or ei_candidates < 1 or population < 1 or (history is not None and history < 1):
+            raise ValueError(f"need startup_trials >= 0, ei_candidates >= 1, population >= 1 and history >= 1, "
+                             f"got {startup_trials}, {ei_candidates}, {population}, {history}")
         self._optuna = optuna
         self.decisions: Tuple[Decision, ...] = tuple(decisions)
         self._exclude = input_exclusions(self.decisions, distinct_inputs)
@@ -76,14 +80,41 @@ class TPEProposer(Proposer):
                                for name, d, ex in zip(self._names, self.decisions, self._exclude)}
         self.startup_trials, self.ei_candidates = int(startup_trials), int(ei_candidates)
         self.multivariate, self.population_size = bool(multivariate), int(population)
-        self.study = self._new_study()
+        self.history = None if history is None else int(history)
+        self.study = self._optuna.create_study(direction="maximize")
+        self._study_start = 0  # index in ``trials`` of the study's first trial
         # Every told trial in order: (choice indices, reward or None for a failed / rejected one).
         self.trials: List[Tuple[List[int], Optional[float]]] = []
         self._pending: Optional[Tuple[Any, List[int], List[int]]] = None
         self._recent: Deque[Tuple[List[int], float]] = deque(maxlen=self.population_size)
 
-    def _new_study(self) -> Any:
-        return self._optuna.create_study(direction="maximize")
+    def _window_start(self) -> int:
+        """First trial TPE models: 0, or once there are 2H trials a multiple of H leaving H..2H-1."""
+        n = len(self.trials)
+        if self.history is None or n < 2 * self.history:
+            return 0
+        return self.history * (n // self.history - 1)
+
+    def _rebuild(self) -> None:
+        """A fresh study holding ``trials[_window_start():]`` (the only Optuna state there is)."""
+        create, states = self._optuna.trial.create_trial, self._optuna.trial.TrialState
+        start = self._window_start()
+        frozen = []
+        for choices, reward in self.trials[start:]:
+            params = dict(zip(self._names, choices))
+            frozen.append(create(state=states.FAIL, params=params, distributions=self._distributions)
+                          if reward is None else
+                          create(state=states.COMPLETE, value=reward, params=params, distributions=self._distributions))
+        self.study = self._optuna.create_study(direction="maximize")
+        self.study.add_trials(frozen)
+        self._study_start = start
+
+    def _told(self, choices: List[int], reward: Optional[float]) -> None:
+        self.trials.append((choices, reward))
+        if reward is not None:
+            self._recent.append((self._to_actions(choices), reward))
+        if self._window_start() != self._study_start:
+            self._rebuild()
 
     # -- propose / tell --------------------------------------------------------
     def propose(self, generator: Optional[torch.Generator] = None) -> List[int]:
@@ -121,17 +152,16 @@ class TPEProposer(Proposer):
         reward = float(reward)
         if math.isfinite(reward):
             self.study.tell(trial, reward)
-            self.trials.append((choices, reward))
-            self._recent.append((self._to_actions(choices), reward))
+            self._told(choices, reward)
         else:
             self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
-            self.trials.append((choices, None))
+            self._told(choices, None)
 
     def reject(self, actions: Sequence[int]) -> None:
         """Discard the last proposal unevaluated (a failed trial: TPE does not model it)."""
         trial, choices = self._take_pending(actions)
         self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
-        self.trials.append((choices, None))
+        self._told(choices, None)
 
     # -- population (the latest trials) ----------------------------------------
     def scored_members(self) -> List[Tuple[List[int], float]]:
@@ -149,21 +179,9 @@ class TPEProposer(Proposer):
                 "failed": [r is None for _, r in self.trials]}
 
     def load_state_dict(self, state: dict) -> None:
-        create = self._optuna.trial.create_trial
-        complete, fail = self._optuna.trial.TrialState.COMPLETE, self._optuna.trial.TrialState.FAIL
-        self.trials, frozen = [], []
-        for choices, reward, failed in zip(state["choices"], state["rewards"], state["failed"]):
-            choices = [int(c) for c in choices]
-            params = dict(zip(self._names, choices))
-            if failed:
-                self.trials.append((choices, None))
-                frozen.append(create(state=fail, params=params, distributions=self._distributions))
-            else:
-                self.trials.append((choices, float(reward)))
-                frozen.append(create(state=complete, value=float(reward), params=params,
-                                     distributions=self._distributions))
-        self.study = self._new_study()
-        self.study.add_trials(frozen)
+        self.trials = [([int(c) for c in choices], None if failed else float(reward))
+                       for choices, reward, failed in zip(state["choices"], state["rewards"], state["failed"])]
+        self._rebuild()
         self._pending = None
         told = [(self._to_actions(c), r) for c, r in self.trials if r is not None]
         self._recent = deque(told[-self.population_size:], maxlen=self.population_size)

@@ -102,8 +102,9 @@ class EvolutionConfig:
 @dataclass
 class BOConfig:
     # Optuna TPE on the supernet (controller/tpe.py); needs pip install 'enas[bo]'.
-    trials_per_epoch: int = 30  # 150 epochs: 4,500 trials, where one TPE ask takes ~0.3 s on a CPU
+    trials_per_epoch: int = 30  # 150 epochs: 4,500 trials
     population: int = 100  # the latest trials the training steps draw from (and derive re-scores)
+    history: int = 500  # TPE models the latest 500..999 trials (bounds a proposal's cost, drops stale rewards)
     explore: float = 0.2
     startup_trials: int = 10  # Optuna's n_startup_trials
     ei_candidates: int = 24  # Optuna's n_ei_candidates
@@ -324,6 +325,7 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (0.0 <= cfg.evolution.explore <= 1.0, "evolution.explore must be in [0, 1]"),
         (cfg.bo.trials_per_epoch >= 0, "bo.trials_per_epoch must be >= 0"),
         (cfg.bo.population >= 1, "bo.population must be >= 1"),
+        (cfg.bo.history >= 1, "bo.history must be >= 1"),
         (0.0 <= cfg.bo.explore <= 1.0, "bo.explore must be in [0, 1]"),
         (cfg.bo.startup_trials >= 0, "bo.startup_trials must be >= 0"),
         (cfg.bo.ei_candidates >= 1, "bo.ei_candidates must be >= 1"),

@@ -53,7 +53,7 @@ def test_tpe_learns_on_a_synthetic_table():
 def test_sampler_state_survives_a_round_trip_bit_identically(tmp_path):
     space = get_space("darts")
     reward = lambda a: math.sin(sum(k * x for k, x in enumerate(a)))  # noqa: E731
-    tpe = TPEProposer(space.decisions, True, startup_trials=4, population=5)
+    tpe = TPEProposer(space.decisions, True, startup_trials=4, population=5, history=6)
     g = torch.Generator().manual_seed(3)
     for _ in range(12):
         tpe.update(reward, g)
@@ -61,13 +61,15 @@ def test_sampler_state_survives_a_round_trip_bit_identically(tmp_path):
     torch.save({"tpe": tpe.state_dict(), "rng": g.get_state()}, tmp_path / "s.pt")
     expected = [tpe.update(reward, g) for _ in range(8)]
     state = torch.load(tmp_path / "s.pt", weights_only=True)
-    again = TPEProposer(space.decisions, True, startup_trials=4, population=5)
+    again = TPEProposer(space.decisions, True, startup_trials=4, population=5, history=6)
     again.load_state_dict(state["tpe"])
     g2 = torch.Generator()
     g2.set_state(state["rng"])
     assert [again.update(reward, g2) for _ in range(8)] == expected
     assert again.state_dict() == tpe.state_dict()
     assert len(again.members()) == 5 and again.stats()["trials"] == 21
+    # TPE models only the latest 6..11 trials: 21 told, the study holds trials 12..20.
+    assert len(again.study.trials) == len(tpe.study.trials) == 9
 
 
 def test_non_finite_rewards_fail_the_trial_and_tell_must_match_the_proposal(optuna):

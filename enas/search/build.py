@@ -137,7 +137,8 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
                                               generators["sample"], keep=cfg.derive.samples,
                                               population=b.population, cycles=b.trials_per_epoch,
                                               explore=b.explore, startup_trials=b.startup_trials,
-                                              ei_candidates=b.ei_candidates, multivariate=b.multivariate))
+                                              ei_candidates=b.ei_candidates, multivariate=b.multivariate,
+                                              history=b.history))
     else:
         from enas.search.darts import build_darts_strategy
         from shared_model.arch_params import ArchParameters

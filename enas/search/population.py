@@ -210,8 +210,9 @@ class PopulationStrategy(Strategy):
 def build_population_strategy(name: str, space: Space, trainer: ChildTrainer, train_loader, valid_loader,
                               generator: torch.Generator, keep: int, population: int, cycles: int,
                               explore: float, sample: int = 1, startup_trials: int = 10,
-                              ei_candidates: int = 24, multivariate: bool = True) -> PopulationStrategy:
-    """Evolution (``sample`` is its tournament size) or TPE (``startup_trials`` .. ``multivariate``).
+                              ei_candidates: int = 24, multivariate: bool = True,
+                              history: Optional[int] = None) -> PopulationStrategy:
+    """Evolution (``sample`` is its tournament size) or TPE (``startup_trials`` .. ``history``).
 
     Raises:
         UserError: ``bo`` without Optuna installed.
@@ -226,7 +227,8 @@ def build_population_strategy(name: str, space: Space, trainer: ChildTrainer, tr
 
         try:
             proposer = TPEProposer(space.decisions, space.distinct_inputs, startup_trials=startup_trials,
-                                   ei_candidates=ei_candidates, multivariate=multivariate, population=population)
+                                   ei_candidates=ei_candidates, multivariate=multivariate, population=population,
+                                   history=history)
         except ImportError as exc:
             raise UserError(str(exc)) from None
     return PopulationStrategy(name, space, proposer, trainer, train_loader, valid_loader, generator,
