@@ -44,6 +44,40 @@ def run_until(args, run: Path, condition, timeout=300.0) -> bool:
     return False
 
 
+def kill_and_resume(args, run: Path, kill_points) -> int:
+    """Start ``args`` into ``run``, SIGKILL at each kill point in turn (resuming in between), finish.
+
+    Returns the number of kills (a point the run passes without being caught is no kill).
+    """
+    kills = 0
+    finished = not run_until([*args, "--out", str(run)], run, kill_points[0])
+    kills += not finished
+    for point in kill_points[1:]:
+        if finished:
+            break
+        assert (run / "checkpoints" / "last.pt").is_file()
+        finished = not run_until(["--resume", str(run)], run, point)
+        kills += not finished
+    while not finished:
+        finished = not run_until(["--resume", str(run)], run, lambda r: False)
+    return kills
+
+
+def assert_same_run(run: Path, ref: Path):
+    """Same genotype, derive.json (but its wall time), metrics and weights; returns both last checkpoints."""
+    assert (run / "genotype.json").read_text() == (ref / "genotype.json").read_text()
+    derive_run, derive_ref = (json.loads((d / "derive.json").read_text()) for d in (run, ref))
+    assert derive_run.pop("search_hours") > 0 and derive_ref.pop("search_hours") > 0
+    assert derive_run == derive_ref
+    assert (run / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
+    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert not list(run.rglob("*.tmp")), "a temporary file was left behind"
+    return a, b
+
+
 @pytest.mark.parametrize("space", ["micro", "macro"])
 def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path, space):
     # micro: the quick preset's default space; macro: the layer-by-layer space, whose controller
@@ -59,29 +93,8 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path, sp
         lambda r: any(x["phase"] == "controller" and x["epoch"] == 2 for x in r),  # controller phase
         lambda r: any(x["phase"] == "derive" for x in r),  # during derive
     ]
-    kills = 0
-    finished = not run_until([*args, "--out", str(run)], run, kill_points[0])
-    kills += not finished
-    for point in kill_points[1:]:
-        if finished:
-            break
-        assert (run / "checkpoints" / "last.pt").is_file()
-        finished = not run_until(["--resume", str(run)], run, point)
-        kills += not finished
-    while not finished:
-        finished = not run_until(["--resume", str(run)], run, lambda r: False)
-    assert kills >= 2, "the run finished before the kill points were reached"
-
-    assert (run / "genotype.json").read_text() == (ref / "genotype.json").read_text()
-    derive_run, derive_ref = (json.loads((d / "derive.json").read_text()) for d in (run, ref))
-    assert derive_run.pop("search_hours") > 0 and derive_ref.pop("search_hours") > 0
-    assert derive_run == derive_ref
-    assert (run / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
-    a = torch.load(ref / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert kill_and_resume(args, run, kill_points) >= 2, "the run finished before the kill points were reached"
+    a, b = assert_same_run(run, ref)
     assert a["strategy"]["reinforce"]["baseline"] == b["strategy"]["reinforce"]["baseline"]
     assert sorted(p.name for p in (run / "genotypes").iterdir()) == ["epoch_001.json", "epoch_002.json"]
     assert json.loads((run / "config.json").read_text())["model"]["space"] == space
-    assert not list(run.rglob("*.tmp")), "a temporary file was left behind"

@@ -91,9 +91,12 @@ def register(cli: click.Group) -> None:
     @click.option("--preset", type=click.Choice(PRESETS), default=None,
                   help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data.")
     @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-                  help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform.")
+                  help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform; "
+                       "evolution: regularized (aging) evolution; bo: Bayesian optimisation with Optuna's TPE "
+                       "(pip install 'enas[bo]').")
     @click.option("--space", type=click.Choice(list_spaces()), default=None,
-                  help="Search space (default: micro for enas, darts for darts and random; macro: enas or random).")
+                  help="Search space (default: micro for enas, evolution and bo, darts for darts and random; "
+                       "macro: every strategy but darts).")
     @click.option("--order", type=click.Choice(["1", "2"]), default=None, help="DARTS order (1 or 2).")
     @click.option("--dataset", default=None, help="cifar10 (default), cifar100, fashion_mnist, imagefolder, digits.")
     @click.option("--data-dir", default=None, help="Folder holding the dataset (no download).")
@@ -168,7 +171,9 @@ def register(cli: click.Group) -> None:
 
         ENAS: the greedy architecture plus N samples from the trained controller;
         random: N uniform samples; both scored on one validation minibatch with the
-        shared weights. DARTS: the top-2 non-`none` edges per node. Writes
+        shared weights. Evolution and BO: the final population, then the best rewarded
+        architectures of the search up to N, re-scored on one validation minibatch.
+        DARTS: the top-2 non-`none` edges per node. Writes
         RUN_DIR/genotype.json and RUN_DIR/derive.json.
         """
         from enas.search.build import build_search

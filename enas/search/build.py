@@ -141,6 +141,21 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         strategy = SamplingStrategy(space, policy, trainer, train_loader, valid_loader, generators["sample"],
                                     eval_samples=cfg.controller.samples_per_update, derive_rounds=rounds,
                                     derive_eval_batches=cfg.derive.eval_batches, derive_top_k=cfg.derive.top_k)
+    elif cfg.strategy in ("evolution", "bo"):
+        from enas.search.population import build_population_strategy
+
+        e, b = cfg.evolution, cfg.bo
+        strategy = (build_population_strategy("evolution", space, trainer, train_loader, valid_loader,
+                                              generators["sample"], keep=cfg.derive.samples,
+                                              population=e.population, cycles=e.cycles_per_epoch,
+                                              explore=e.explore, sample=e.sample)
+                    if cfg.strategy == "evolution" else
+                    build_population_strategy("bo", space, trainer, train_loader, valid_loader,
+                                              generators["sample"], keep=cfg.derive.samples,
+                                              population=b.population, cycles=b.trials_per_epoch,
+                                              explore=b.explore, startup_trials=b.startup_trials,
+                                              ei_candidates=b.ei_candidates, multivariate=b.multivariate,
+                                              history=b.history))
     else:
         from enas.search.darts import build_darts_strategy
         from shared_model.arch_params import ArchParameters
