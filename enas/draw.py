@@ -57,7 +57,7 @@ def graph_to_dot(graph: CellGraph, name: str = "cell") -> str:
     fills = {"input": _IN_FILL, "node": _NODE_FILL, "output": _OUT_FILL}
     lines = [
         f"digraph {name} {{",
-        "  rankdir=LR;",
+        f"  rankdir={'TB' if graph.layout == 'chain' else 'LR'};",
         '  node [shape=rect, style="filled,rounded", fontname="helvetica", penwidth=2];',
         '  edge [fontname="helvetica"];',
     ]
@@ -130,7 +130,46 @@ def _bezier(p0: Point, p1: Point, p2: Point, steps: int = 24) -> List[Point]:
             for t in (s / steps for s in range(steps + 1))]
 
 
+def _chain_layout(graph: CellGraph, font) -> _Layout:
+    """One node per row, top to bottom; an edge between neighbours is a short vertical
+    arrow, a longer one (a skip) an arc on the right whose bow grows with the rows it spans."""
+    fills = {"input": _IN_FILL, "node": _NODE_FILL, "output": _OUT_FILL}
+    box_w = max(_text_size(font, s)[0] for s in graph.labels) + 2 * _PAD + 24
+    pitch = _BOX_H + _ROW_GAP // 2
+    top0 = _MARGIN + _text_size(font, "Ag")[1] + _PAD
+    boxes = [_Box(label, _MARGIN, top0 + i * pitch, box_w, _BOX_H, fills[kind])
+             for i, (label, kind) in enumerate(zip(graph.labels, graph.kinds))]
+    edges = [_Edge(src, dst, op) for src, dst, op in graph.edges]
+    # Right-side ports, spread along each box by the far end's row so arcs nest instead of crossing.
+    side: Dict[int, List[Tuple[int, int]]] = {}
+    for k, e in enumerate(edges):
+        if abs(e.dst - e.src) > 1:
+            side.setdefault(e.src, []).append((-e.dst, k))
+            side.setdefault(e.dst, []).append((e.src, k))
+    ports: Dict[Tuple[int, int], Point] = {}
+    for node, items in side.items():
+        b = boxes[node]
+        for rank, (_, k) in enumerate(sorted(items)):
+            ports[(k, node)] = (b.x + b.w, b.y + b.h * (rank + 1) / (len(items) + 1))
+    reach = 0.0
+    for k, e in enumerate(edges):
+        a, b = boxes[e.src], boxes[e.dst]
+        if abs(e.dst - e.src) <= 1:
+            e.points = [(a.x + a.w / 2, a.y + a.h), (b.x + b.w / 2, b.y)]
+            continue
+        p0, p2 = ports[(k, e.src)], ports[(k, e.dst)]
+        bow = 28.0 + 28.0 * (abs(e.dst - e.src) - 1)
+        e.points = _bezier(p0, (a.x + a.w + bow, (p0[1] + p2[1]) / 2), p2)
+        reach = max(reach, max(x for x, _ in e.points))
+    _place_labels(boxes, edges, font)
+    width = int(max(reach, _MARGIN + box_w) + _MARGIN)
+    height = int(boxes[-1].y + _BOX_H + _MARGIN) if boxes else 2 * _MARGIN
+    return _Layout(width, height, graph.title, boxes, edges)
+
+
 def _layout(graph: CellGraph, font) -> _Layout:
+    if graph.layout == "chain":
+        return _chain_layout(graph, font)
     labels = list(graph.labels)
     # Column = longest path from the inputs, so every edge points rightwards; the
     # output goes one column right of everything.

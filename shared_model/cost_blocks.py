@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 import torch
 from torch import nn
 
-from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op
 from shared_model.profile import count_call_macs, count_parameters
 
 Shape = Tuple[int, int, int]  # (C, H, W) of one image
@@ -100,7 +100,7 @@ class Block:
     @property
     def is_op(self) -> bool:
         """A searchable op (the table's "entries"); everything else is a fixed part."""
-        return self.kind == "op"
+        return self.kind in OP_KINDS
 
     @property
     def key(self) -> str:
@@ -149,10 +149,8 @@ def _stem(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> nn.M
 
 
 def _reduce(c_in: int, c_out: int, relu: bool) -> nn.Module:
-    module = FactorizedReduce(c_in, c_out)
-    if not relu:
-        module.relu = Identity()  # the ENAS final combine's reduction has no leading ReLU
-    return module
+    # ENAS's reductions of unread cell inputs and of macro states have no leading ReLU.
+    return FactorizedReduce(c_in, c_out, relu=relu)
 
 
 def _resblock(c_in: int, c_out: int) -> nn.Module:
@@ -173,6 +171,15 @@ BLOCK_KINDS: Dict[str, Callable[..., nn.Module]] = {
     "zeros": lambda: _Zeros(),
     "head": lambda c, classes, bias, pre: _Head(c, classes, bias, pre),
 }
+
+
+#: Block kinds that are searchable ops (the rest are fixed parts).
+OP_KINDS = {"op"}
+
+
+def register_op_kind(kind: str) -> None:
+    """Count a space's own block kind (registered in :data:`BLOCK_KINDS`) as a searchable op."""
+    OP_KINDS.add(kind)
 
 
 def op_block(name: str, channels: int, stride: int, size: int) -> Block:

@@ -15,26 +15,18 @@ from shared_model.spaces import get_space, list_spaces
 from shared_model.zoo import get_genotype
 
 SPECS = {"micro": NetSpec.make(4, 4, 7, 1, 12), "darts": NetSpec.make(4, 3, 10, 3, 8),
-         "nb201": NetSpec.make(4, 1, 10, 3, 8)}
+         "nb201": NetSpec.make(4, 1, 10, 3, 8), "macro": NetSpec.make(4, 6, 10, 3, 8, final_relu=True)}
 
 
-def _spaces_with_blocks():
-    out = []
-    for name in list_spaces():
-        space = get_space(name)
-        try:
-            space.cost_blocks(space.decode(space.random_actions(torch.Generator().manual_seed(0))),
-                              SPECS.get(name, NetSpec.make(4, 3, 10, 3, 8)))
-        except NotImplementedError:
-            continue
-        out.append(name)
-    return out
-
-
-@pytest.mark.parametrize("name", _spaces_with_blocks())
-def test_blocks_add_up_to_the_child_network_and_the_vocabulary_covers_it(name):
+def _sized(name, spec):
     space = get_space(name)
+    return space.for_layers(spec.layers) if hasattr(space, "for_layers") else space
+
+
+@pytest.mark.parametrize("name", [n for n in list_spaces() if get_space(n).exact_cost_blocks])
+def test_blocks_add_up_to_the_child_network_and_the_vocabulary_covers_it(name):
     spec = SPECS.get(name, NetSpec.make(4, 3, 10, 3, 8))
+    space = _sized(name, spec)
     vocabulary = {b.key for b in space.cost_vocabulary(spec)}
     gen = torch.Generator().manual_seed(1)
     archs = list(space.cost_cover(spec))[:2] + [space.decode(space.random_actions(gen)) for _ in range(4)]

@@ -99,7 +99,7 @@ def test_hard_constraint_never_trains_or_derives_an_architecture_over_budget(tmp
     target = 150_000  # MACs of the digits child network at C 4, 3 cells: about half the space fits
     result = run("search", *TINY, "--cost", "macs", "--target", target, "--constraint", "hard", "--out", out)
     assert result.exit_code == 0, result.output
-    assert "cost:" in result.output
+    assert "cost (macs): " in result.output
     train = _rows(out, "train")
     assert train and all(r["cost"] <= target for r in train)
     assert all(r["cost_max"] <= target for r in _rows(out, "controller"))

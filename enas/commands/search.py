@@ -60,7 +60,7 @@ def _start(cfg: SearchConfig, run_dir: Path, resume: bool, stop_after: Optional[
     if not resume:
         from enas.cost.objective import check_feasible
 
-        check_feasible(getattr(setup.strategy, "policy", None), setup.generators["sample"])
+        check_feasible(setup.strategy, setup.generators["sample"])
         save_config(cfg, run_dir / "config.json")
     driver = SearchDriver(cfg, setup, run_dir, progress=progress_factory(), stop_after=stop_after)
     return driver.run(resume=resume)
@@ -97,7 +97,7 @@ def _echo_cost(details: Dict[str, Any]) -> None:
         return
     target = f" (target {cost['target']:g}, {cost['constraint']} constraint)" if cost.get("target") else ""
     front = details.get("pareto_front")
-    click.echo(f"cost: {details['best_cost']:.6g} {cost['unit']} {cost['model']}{target}"
+    click.echo(f"cost ({cost['model']}): {details['best_cost']:.6g} {cost['unit']}{target}"
                + (f"; Pareto front of {len(front)} candidates in derive.json" if front is not None else ""))
 
 
@@ -107,13 +107,16 @@ def register(cli: click.Group) -> None:
                   help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data; "
                        "mobile: quick under a 3 ms latency budget at batch 1 on one CPU thread.")
     @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-                  help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform.")
+                  help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform; "
+                       "evolution: regularized (aging) evolution; bo: Bayesian optimisation with Optuna's TPE "
+                       "(pip install 'enas[bo]').")
     @click.option("--space", type=click.Choice(list_spaces()), default=None,
-                  help="Search space (default: micro for enas, darts for darts and random).")
+                  help="Search space (default: micro for enas, evolution and bo, darts for darts and random; "
+                       "macro: every strategy but darts).")
     @click.option("--order", type=click.Choice(["1", "2"]), default=None, help="DARTS order (1 or 2).")
     @click.option("--dataset", default=None, help="cifar10 (default), cifar100, fashion_mnist, imagefolder, digits.")
     @click.option("--data-dir", default=None, help="Folder holding the dataset (no download).")
-    @click.option("--epochs", type=int, default=None, help="Search epochs (paper: 150 ENAS, 50 DARTS).")
+    @click.option("--epochs", type=int, default=None, help="Search epochs (paper: 150 ENAS, 50 DARTS, 310 ENAS macro).")
     @click.option("--batch-size", type=int, default=None, help="Child minibatch size.")
     @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
     @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
@@ -204,9 +207,11 @@ def register(cli: click.Group) -> None:
 
         ENAS: the greedy architecture plus N samples from the trained controller;
         random: N uniform samples; both scored on one validation minibatch with the
-        shared weights. DARTS: the top-2 non-`none` edges per node. Writes
-        RUN_DIR/genotype.json and RUN_DIR/derive.json. With a cost, only candidates
-        within the budget compete and derive.json lists the accuracy-cost Pareto front.
+        shared weights. Evolution and BO: the final population, then the best rewarded
+        architectures of the search up to N, re-scored on one validation minibatch.
+        DARTS: the top-2 non-`none` edges per node. Writes RUN_DIR/genotype.json and
+        RUN_DIR/derive.json. With a cost, only candidates within the budget compete and
+        derive.json lists the accuracy-cost Pareto front.
         """
         from enas.search.build import build_search
         from enas.search.driver import SearchDriver

@@ -51,7 +51,7 @@ def counting_network(genotype: Any, preset: Optional[str] = None, channels: Opti
     # The head is excluded from the counts; without it no aux-position check applies.
     cfg = build_train_config(None, {"model.channels": channels, "model.layers": layers,
                                     "model.auxiliary": False}, preset=preset,
-                             arch_space=space_for_arch(genotype))
+                             arch_space=space_for_arch(genotype), arch=genotype)
     info = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
     try:
         with torch.device("meta"):
@@ -92,12 +92,14 @@ def register(cli: click.Group) -> None:
     @click.argument("genotype")
     @click.option("--preset", default=None, metavar="|".join(PRESETS),
                   help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR; the "
-                       "default for cell spaces), enas (the official ENAS fixed network), quick, or nb201 "
-                       "(the default for NAS-Bench-201 cells).")
+                       "default for cell spaces), enas (the official ENAS fixed network), quick, nb201 "
+                       "(the default for NAS-Bench-201 cells) or enas_macro (the official ENAS macro fixed "
+                       "network; the default for macro architectures).")
     @click.option("--channels", type=int, default=None,
                   help="Initial channels C  [default: the preset's: 36, quick 8]")
     @click.option("--layers", type=int, default=None,
-                  help="Cells, reductions included  [default: the preset's: darts 20, enas 17, quick 5]")
+                  help="Cells, reductions included  [default: the preset's: darts 20, enas 17, quick 5; "
+                       "a macro architecture's own depth]")
     @click.option("--classes", "num_classes", type=int, default=10, show_default=True, help="Classifier outputs.")
     @click.option("--image-size", type=int, default=32, show_default=True, help="Input height and width.")
     @click.option("--in-channels", type=int, default=3, show_default=True, help="Image channels.")

@@ -64,13 +64,15 @@ def register(cli: click.Group) -> None:
     @click.option("--preset", default=None, metavar="|".join(PRESETS),
                   help="darts (default for cell spaces): DARTS train.py protocol; enas: official ENAS "
                        "micro final; quick: about a minute on a CPU, digits data; nb201 (default for "
-                       "NAS-Bench-201 cells): the benchmark's 200-epoch protocol.")
+                       "NAS-Bench-201 cells): the benchmark's 200-epoch protocol; enas_macro (default for "
+                       "macro architectures): official ENAS macro final.")
     @click.option("--dataset", default=None, metavar="NAME", help="cifar10 (default), cifar100, fashion_mnist, imagefolder, digits.")
     @click.option("--data-dir", default=None, metavar="DIR", help="Folder holding the dataset.")
     @click.option("--epochs", type=int, default=None, help="Training epochs (DARTS 600, ENAS 630).")
     @click.option("--batch-size", type=int, default=None, help="Minibatch size (DARTS 96, ENAS 144).")
     @click.option("--channels", type=int, default=None, help="Initial channels C (default 36).")
-    @click.option("--layers", type=int, default=None, help="Cells, the 2 reduction cells included (DARTS 20).")
+    @click.option("--layers", type=int, default=None,
+                  help="Cells, the 2 reduction cells included (DARTS 20); a macro architecture fixes its own.")
     @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
     @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
     @click.option("--config", "config_file", default=None, metavar="FILE",
@@ -117,7 +119,7 @@ def register(cli: click.Group) -> None:
                 key, value = parse_set_option(item)
                 flags[key] = value
             file_data = read_config_file(config_file) if config_file else None
-            cfg = build_train_config(file_data, flags, arch_space=space)
+            cfg = build_train_config(file_data, flags, arch_space=space, arch=geno)
             resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
             src = Path(source)
             name = (source[4:] if source.startswith("zoo:") else space.name if source.startswith("arch:")

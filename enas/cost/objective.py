@@ -123,6 +123,13 @@ class SearchCost:
                             "score; raise cost.target or derive.samples")
         return max(ok, key=lambda c: c["reward"])
 
+    def pareto_images(self, candidates: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+        """TensorBoard's ``derive/pareto``: scored candidates' accuracy against cost, the front in red."""
+        from enas.cost.pareto import pareto_image
+
+        scored = [c for c in candidates if c.get("valid_acc") is not None and "cost" in c]
+        return {"derive/pareto": pareto_image(scored, pareto_front(scored), self.model.unit, self.target)}
+
     def pareto(self, candidates: Sequence[Dict[str, Any]], score_key: str = "valid_acc") -> List[Dict[str, Any]]:
         """The accuracy-cost Pareto front of the scored candidates (cheapest first)."""
         scored = [c for c in candidates if c.get(score_key) is not None]
@@ -170,18 +177,19 @@ def build_search_cost(cfg: Any, space: Space, num_classes: int, in_channels: int
     return out
 
 
-def check_feasible(policy: Any, generator: Any) -> None:
-    """Refuse an infeasible hard budget before a search starts: one draw within budget must exist.
-
-    A no-op for a policy without a budget (or none at all: DARTS). The generator is left as it was.
+def check_feasible(strategy: Any, generator: Any) -> None:
+    """Refuse an infeasible hard budget before a search starts: each budgeted policy of the
+    strategy (its ``policy``, evolution's uniform exploration, ...) must draw one architecture
+    within budget. A no-op without a hard budget; the generator is left as it was.
     """
-    if not isinstance(policy, BudgetedPolicy):
-        return
-    state = generator.get_state()
-    try:
-        policy.sample(generator=generator)
-    except BudgetInfeasible as exc:
-        raise UserError(f"infeasible cost budget: {exc}") from None
-    finally:
-        generator.set_state(state)
-        policy.rejected = 0
+    for policy in vars(strategy).values():
+        if not isinstance(policy, BudgetedPolicy):
+            continue
+        state = generator.get_state()
+        try:
+            policy.sample(generator=generator)
+        except BudgetInfeasible as exc:
+            raise UserError(f"infeasible cost budget: {exc}") from None
+        finally:
+            generator.set_state(state)
+            policy.rejected = 0

@@ -248,12 +248,7 @@ class SamplingStrategy(Strategy):
 
     def derive_images(self) -> Dict[str, Any]:
         """The accuracy-cost scatter of the scored candidates with the Pareto front."""
-        if self.cost is None:
-            return {}
-        from enas.cost.pareto import pareto_front, pareto_image
-
-        scored = [s for s in self.derive_scores if s.get("valid_acc") is not None]
-        return {"derive/pareto": pareto_image(scored, pareto_front(scored), self.cost.model.unit, self.cost.target)}
+        return {} if self.cost is None else self.cost.pareto_images(self.derive_scores)
 
     # -- checkpoint ----------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
