@@ -226,3 +226,15 @@ def test_evaluate_prints_predicted_and_measured_latency_of_the_checkpoint(tmp_pa
     assert report["predicted_ms"]["total_ms"] > 0 and report["measured_ms"]["median"] > 0
     text = run("evaluate", run_dir, "--repeats", "2", "--latency-batch", "2", "--lut", lut).output
     assert "predicted" in text and "measured" in text
+
+
+def test_evolution_proposes_within_a_hard_budget_and_derives_under_it(tmp_path):
+    out, target = tmp_path / "evo", 150_000
+    result = run("search", *TINY, "--strategy", "evolution", "--cost", "macs", "--target", target,
+                 "--constraint", "both", "--set", "evolution.cycles_per_epoch=8", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = _rows(out, "evolution")
+    assert len(rows) == 8 and all(r["cost"] <= target for r in rows)
+    details = json.loads((out / "derive.json").read_text())
+    assert details["best_cost"] <= target and details["pareto_front"]
+    assert all(c["cost"] <= target for c in details["candidates"])
