@@ -84,6 +84,10 @@ def main() -> int:
     load_before, started = load_average(), time.time()
     space = get_space(args.space, num_nodes=args.num_nodes)
     if args.table:
+        space = space.for_layers(read_table(args.table).network.layers)
+    else:
+        space = space.for_layers(args.layers)
+    if args.table:
         table = read_table(args.table)
         spec = table.network
     else:

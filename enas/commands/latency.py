@@ -63,6 +63,7 @@ def register(cli: click.Group) -> None:
             raise UserError(f"{out} exists; pass --force to replace it")
         try:
             the_space = get_space(space, num_nodes=num_nodes, ops=ops.split(",") if ops else None)
+            the_space = the_space.for_layers(layers)  # spaces whose architecture fixes the depth (macro)
         except ValueError as exc:
             raise UserError(str(exc)) from None
         if layers < the_space.min_layers:
