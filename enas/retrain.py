@@ -27,14 +27,14 @@ from torch import nn
 from enas.augment import DeviceLoader
 from enas.checkpoint import atomic_write_text, rng_state, save_checkpoint, set_rng_state
 from enas.configlib import to_dict
-from enas.data import load_dataset
+from enas.data import load_config_data
 from enas.errors import UserError
 from enas.runlog import RunLog
 from enas.runtime import use_channels_last
 from enas.schedules import epoch_lr
 from enas.search.trainer import ChildTrainer
 from enas.train_config import TrainConfig, validate_train_config
-from enas.trained import KIND, data_info, evaluate_model, load_train_checkpoint, make_child
+from enas.trained import KIND, data_info, evaluate_model, input_shape, load_train_checkpoint, make_child
 from shared_model.profile import count_macs, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class RetrainSetup:
     test_loader: DeviceLoader
     generators: Dict[str, torch.Generator]
     info: Dict[str, Any]
+    described: Dict[str, Any]
 
 
 def sgdr_boundaries(t0: int, tmul: int, up_to: int) -> list:
@@ -82,16 +83,16 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device) -> Retr
         logger.warning("optim.schedule sgdr: %d epochs end inside a restart period (periods end at %s), so the "
                        "reported last epoch runs at a high learning rate", cfg.epochs,
                        ", ".join(map(str, sgdr_boundaries(o.sgdr_t0, o.sgdr_tmul, 2 * cfg.epochs + o.sgdr_t0)[:8])))
-    train = load_dataset(d.dataset, "train", d.data_dir, d.image_size)
-    test = load_dataset(d.dataset, "test", d.data_dir, d.image_size)
-    _, _, height, width = train.images.shape
-    if height != width:
-        raise UserError(f"images must be square, got {height}x{width}; set data.image_size")
+    train = load_config_data(d, "train")
+    test = load_config_data(d, "test")
     if len(train) < d.batch_size:
         raise UserError(f"data.batch_size {d.batch_size} is larger than the {len(train)} training images")
     if len(test) == 0:
         raise UserError(f"dataset {d.dataset} has no test images")
     info = data_info(train, d.dataset)
+    # data.json: the checkpoint's data_info plus where it came from and how it was decoded.
+    described = dict(info, data_dir=d.data_dir, train_images=len(train), test_images=len(test),
+                     decode=train.summary)
     model = make_child(genotype, cfg, info).to(device)
     channels_last = use_channels_last(device, cfg.run.channels_last, amp=cfg.run.amp)
     if channels_last:
@@ -108,7 +109,7 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device) -> Retr
                                 weight_decay=o.weight_decay)
     trainer = ChildTrainer(_FixedArch(model), optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=o.grad_clip, amp=cfg.run.amp, max_nonfinite=cfg.run.max_nonfinite)
-    return RetrainSetup(model, trainer, train_loader, test_loader, generators, info)
+    return RetrainSetup(model, trainer, train_loader, test_loader, generators, info, described)
 
 
 @dataclass
@@ -201,6 +202,7 @@ class Retrainer:
         self._t0 = time.monotonic()
         try:
             if not resume:
+                atomic_write_text(self.run_dir / "data.json", _json(self.setup.described))
                 self._log_start()
                 self.checkpoint()
             while self.pos.epoch < self.cfg.epochs:
@@ -286,7 +288,7 @@ class Retrainer:
 
     def _result(self) -> Dict[str, Any]:
         model, info, test = self.setup.model, self.setup.info, self.last_test or {}
-        shape = (info["in_channels"], info["image_size"], info["image_size"])
+        shape = input_shape(info)
         params = count_parameters(model)
         return {
             "test_acc": test.get("top1"), "test_top5": test.get("top5"), "test_loss": test.get("loss"),

@@ -10,7 +10,7 @@ minutes on a laptop CPU on the built-in digits set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
                                   shared_checks)
@@ -23,7 +23,12 @@ from shared_model.spaces import get_space
 class DataConfig:
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
-    image_size: Optional[int] = None  # None: the dataset's own size
+    # H or [H, W]; None: the dataset's own size (an image folder: 32). Other sizes are fitted by
+    # resize: stretch | pad (keep the aspect ratio, black borders) | crop (keep it, centre crop).
+    image_size: Optional[Union[int, List[int]]] = None
+    resize: str = "stretch"
+    channels: Optional[int] = None  # 1 | 3 converts every image; None: the data's own
+    limit: Optional[int] = None  # a stratified subset of this many training images; None: all
     valid_fraction: float = 0.1  # ignored for cifar10 (last 5k of train)
     batch_size: int = 160
     eval_batch_size: Optional[int] = None  # None: batch_size

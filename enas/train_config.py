@@ -22,7 +22,7 @@ Config flows one way: defaults -> preset -> ``--config`` file -> flags.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from enas.configlib import layer_config
 from enas.errors import UserError
@@ -34,7 +34,12 @@ from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_fi
 class TrainDataConfig:
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
-    image_size: Optional[int] = None  # None: the dataset's own size
+    # H or [H, W]; None: the dataset's own size (an image folder: 32). Other sizes are fitted by
+    # resize: stretch | pad (keep the aspect ratio, black borders) | crop (keep it, centre crop).
+    image_size: Optional[Union[int, List[int]]] = None
+    resize: str = "stretch"
+    channels: Optional[int] = None  # 1 | 3 converts every image; None: the data's own
+    limit: Optional[int] = None  # a stratified subset of this many training images; None: all
     batch_size: int = 96
     eval_batch_size: Optional[int] = None  # None: batch_size
     pad: int = 4

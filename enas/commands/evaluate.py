@@ -13,13 +13,19 @@ from enas.errors import UserError
 def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
     from enas.augment import DeviceLoader
     from enas.data import load_dataset
+    from enas.dataprep import match_classes
+    from enas.trained import input_shape
 
-    test = load_dataset(info["dataset"], "test", data_dir or cfg.data.data_dir, cfg.data.image_size)
-    got = (test.channels, test.image_size[0], test.num_classes)
-    want = (info["in_channels"], info["image_size"], info["num_classes"])
-    if got != want:
-        raise UserError(f"the test data (channels, size, classes) {got} do not match the checkpoint's {want}; "
-                        "check --data-dir")
+    channels, height, width = input_shape(info)
+    where = f"the test data in {data_dir or cfg.data.data_dir or info['dataset']}"
+    # Decoded as in training (resize, channels), at the network's input size.
+    test = load_dataset(info["dataset"], "test", data_dir or cfg.data.data_dir, [height, width],
+                        resize=cfg.data.resize, channels=cfg.data.channels)
+    if test.channels != channels:
+        raise UserError(f"{where} has {test.channels}-channel images, the checkpoint was trained on "
+                        f"{channels}-channel ones; check --data-dir")
+    # By name, not by count: a renamed class folder must not silently score another class.
+    test = match_classes(test, info.get("classes") or [], where)
     # Normalise exactly as in training (the checkpoint's statistics, e.g. for image folders).
     test = replace(test, mean=tuple(info["mean"]), std=tuple(info["std"]))
     return DeviceLoader(test, batch_size or cfg.data.eval_batch_size or cfg.data.batch_size, device, train=False)
@@ -28,7 +34,7 @@ def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
 def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, latency_batch: int,
                         repeats: int) -> Dict[str, Any]:
     """Everything ``enas evaluate`` reports, as a JSON-ready dict."""
-    from enas.trained import evaluate_model, load_train_checkpoint, network_from_checkpoint
+    from enas.trained import evaluate_model, input_shape, load_train_checkpoint, network_from_checkpoint
     from enas.runtime import resolve_device
     from shared_model.profile import count_macs, count_parameters, measure_latency
 
@@ -42,7 +48,7 @@ def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, laten
     model.to(device).eval()
     loader = _test_loader(cfg, info, data_dir, batch_size, device)
     test = evaluate_model(model, loader, device, cfg.run.amp)
-    shape = (info["in_channels"], info["image_size"], info["image_size"])
+    shape = input_shape(info)
     latency = {}
     for b in sorted({1, latency_batch}):
         lat = measure_latency(model, shape, device=device, batch_size=b, warmup=min(5, repeats), repeats=repeats)

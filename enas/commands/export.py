@@ -138,7 +138,7 @@ def _verify(model: nn.Module, example: torch.Tensor, run: Callable[[torch.Tensor
 
 def export_checkpoint(checkpoint: str, fmt: str, out: str | None, batch_size: int) -> Dict[str, Any]:
     """Export a retrain checkpoint; returns what was written and how it was checked."""
-    from enas.trained import load_train_checkpoint, network_from_checkpoint
+    from enas.trained import input_shape, load_train_checkpoint, network_from_checkpoint
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -152,7 +152,7 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str | None, batch_size: in
         base = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
         out = str(base / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt"))
     path = Path(out)
-    shape = (info["in_channels"], info["image_size"], info["image_size"])
+    shape = input_shape(info)
     meta = {"producer": "enas", "input": f"images float32 (N, {shape[0]}, {shape[1]}, {shape[2]}), "
                                          "normalised: (pixel / 255 - mean) / std per channel",
             "output": f"logits (N, {info['num_classes']})", "mean": info["mean"], "std": info["std"],

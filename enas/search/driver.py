@@ -141,6 +141,7 @@ class SearchDriver:
                           tensorboard=tensorboard)
         try:
             if not resume:
+                atomic_write_text(self.run_dir / "data.json", json.dumps(self.setup.data_info, indent=1) + "\n")
                 self.checkpoint()
             while self.pos.stage == "search" and self.pos.epoch < self.cfg.epochs:
                 self._run_epoch()
