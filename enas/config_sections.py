@@ -42,6 +42,7 @@ class RunConfig:
     max_nonfinite: int = 20  # consecutive non-finite steps before stopping
     log_every: int = 20
     threads: Optional[int] = None
+    progress_seconds: float = 30.0  # off a terminal: one progress line (rate, ETA) this often
 
 
 def optim_checks(o: OptimConfig) -> List[Check]:
@@ -67,6 +68,7 @@ def run_checks(r: RunConfig) -> List[Check]:
         (r.max_nonfinite >= 1, "run.max_nonfinite must be >= 1"),
         (r.log_every >= 1, "run.log_every must be >= 1"),
         (r.threads is None or r.threads >= 1, "run.threads must be >= 1"),
+        (r.progress_seconds > 0, "run.progress_seconds must be > 0"),
     ]
 
 

@@ -29,6 +29,7 @@ from enas.checkpoint import atomic_write_text, rng_state, save_checkpoint, set_r
 from enas.configlib import to_dict
 from enas.data import load_config_data
 from enas.errors import UserError
+from enas.progress import RunClock, duration
 from enas.runlog import RunLog
 from enas.runtime import use_channels_last
 from enas.schedules import epoch_lr
@@ -75,8 +76,12 @@ def sgdr_boundaries(t0: int, tmul: int, up_to: int) -> list:
     return ends
 
 
-def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device) -> RetrainSetup:
-    """Composition root of a retrain run: data, network, optimizer, trainer."""
+def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect: Any = None) -> RetrainSetup:
+    """Composition root of a retrain run: data, network, optimizer, trainer.
+
+    ``expect``: ``(data.json, folder)`` of the search run whose data this retrain carries over;
+    data that no longer matches it (classes, channels, size) is refused.
+    """
     validate_train_config(cfg)
     o, d = cfg.optim, cfg.data
     if o.schedule == "sgdr" and cfg.epochs not in sgdr_boundaries(o.sgdr_t0, o.sgdr_tmul, cfg.epochs):
@@ -90,6 +95,10 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device) -> Retr
     if len(test) == 0:
         raise UserError(f"dataset {d.dataset} has no test images")
     info = data_info(train, d.dataset)
+    if expect:
+        from enas.train_run import check_same_data
+
+        check_same_data(info, *expect)
     # data.json: the checkpoint's data_info plus where it came from and how it was decoded.
     described = dict(info, data_dir=d.data_dir, train_images=len(train), test_images=len(test),
                      decode=train.summary)
@@ -148,6 +157,7 @@ class Retrainer:
         self._steps_here = 0
         self._t0 = time.monotonic()
         self._last_ckpt_time, self._last_ckpt_step = time.monotonic(), 0
+        self.clock = RunClock(cfg.epochs)
 
     # -- checkpoints -----------------------------------------------------------
     def _payload(self) -> Dict[str, Any]:
@@ -231,6 +241,7 @@ class Retrainer:
         setup.trainer.set_lr(lr)
         if self.pos.batch == 0:
             self.sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+        self.clock.start_epoch()
         bar = self.progress(total=self.steps_per_epoch, initial=self.pos.batch,
                             desc=f"epoch {epoch + 1}/{cfg.epochs}") if self.progress else None
         try:
@@ -249,8 +260,10 @@ class Retrainer:
                                     {"loss": metrics["loss"], "acc": metrics["acc"], "lr": lr, "drop_path_prob": p,
                                      "grad_norm": metrics["grad_norm"]}, tb_prefix="retrain")
                 if bar is not None:
+                    eta = self.clock.eta(epoch, self.pos.batch / self.steps_per_epoch)
+                    bar.set_postfix(**{"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['acc']:.3f}",
+                                       "run ETA": duration(eta)})
                     bar.update(1)
-                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
                 self._steps_here += 1
                 if self.stop_after is not None and self._steps_here >= self.stop_after:
                     raise KeyboardInterrupt("stop_after reached")
@@ -281,8 +294,13 @@ class Retrainer:
             if best:
                 self.best_test_acc, self.best_epoch = test["top1"], epoch + 1
         self.log.record(self.pos.step, epoch + 1, "epoch", summary, tb_prefix="epoch")
-        logger.info("epoch %d/%d: %s", epoch + 1, self.cfg.epochs,
-                    ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+        self.clock.end_epoch()
+        test = f", test {summary['test_acc']:.4f}" if "test_acc" in summary else ""
+        top5 = f" (top-5 {summary['test_top5']:.4f})" if "test_top5" in summary else ""
+        eta = f", run ETA {duration(self.clock.after_epoch(epoch))}" if epoch + 1 < self.cfg.epochs else ""
+        logger.info("epoch %d/%d: loss %.4f, acc %.4f%s%s, lr %.3g (%s%s)", epoch + 1, self.cfg.epochs,
+                    summary["train_loss"], summary["train_acc"], test, top5, lr,
+                    duration(self.clock.epoch_times[-1]), eta)
         self.pos = Position(epoch + 1, 0, self.pos.step)
         self.checkpoint(best=best)
 
@@ -315,8 +333,8 @@ def _json(data: Dict[str, Any]) -> str:
 
 def run_retrain(cfg: TrainConfig, genotype: Any, source: str, run_dir: Path, device: torch.device,
                 resume: bool = False, progress: Optional[Callable[..., Any]] = None,
-                stop_after: Optional[int] = None, tensorboard: bool = True) -> Dict[str, Any]:
+                stop_after: Optional[int] = None, tensorboard: bool = True, expect: Any = None) -> Dict[str, Any]:
     """Build and run a retrain in ``run_dir`` (already prepared); returns the result dict."""
-    setup = build_retrain(cfg, genotype, device)
+    setup = build_retrain(cfg, genotype, device, expect)
     trainer = Retrainer(cfg, genotype, source, setup, run_dir, progress=progress, stop_after=stop_after)
     return trainer.run(resume=resume, tensorboard=tensorboard)

@@ -16,7 +16,6 @@ from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_fi
                                   shared_checks)
 from enas.configlib import layer_config
 from enas.errors import UserError
-from shared_model.spaces import get_space
 
 
 @dataclass
@@ -194,6 +193,8 @@ def default_aux_trainable(strategy: str, space: str) -> bool:
 
 def _enas_network(space: str) -> bool:
     """Whether sampling strategies run the official ENAS search network on ``space`` (a space hint)."""
+    from shared_model.spaces import get_space
+
     try:
         return bool(get_space(space).enas_network)
     except ValueError:
@@ -239,6 +240,8 @@ def build_search_config(strategy: str, preset: str, file_data: Dict[str, Any] | 
         out = dict(preset_overrides(preset, strategy))
         name = flags.get("model.space") or (model.get("space") if isinstance(model, dict) else None)
         name = name if isinstance(name, str) else DEFAULT_SPACE.get(strategy)
+        from shared_model.spaces import get_space
+
         try:
             out.update(get_space(str(name)).search_overrides(preset))
         except ValueError:

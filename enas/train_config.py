@@ -169,9 +169,10 @@ def _space_name(file_data: Dict[str, Any], flags: Dict[str, Any]) -> Optional[st
 
 
 def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
-                       preset: Optional[str] = None, arch_space: Any = None) -> TrainConfig:
-    """Defaults -> preset (+ the space's additions) -> config file -> CLI flags (``None`` flags
-    ignored), then validation.
+                       preset: Optional[str] = None, arch_space: Any = None,
+                       carried: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """Defaults -> preset (+ the space's additions) -> ``carried`` (a search run's data keys)
+    -> config file -> CLI flags (``None`` flags ignored), then validation.
 
     The space is ``model.space`` if given, else ``arch_space`` (the space the architecture
     came from); without a preset its default is used (``darts`` for cell spaces).
@@ -191,6 +192,7 @@ def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
         out = dict(preset_overrides(preset))
         if space is not None:
             out.update(space.train_overrides(preset))
+        out.update(carried or {})
         return out
 
     cfg = layer_config(TrainConfig(), {"preset": preset}, overrides, file_data, flags)
