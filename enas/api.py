@@ -37,7 +37,9 @@ PathLike = Union[str, Path]
 
 def _given(names: Mapping[str, Any], what: str) -> None:
     """Refuse settings passed together with ``resume`` (the saved config is used)."""
-    changed = [name for name, value in names.items() if value not in (None, False, (), {})]
+    flag = {"genotype": "GENOTYPE", "overrides": "--set"}
+    changed = [flag.get(name, "--" + name.replace("_", "-"))
+               for name, value in names.items() if value not in (None, False, (), {})]
     if changed:
         raise UserError(f"{', '.join(changed)} cannot be {what} when resuming; the run's saved config is used")
 

@@ -14,7 +14,6 @@ import click
 
 from enas.commands import options as opt
 from enas.errors import UserError
-from enas.train_config import PRESETS
 
 
 def _too_large(cfg: Any, image_size: int, in_channels: int) -> UserError:
@@ -119,7 +118,7 @@ def _human(n: float) -> str:
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("genotype")
-    @opt.option("--preset", type=click.Choice(PRESETS), default=None,
+    @opt.option("--preset", default=None,
                 help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR; the "
                      "default for cell spaces), enas (the official ENAS fixed network), quick, or nb201 "
                      "(the default for NAS-Bench-201 cells). A run folder: the run's own.")
