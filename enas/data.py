@@ -188,7 +188,8 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
         download: allow torchvision downloads into the cache when ``data_dir`` is ``None``.
         cache_dir: download cache; default :func:`default_cache_dir`.
         test_fraction: share of each class held out as test by ``imagefolder`` when the
-            folder has no ``test/`` (or ``val/``) subfolder.
+            folder has no ``test/`` (or ``val/``) subfolder; 1.0 makes every image of a folder
+            without ``train/`` the test split (``enas evaluate --data-dir``).
         resize: ``stretch``, ``pad`` (keep the aspect ratio, pad with black) or ``crop``
             (keep the aspect ratio, centre crop); see :mod:`enas.imaging`.
         channels: 1 or 3 to convert every image (colour to luminance, gray repeated);
@@ -241,7 +242,7 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
             data = resize_images(data, size, resize)
     logger.info("loaded %s/%s: %d images %s, %d classes", key, split, len(data),
                 tuple(data.images.shape[1:]), data.num_classes)
-    if data.summary:
+    if data.summary and key != "imagefolder":  # an image folder logs its decode once, when it decodes
         logger.info("%s/%s: %s", key, split, data.summary)
     return data
 

@@ -16,8 +16,10 @@ def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
     channels, height, width = input_shape(info)
     where = f"the test data in {data_dir or cfg.data.data_dir or info['dataset']}"
     # Decoded as in training (resize, channels), at the network's input size.
+    # A --data-dir of bare class folders is scored whole (test_fraction 1); the run's own folder
+    # keeps its train/test split, so training images are never scored.
     test = load_dataset(info["dataset"], "test", data_dir or cfg.data.data_dir, [height, width],
-                        resize=cfg.data.resize, channels=cfg.data.channels)
+                        resize=cfg.data.resize, channels=cfg.data.channels, test_fraction=1.0 if data_dir else 0.2)
     if test.channels != channels:
         raise UserError(f"{where} has {test.channels}-channel images, the checkpoint was trained on "
                         f"{channels}-channel ones; check --data-dir")

@@ -148,6 +148,14 @@ def _load_imagefolder(data_dir: str, split: str, size: Tuple[int, int], test_fra
         missing = [c for c, fs in test_files.items() if not fs]
         if missing:
             logger.warning("test classes without images in %s: %s", test_dir, ", ".join(missing[:10]))
+    elif not (root / "train").is_dir() and (test_dir is not None or test_fraction >= 1.0):
+        # Only a test folder, or test_fraction 1 (`enas evaluate --data-dir`: score every image):
+        # it is the test split; the statistics are its own, evaluation uses the checkpoint's.
+        if split == "train":
+            raise UserError(f"{root} has no train/ folder of class folders")
+        base = test_dir or root
+        train_files = test_files = _scan_classes(base)
+        _check_train_classes(test_files, base)
     else:
         base = root / "train" if (root / "train").is_dir() else root
         files = _scan_classes(base)
@@ -163,9 +171,11 @@ def _load_imagefolder(data_dir: str, split: str, size: Tuple[int, int], test_fra
     if key not in _FOLDER_MEMO:
         # Train and test are decoded together: the test split needs the train statistics and
         # both must agree on the channel count; the memo spares a second decode.
-        ((tr_x, tr_y), (te_x, te_y)), summary = _to_tensors([train_files, test_files], classes, size,
-                                                            resize, channels)
+        parts = [train_files] if train_files is test_files else [train_files, test_files]
+        decoded, summary = _to_tensors(parts, classes, size, resize, channels)
+        (tr_x, tr_y), (te_x, te_y) = decoded[0], decoded[-1]
         mean, std = channel_stats(tr_x)
+        logger.info("%s: %s", root, summary)
         _FOLDER_MEMO.clear()
         _FOLDER_MEMO[key] = (ImageData(tr_x, tr_y, classes, mean, std, summary),
                              ImageData(te_x, te_y, list(classes), mean, std, summary))

@@ -160,7 +160,8 @@ def summarize(decoded: Sequence[Decoded], sizes: Sequence[Tuple[int, int]], size
               channels: int, channels_asked: bool, resize: str) -> str:
     """One line saying what the decode converted (logged, and kept in the run's data.json)."""
     modes = Counter(d.mode for d in decoded)
-    parts = [f"decoded {len(decoded):,} images (" + ", ".join(f"{n:,} {m}" for m, n in modes.most_common()) + ")"]
+    parts = [f"decoded {len(decoded):,} images of all splits ("
+             + ", ".join(f"{n:,} {m}" for m, n in modes.most_common()) + ")"]
     sixteen = sum(n for m, n in modes.items() if m.startswith("I"))
     if sixteen:
         parts.append(f"{sixteen:,} 16/32-bit scaled to 8 bits")

@@ -134,7 +134,7 @@ def test_non_square_sizes_and_the_three_resize_modes(tmp_path):
 
 def test_one_summary_line_is_logged(tmp_path, caplog):
     _gray_folder(tmp_path)
-    with caplog.at_level(logging.INFO, logger="enas.data"):
+    with caplog.at_level(logging.INFO, logger="enas"):
         load_dataset("imagefolder", "train", str(tmp_path), image_size=6)
     lines = [r.getMessage() for r in caplog.records if "decoded" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0] and "I;16" in lines[0]

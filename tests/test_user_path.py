@@ -106,6 +106,9 @@ def test_evaluate_matches_classes_by_name(searched, tmp_path):
     part = json.loads(run("evaluate", trained, "--data-dir", subset, "--json", "--repeats", "1",
                           "--latency-batch", "1").stdout)
     assert part["test_images"] == 4 and ok["test_images"] == 6
+    bare = json.loads(run("evaluate", trained, "--data-dir", data / "test", "--json", "--repeats", "1",
+                          "--latency-batch", "1").stdout)  # bare class folders: every image is scored
+    assert bare["test_images"] == 6 and bare["top1"] == ok["top1"]
 
 
 def test_derive_says_it_replaces_genotype_json(searched, tmp_path):
