@@ -16,6 +16,7 @@ and ``enas export`` rebuild the network from the checkpoint alone.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,8 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect:
 
         check_same_data(info, *expect)
     # data.json: the checkpoint's data_info plus where it came from and how it was decoded.
-    described = dict(info, data_dir=d.data_dir, train_images=len(train), test_images=len(test),
+    data_dir = d.data_dir and os.path.abspath(os.path.expanduser(d.data_dir))
+    described = dict(info, data_dir=data_dir, train_images=len(train), test_images=len(test),
                      decode=train.summary)
     model = make_child(genotype, cfg, info).to(device)
     channels_last = use_channels_last(device, cfg.run.channels_last, amp=cfg.run.amp)
@@ -283,7 +285,10 @@ class Retrainer:
         last = epoch + 1 == self.cfg.epochs
         best = False
         if last or (epoch + 1) % self.cfg.run.test_every == 0:
-            test = evaluate_model(self.setup.model, self.setup.test_loader, self.setup.trainer.device, self.cfg.run.amp)
+            bar = self.progress(total=len(self.setup.test_loader), initial=0,
+                                desc=f"epoch {epoch + 1}/{self.cfg.epochs} test") if self.progress else None
+            test = evaluate_model(self.setup.model, self.setup.test_loader, self.setup.trainer.device,
+                                  self.cfg.run.amp, bar)
             self.last_test = {"epoch": epoch + 1, **test}
             values = {"test_acc": test["top1"], "test_loss": test["loss"]}
             if test["top5"] is not None:

@@ -28,7 +28,7 @@ def is_run_dir(path: Path) -> bool:
     return any((path / m).exists() for m in RUN_MARKERS)
 
 
-def _written_by_enas(path: Path) -> bool:
+def written_by_enas(path: Path) -> bool:
     """A folder enas made: its marker, or (runs from before the marker) an enas checkpoint."""
     if (path / MARKER).is_file():
         return True
@@ -100,7 +100,7 @@ def prepare_run_dir(out: Path, resume: bool, force: bool, kind: str = "run") -> 
     if out.exists() and is_run_dir(out):
         if not force:
             raise UserError(f"{out} already holds a run; use --resume to continue it or --force to replace it")
-        if not _written_by_enas(out):
+        if not written_by_enas(out):
             found = ", ".join(m for m in RUN_MARKERS if (out / m).exists())
             raise UserError(f"{out} holds {found} but no enas run (no {MARKER} marker or enas checkpoint); "
                             "--force only replaces runs enas wrote: choose another --out")

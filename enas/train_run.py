@@ -67,6 +67,9 @@ def carry_over(search: Dict[str, Any], flags: Mapping[str, Any], file_data: Mapp
     own = any(flags.get(f"data.{k}") is not None or k in file_section for k in ("dataset", "data_dir"))
     saved = search["config"]["data"]
     carried = {} if own else {f"data.{k}": saved[k] for k in CARRIED_DATA if k in saved}
+    if carried.get("data.data_dir") and (search["data"] or {}).get("data_dir"):
+        # data.json holds it absolute: the retrain may run from another folder than the search.
+        carried["data.data_dir"] = search["data"]["data_dir"]
     preset = "quick" if search["config"].get("preset") == "quick" else None
     where = search["folder"]
     if own:

@@ -115,10 +115,12 @@ def network_from_checkpoint(state: Dict[str, Any], inference: bool = True
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "auto") -> Dict[str, float]:
+def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "auto",
+                   bar: Any = None) -> Dict[str, float]:
     """Mean loss, top-1 and top-5 accuracy over a whole (unshuffled) loader, eval mode.
 
-    ``top5`` is None with 5 classes or fewer (it would always be 1).
+    ``top5`` is None with 5 classes or fewer (it would always be 1). ``bar``: a tqdm-like
+    progress bar advanced per batch (closed at the end).
     """
     was_training = model.training
     model.eval()
@@ -134,6 +136,10 @@ def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device,
         if k:
             sums[2] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
         n += y.numel()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     loss, top1, top5 = (sums / max(n, 1)).tolist()
     return {"loss": loss, "top1": top1, "top5": top5 if k else None, "n": n}

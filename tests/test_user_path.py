@@ -82,9 +82,10 @@ def test_train_refuses_data_that_changed_since_the_search(searched, tmp_path):
     (moved / "test" / "owl").rename(moved / "test" / "bird")
     copy = tmp_path / "search"
     shutil.copytree(out, copy)
-    cfg = json.loads((copy / "config.json").read_text())
-    cfg["data"]["data_dir"] = str(moved)
-    (copy / "config.json").write_text(json.dumps(cfg))
+    for name, section in (("config.json", "data"), ("data.json", None)):  # the search's folder, changed
+        saved = json.loads((copy / name).read_text())
+        (saved[section] if section else saved)["data_dir"] = str(moved)
+        (copy / name).write_text(json.dumps(saved))
     assert "data changed since the search" in error_line(run("-q", "train", copy, *TRAIN, "--out", tmp_path / "x"))
 
 

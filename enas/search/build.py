@@ -6,6 +6,7 @@ every component below it receives explicit arguments.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
@@ -143,6 +144,7 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
                                         order=d.order, arch_lr=d.arch_lr,
                                         arch_betas=(d.arch_beta1, d.arch_beta2),
                                         arch_weight_decay=d.arch_weight_decay, unrolled_r=d.unrolled_r)
-    info = dict(data_info(train_data, cfg.data.dataset), data_dir=cfg.data.data_dir,
+    data_dir = cfg.data.data_dir and os.path.abspath(os.path.expanduser(cfg.data.data_dir))
+    info = dict(data_info(train_data, cfg.data.dataset), data_dir=data_dir,
                 train_images=len(train_data), valid_images=len(valid_data), decode=train_data.summary)
     return SearchSetup(space, model, strategy, trainer, generators, num_classes, info)
