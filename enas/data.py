@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 
 from enas.errors import UserError
@@ -216,7 +215,7 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
         if not os.path.isdir(data_dir):
             raise UserError(f"data dir {data_dir} does not exist or is not a folder")
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    from enas.data_sources import _load_cifar, _load_fashion_mnist
+    from enas.data_sources import _load_cifar, _load_digits, _load_fashion_mnist
     from enas.imagefolder import _load_imagefolder
 
     if key == "imagefolder":
@@ -300,21 +299,5 @@ def search_split(data: ImageData, dataset: str, valid_fraction: float = 0.1,
     train_idx, _ = perm[:n - n_valid].sort()
     valid_idx, _ = perm[n - n_valid:].sort()
     return data.subset(train_idx), data.subset(valid_idx)
-
-
-def _load_digits(split: str) -> ImageData:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    # The bundled values are counts (0..16) of set pixels in 4x4 blocks; scale to the uint8 range.
-    scaled = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
-    images = torch.from_numpy(scaled).unsqueeze(1)  # (1797, 1, 8, 8)
-    labels = torch.from_numpy(digits.target.astype(np.int64))
-    mean, std = channel_stats(images[:DIGITS_NUM_TRAIN])
-    part = slice(0, DIGITS_NUM_TRAIN) if split == "train" else slice(DIGITS_NUM_TRAIN, None)
-    return ImageData(images[part].contiguous(), labels[part].contiguous(),
-                     [str(d) for d in range(10)], mean, std)
-
-
 # ----------------------------------------------------------------------------- imagefolder
 

@@ -1,11 +1,11 @@
-"""Dataset readers behind :func:`enas.data.load_dataset`: CIFAR through torchvision and
-Fashion-MNIST IDX files, to uint8 tensors (image folders: :mod:`enas.imagefolder`).
+"""Dataset readers behind :func:`enas.data.load_dataset`: CIFAR through torchvision,
+Fashion-MNIST IDX files and scikit-learn's digits, to uint8 tensors (image folders:
+:mod:`enas.imagefolder`).
 """
 from __future__ import annotations
 
 import gzip
 import logging
-import os
 import struct
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from enas.data import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DEBIAN_FASHION_MNIST,
-                       FASHION_MNIST_CLASSES, ImageData, channel_stats)
+                       DIGITS_NUM_TRAIN, FASHION_MNIST_CLASSES, ImageData, channel_stats)
 from enas.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -158,3 +158,19 @@ def _load_fashion_mnist(split: str, data_dir: Optional[str], download: bool,
         _STATS_MEMO[memo_key] = channel_stats(train_images)
     mean, std = _STATS_MEMO[memo_key]
     return ImageData(images, labels, list(FASHION_MNIST_CLASSES), mean, std)
+
+
+# ----------------------------------------------------------------------------- digits
+
+def _load_digits(split: str) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # The bundled values are counts (0..16) of set pixels in 4x4 blocks; scale to the uint8 range.
+    scaled = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
+    images = torch.from_numpy(scaled).unsqueeze(1)  # (1797, 1, 8, 8)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    mean, std = channel_stats(images[:DIGITS_NUM_TRAIN])
+    part = slice(0, DIGITS_NUM_TRAIN) if split == "train" else slice(DIGITS_NUM_TRAIN, None)
+    return ImageData(images[part].contiguous(), labels[part].contiguous(),
+                     [str(d) for d in range(10)], mean, std)

@@ -33,7 +33,7 @@ from enas.errors import UserError
 from enas.progress import RunClock, duration
 from enas.runlog import RunLog
 from enas.runtime import use_channels_last
-from enas.schedules import epoch_lr
+from enas.schedules import epoch_lr, sgdr_boundaries  # noqa: F401  (sgdr_boundaries kept importable here)
 from enas.search.trainer import ChildTrainer
 from enas.train_config import TrainConfig, validate_train_config
 from enas.trained import KIND, data_info, evaluate_model, input_shape, load_train_checkpoint, make_child
@@ -65,16 +65,6 @@ class RetrainSetup:
     generators: Dict[str, torch.Generator]
     info: Dict[str, Any]
     described: Dict[str, Any]
-
-
-def sgdr_boundaries(t0: int, tmul: int, up_to: int) -> list:
-    """Epoch counts at which an SGDR period ends (ENAS: 10, 30, 70, 150, 310, 630 ...)."""
-    ends, period, total = [], t0, t0
-    while total <= up_to:
-        ends.append(total)
-        period *= tmul
-        total += period
-    return ends
 
 
 def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect: Any = None) -> RetrainSetup:
