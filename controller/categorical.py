@@ -46,7 +46,7 @@ class CategoricalPolicy(nn.Module):
                  generator: Optional[torch.Generator] = None) -> None:
         super().__init__()
         self.decisions: Tuple[Decision, ...] = tuple(decisions)
-        plan_decisions(self.decisions)  # same validation as the other policies
+        plan_decisions(self.decisions, skips=True)  # same validation as the other policies
         width = max(d.num_choices for d in self.decisions)
         init = init_std * torch.randn(len(self.decisions), width, generator=generator)
         self.logits = nn.Parameter(init)

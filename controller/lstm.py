@@ -1,5 +1,10 @@
 """The ENAS micro controller: an LSTM that samples cells (Pham et al. 2018, Sec. 2.3 and 3.1).
 
+:class:`~controller.policy.LSTMPolicy` holds what the ENAS controllers share
+(the LSTM, the embeddings and attention, batched sampling, teacher-forced
+rescoring); :class:`Controller` is the micro sampler, :mod:`controller.macro`
+the macro one.
+
 The controller reads the flat :class:`~shared_model.spaces.Decision` list of a
 search space and samples one integer per decision, following the official
 ``micro_controller.py`` (melodyguan/enas):
@@ -25,87 +30,20 @@ with one pass over the decisions.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from controller.policy import LSTMPolicy, Sample, plan_decisions
 from shared_model.spaces import Decision
 
 logger = logging.getLogger(__name__)
 
-# A node plan: (decision positions of its inputs with their choice counts, positions of its ops).
-_NodePlan = Tuple[List[Tuple[int, int]], List[int]]
+__all__ = ["Controller", "LSTMPolicy", "Sample", "plan_decisions"]
 
 
-@dataclass
-class Sample:
-    """One sampled architecture.
-
-    Attributes:
-        actions: one integer per decision, in :class:`Decision` order.
-        log_prob: scalar tensor, ``sum log pi(a_t)``; carries the graph for REINFORCE.
-        entropy: scalar tensor, the exact categorical entropy summed over decisions.
-    """
-
-    actions: List[int]
-    log_prob: torch.Tensor
-    entropy: torch.Tensor
-
-
-def plan_decisions(decisions: Sequence[Decision]) -> List[Tuple[str, List[_NodePlan]]]:
-    """Group a flat decision list into cells and nodes, in order of appearance.
-
-    Args:
-        decisions: e.g. ``SearchSpace.decisions``; any node count, op count or
-            number of slots per node, as long as every cell and node is contiguous.
-
-    Returns:
-        ``[(cell, [(inputs, ops), ...]), ...]`` where ``inputs`` holds
-        ``(position, num_choices)`` pairs and ``ops`` positions in ``decisions``.
-
-    Raises:
-        ValueError: an empty list, an unknown kind, a cell or node split in
-            two, or an input decision with more choices than earlier states.
-    """
-    if not decisions:
-        raise ValueError("the controller needs at least one decision")
-    cells: List[Tuple[str, List[_NodePlan]]] = []
-    done_cells: set = set()
-    node_ids: set = set()
-    current: Optional[int] = None
-    for pos, d in enumerate(decisions):
-        if d.kind not in ("input", "op"):
-            raise ValueError(f"decision {pos}: unknown kind {d.kind!r}")
-        if d.num_choices < 1:
-            raise ValueError(f"decision {pos}: needs at least one choice, got {d.num_choices}")
-        if not cells or cells[-1][0] != d.cell:
-            if d.cell in done_cells:
-                raise ValueError(f"decision {pos}: the decisions of cell {d.cell!r} are not contiguous")
-            done_cells.add(d.cell)
-            cells.append((d.cell, []))
-            node_ids, current = set(), None
-        nodes = cells[-1][1]
-        if d.node != current:
-            if d.node in node_ids:
-                raise ValueError(f"decision {pos}: the decisions of node {d.node} in {d.cell!r} "
-                                 "are not contiguous")
-            node_ids.add(d.node)
-            current = d.node
-            nodes.append(([], []))
-        if d.kind == "input":
-            available = len(nodes) + 1  # two cell inputs + the computed nodes before this one
-            if d.num_choices > available:
-                raise ValueError(f"decision {pos}: {d.num_choices} input choices but only "
-                                 f"{available} earlier states in cell {d.cell!r}")
-            nodes[-1][0].append((pos, d.num_choices))
-        else:
-            nodes[-1][1].append(pos)
-    return cells
-
-
-class Controller(nn.Module):
+class Controller(LSTMPolicy):
     """ENAS micro controller (Pham et al. 2018, Sec. 2.3/3.1; REFERENCE Sec. 2).
 
     Args:
@@ -130,33 +68,12 @@ class Controller(nn.Module):
                  op_bias_init: Optional[Sequence[float]] = None,
                  normal_op_prior: Optional[Sequence[float]] = None,
                  init_range: float = 0.1) -> None:
-        super().__init__()
-        if num_ops < 1 or hidden < 1 or num_layers < 1:
-            raise ValueError(f"num_ops, hidden and num_layers must be positive, "
-                             f"got {num_ops}, {hidden}, {num_layers}")
-        if temperature is not None and temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
         if op_tanh_reduce <= 0:
             raise ValueError(f"op_tanh_reduce must be positive, got {op_tanh_reduce}")
-        self.decisions: Tuple[Decision, ...] = tuple(decisions)
+        super().__init__(decisions, num_ops, hidden, num_layers, temperature, init_range)
         self._plan = plan_decisions(self.decisions)
-        bad = [i for i, d in enumerate(self.decisions) if d.kind == "op" and d.num_choices != num_ops]
-        if bad:
-            raise ValueError(f"op decision {bad[0]} has {self.decisions[bad[0]].num_choices} "
-                             f"choices but num_ops is {num_ops}")
-        self.num_ops, self.hidden, self.num_layers = num_ops, hidden, num_layers
-        self.tanh_constant, self.op_tanh_reduce, self.temperature = tanh_constant, op_tanh_reduce, temperature
-
-        # The official LSTM has no bias: i, f, o, g = [x, h] W.
-        self.lstm = nn.ModuleList(nn.LSTMCell(hidden, hidden, bias=False) for _ in range(num_layers))
-        self.g_emb = nn.Parameter(torch.empty(1, hidden))
-        self.w_emb = nn.Parameter(torch.empty(num_ops, hidden))
-        self.w_soft = nn.Parameter(torch.empty(hidden, num_ops))
-        self.w_attn_1 = nn.Parameter(torch.empty(hidden, hidden))
-        self.w_attn_2 = nn.Parameter(torch.empty(hidden, hidden))
-        self.v_attn = nn.Parameter(torch.empty(hidden, 1))
-        for p in self.parameters():
-            nn.init.uniform_(p, -init_range, init_range)
+        self._check_op_choices()
+        self.tanh_constant, self.op_tanh_reduce = tanh_constant, op_tanh_reduce
         self.b_soft = nn.Parameter(self._op_vector(op_bias_init, "op_bias_init"))
         prior = self._op_vector(normal_op_prior, "normal_op_prior")
         # Zeros when not given, so adding it is a no-op and state_dicts always match.
@@ -170,68 +87,15 @@ class Controller(nn.Module):
             raise ValueError(f"{name} needs {self.num_ops} values, got {len(out)}")
         return out
 
-    @property
-    def num_decisions(self) -> int:
-        return len(self.decisions)
-
-    # -- core ---------------------------------------------------------------
-    def _step(self, x: torch.Tensor, state: List[Tuple[torch.Tensor, torch.Tensor]]
-              ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-        new = []
-        for cell, (h, c) in zip(self.lstm, state):
-            h, c = cell(x, (h, c))  # (B, H) each
-            new.append((h, c))
-            x = h
-        return new
-
-    def _squash(self, logits: torch.Tensor, constant: Optional[float]) -> torch.Tensor:
-        if self.temperature is not None:
-            logits = logits / self.temperature
-        if constant is not None:
-            logits = constant * torch.tanh(logits)
-        return logits
-
-    @staticmethod
-    def _choose(logits: torch.Tensor, forced: Optional[torch.Tensor], greedy: bool,
-                generator: Optional[torch.Generator]) -> torch.Tensor:
-        if forced is not None:
-            if bool(((forced < 0) | (forced >= logits.shape[1])).any()):
-                raise ValueError(f"action out of range 0..{logits.shape[1] - 1}: {forced.tolist()}")
-            return forced
-        if greedy:
-            return logits.argmax(dim=1)
-        probs = logits.detach().softmax(dim=1)  # (B, K)
-        if generator is not None and generator.device != probs.device:
-            # A CPU generator keeps seeded sampling reproducible for a controller on any device.
-            return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(probs.device)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
     def _run(self, batch: int, forced: Optional[torch.Tensor] = None, greedy: bool = False,
              generator: Optional[torch.Generator] = None
-             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Walk the decisions for ``batch`` independent architectures.
-
-        Returns:
-            actions ``(B, D)`` long, log_prob ``(B,)``, entropy ``(B,)``.
-        """
-        device = self.g_emb.device
-        zeros = torch.zeros(batch, self.hidden, device=device)
-        state = [(zeros, zeros) for _ in range(self.num_layers)]
-        actions = torch.zeros(batch, self.num_decisions, dtype=torch.long, device=device)
-        log_prob = torch.zeros(batch, device=device)
-        entropy = torch.zeros(batch, device=device)
-        rows = torch.arange(batch, device=device)
+             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        """Walk the decisions for ``batch`` independent architectures (see the module docstring)."""
+        state = self._zero_state(batch)
+        trace = self._trace(batch, forced, greedy, generator)
+        rows = trace.rows
         g_emb = self.g_emb.expand(batch, -1)  # (B, H)
         op_constant = None if self.tanh_constant is None else self.tanh_constant / self.op_tanh_reduce
-
-        def record(pos: int, logits: torch.Tensor) -> torch.Tensor:
-            nonlocal log_prob, entropy
-            a = self._choose(logits, None if forced is None else forced[:, pos], greedy, generator)
-            log_p = logits.log_softmax(dim=1)  # (B, K)
-            log_prob = log_prob + log_p[rows, a]
-            entropy = entropy + -(log_p.exp() * log_p).sum(dim=1)
-            actions[:, pos] = a
-            return a
 
         for cell, nodes in self._plan:
             x = g_emb
@@ -248,44 +112,17 @@ class Controller(nn.Module):
                     query = (state[-1][0] @ self.w_attn_2).unsqueeze(1)  # (B, 1, H)
                     scores = torch.tanh(torch.stack(keys[:n], dim=1) + query)  # (B, n, H)
                     logits = self._squash((scores @ self.v_attn).squeeze(2), self.tanh_constant)  # (B, n)
-                    a = record(pos, logits)
+                    a = trace.record(pos, logits)
                     x = torch.stack(anchors[:n], dim=1)[rows, a]  # (B, H)
                 for pos in ops:
                     state = self._step(x, state)
                     logits = self._squash(state[-1][0] @ self.w_soft + self.b_soft, op_constant)  # (B, O)
                     if cell == "normal":
                         logits = logits + self.normal_op_prior
-                    a = record(pos, logits)
+                    a = trace.record(pos, logits)
                     x = self.w_emb[a]  # (B, H)
                 state = self._step(x, state)
                 anchors.append(state[-1][0])
                 keys.append(state[-1][0] @ self.w_attn_1)
                 x = g_emb
-        return actions, log_prob, entropy
-
-    # -- public API ---------------------------------------------------------
-    def sample_batch(self, n: int, generator: Optional[torch.Generator] = None,
-                     greedy: bool = False) -> List[Sample]:
-        """Sample ``n`` architectures in one batched pass (each keeps its own graph slice)."""
-        if n < 1:
-            raise ValueError(f"need at least one sample, got {n}")
-        actions, log_prob, entropy = self._run(n, greedy=greedy, generator=generator)
-        return [Sample(a, log_prob[i], entropy[i]) for i, a in enumerate(actions.tolist())]
-
-    def sample(self, generator: Optional[torch.Generator] = None, greedy: bool = False) -> Sample:
-        """Sample one architecture; ``greedy`` takes the argmax at every decision."""
-        return self.sample_batch(1, generator=generator, greedy=greedy)[0]
-
-    def forward(self, actions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced scoring of a ``(B, D)`` action batch -> log_prob ``(B,)``, entropy ``(B,)``."""
-        if actions.dim() != 2 or actions.shape[1] != self.num_decisions:
-            raise ValueError(f"expected actions of shape (B, {self.num_decisions}), "
-                             f"got {tuple(actions.shape)}")
-        forced = actions.to(device=self.g_emb.device, dtype=torch.long)
-        _, log_prob, entropy = self._run(forced.shape[0], forced=forced)
-        return log_prob, entropy
-
-    def log_prob(self, actions: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Re-score one action list: scalar log_prob (with grad) and entropy."""
-        log_prob, entropy = self(torch.as_tensor([list(actions)], dtype=torch.long))
-        return log_prob[0], entropy[0]
+        return trace.actions, trace.log_prob, trace.entropy, {}

@@ -6,22 +6,46 @@ sample entropy; the baseline is an exponential moving average updated with each
 reward *before* the advantage is taken; the loss is ``-log pi(a) (R - b)``; the
 gradients of ``samples_per_update`` samples are averaged into one Adam step
 (the official code aggregates 10 replicas' gradients).
+
+Extra loss terms (``loss_terms``) are added to each sample's loss before the
+average, e.g. the macro controller's skip penalty (official
+``general_controller.build_trainer``: ``loss += skip_weight * skip_penaltys``):
+:class:`ExtraLoss` weights one of the per-sample ``extras`` a policy attaches.
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from controller.lstm import Controller
+from controller.policy import LSTMPolicy, Sample
 from controller.tf_adam import TFAdam
 
 logger = logging.getLogger(__name__)
 
 RewardFn = Callable[[List[int]], float]
+#: A differentiable scalar added to one sample's loss.
+LossTerm = Callable[[Sample], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ExtraLoss:
+    """The loss term ``weight * sample.extras[key]`` (e.g. ``ExtraLoss("skip_kl", 0.8)``)."""
+
+    key: str
+    weight: float
+
+    def __call__(self, sample: Sample) -> torch.Tensor:
+        try:
+            value = sample.extras[self.key]
+        except KeyError:
+            raise ValueError(f"the policy's samples carry no {self.key!r} (extras: "
+                             f"{', '.join(sorted(sample.extras)) or 'none'})") from None
+        return self.weight * value
 
 
 class Reinforce:
@@ -38,12 +62,15 @@ class Reinforce:
         entropy_weight: weight of the sample entropy added to the reward.
         samples_per_update: architectures whose gradients one step averages.
         grad_clip: max global gradient norm, ``None`` for no clipping (official).
+        loss_terms: name -> term added to each sample's loss (:class:`ExtraLoss`);
+            each term's mean over the update is reported under its name.
     """
 
-    def __init__(self, controller: Controller, lr: float = 0.0035,
+    def __init__(self, controller: LSTMPolicy, lr: float = 0.0035,
                  betas: Tuple[float, float] = (0.0, 0.999), eps: float = 1e-3,
                  baseline_decay: float = 0.99, entropy_weight: float = 1e-4,
-                 samples_per_update: int = 10, grad_clip: Optional[float] = None) -> None:
+                 samples_per_update: int = 10, grad_clip: Optional[float] = None,
+                 loss_terms: Optional[Mapping[str, LossTerm]] = None) -> None:
         if samples_per_update < 1:
             raise ValueError(f"samples_per_update must be >= 1, got {samples_per_update}")
         if not 0.0 <= baseline_decay <= 1.0:
@@ -57,6 +84,7 @@ class Reinforce:
         self.entropy_weight = entropy_weight
         self.samples_per_update = samples_per_update
         self.grad_clip = grad_clip
+        self.loss_terms: Dict[str, LossTerm] = dict(loss_terms or {})
         self.baseline = 0.0
         self.num_updates = 0
 
@@ -74,7 +102,8 @@ class Reinforce:
             ``baseline`` (after the update), ``entropy``, ``loss`` (means over
             finite samples, NaN if none), ``skipped_nonfinite``, ``num_samples``,
             ``grad_norm`` (NaN when no step) and ``best_actions`` / ``best_reward``
-            (highest raw reward of this update; ``None`` / NaN if none).
+            (highest raw reward of this update; ``None`` / NaN if none); then the
+            mean of each loss term and of each of the samples' ``extras``, by name.
         """
         self.controller.train()
         samples = self.controller.sample_batch(self.samples_per_update, generator=generator)
@@ -82,6 +111,8 @@ class Reinforce:
         rewards, raws, entropies = [], [], []
         best: Tuple[Optional[List[int]], float] = (None, math.nan)
         skipped = 0
+        terms: Dict[str, List[float]] = {}
+        extras: Dict[str, List[float]] = {}
         for s in samples:
             raw = float(reward_fn(list(s.actions)))
             entropy = float(s.entropy.detach())
@@ -91,7 +122,14 @@ class Reinforce:
                 logger.warning("skipping a controller sample with non-finite reward %r", raw)
                 continue
             self.baseline -= (1.0 - self.baseline_decay) * (self.baseline - reward)
-            losses.append(-s.log_prob * (reward - self.baseline))
+            loss = -s.log_prob * (reward - self.baseline)
+            for name, term in self.loss_terms.items():
+                value = term(s)
+                loss = loss + value
+                terms.setdefault(name, []).append(float(value.detach()))
+            for name, value in s.extras.items():
+                extras.setdefault(name, []).append(float(value.detach()))
+            losses.append(loss)
             rewards.append(reward)
             raws.append(raw)
             entropies.append(entropy)
@@ -127,6 +165,8 @@ class Reinforce:
             "grad_norm": grad_norm,
             "best_actions": best[0],
             "best_reward": best[1],
+            **{name: mean(values) for name, values in extras.items()},
+            **{name: mean(values) for name, values in terms.items()},
         }
 
     def state_dict(self) -> dict:

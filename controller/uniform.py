@@ -12,12 +12,42 @@ and entropy are therefore the constant ``-/+ sum log(effective choices)``.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
 from controller.lstm import Sample, plan_decisions
 from shared_model.spaces import Decision
+
+
+def input_exclusions(decisions: Sequence[Decision], distinct_inputs: bool) -> List[Tuple[int, ...]]:
+    """Per decision, the earlier input decisions of its node whose values it must avoid.
+
+    Empty tuples unless ``distinct_inputs`` (``Space.distinct_inputs``, the DARTS space): then
+    the k-th input decision of a node (0-based) must differ from the node's first k inputs and
+    effectively has ``num_choices - k`` choices.
+
+    Raises:
+        ValueError: an invalid decision list (:func:`~controller.lstm.plan_decisions`), or a
+            node with more distinct inputs to draw than choices.
+    """
+    plan = plan_decisions(decisions, skips=True)  # same validation as the controllers
+    exclude: List[Tuple[int, ...]] = [() for _ in decisions]
+    if distinct_inputs:
+        for _, nodes in plan:
+            for inputs, _ in nodes:
+                for k, (pos, n) in enumerate(inputs):
+                    if n - k < 1:
+                        raise ValueError(f"decision {pos}: {k + 1} distinct inputs from {n} choices")
+                    exclude[pos] = tuple(p for p, _ in inputs[:k])
+    return exclude
+
+
+def nth_free(index: int, taken: Iterable[int]) -> int:
+    """The ``index``-th value (0-based) that is not in ``taken`` (distinct values)."""
+    for value in sorted(taken):
+        index += index >= value
+    return index
 
 
 class UniformPolicy:
@@ -36,18 +66,10 @@ class UniformPolicy:
     def __init__(self, decisions: Sequence[Decision], device: torch.device | str = "cpu",
                  distinct_inputs: bool = False) -> None:
         self.decisions: Tuple[Decision, ...] = tuple(decisions)
-        plan = plan_decisions(self.decisions)  # same validation as the controller
         self.device = torch.device(device)
         self.distinct_inputs = bool(distinct_inputs)
         # Per decision: the earlier input positions of its node it must differ from.
-        self._exclude: List[Tuple[int, ...]] = [() for _ in self.decisions]
-        if self.distinct_inputs:
-            for _, nodes in plan:
-                for inputs, _ in nodes:
-                    for k, (pos, n) in enumerate(inputs):
-                        if n - k < 1:
-                            raise ValueError(f"decision {pos}: {k + 1} distinct inputs from {n} choices")
-                        self._exclude[pos] = tuple(p for p, _ in inputs[:k])
+        self._exclude = input_exclusions(self.decisions, self.distinct_inputs)
         self._choices = [d.num_choices - len(ex) for d, ex in zip(self.decisions, self._exclude)]
         self._entropy = sum(math.log(n) for n in self._choices)
 
@@ -67,11 +89,7 @@ class UniformPolicy:
         u = torch.rand(self.num_decisions, generator=generator, dtype=torch.float64).tolist()
         actions: List[int] = []
         for x, n, exclude in zip(u, self._choices, self._exclude):
-            a = min(int(x * n), n - 1)
-            # The a-th input not taken yet: step over the taken ones in increasing order.
-            for taken in sorted(actions[p] for p in exclude):
-                a += a >= taken
-            actions.append(a)
+            actions.append(nth_free(min(int(x * n), n - 1), [actions[p] for p in exclude]))
         log_prob, entropy = self.log_prob(actions)
         return Sample(actions, log_prob, entropy)
 

@@ -77,7 +77,7 @@ def build_child(genotype: Any, preset: Optional[str] = None, channels: Optional[
         genotype = load_genotype(genotype)
     cfg = build_train_config(None, {"model.channels": channels, "model.layers": layers,
                                     "model.auxiliary": auxiliary or None}, preset=preset,
-                             arch_space=space_for_arch(genotype))
+                             arch_space=space_for_arch(genotype), arch=genotype)
     if not auxiliary:
         cfg.model.auxiliary = False
     h, w = image_hw(image_size)

@@ -10,7 +10,8 @@ node has an unlabelled edge to ``c_{k}``.
 
 Rendering uses graphviz ``dot`` when it is on PATH. Otherwise a pure-Python
 layered layout (:mod:`enas.draw_layout`: every edge in its own lane, op labels
-in their own slots, never through a box) is drawn with PIL (PNG) and as
+in their own slots, never through a box; a ``"chain"`` graph such as the macro
+network is one box per row with skips as arcs on the right) is drawn with PIL (PNG) and as
 hand-written SVG, so drawing never needs a system binary. Files are written
 atomically with the usual permissions of new files (``0644`` under umask 022).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import shutil
 import subprocess
@@ -29,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from enas.checkpoint import atomic_write_bytes
-from enas.draw_layout import MARGIN, Layout, layout, sample
+from enas.draw_layout import MARGIN, Layout, chain_layout, layout, sample
 from enas.errors import UserError
 from shared_model.genotype import CELL_TYPES, Genotype
 from shared_model.spaces import CellGraph
@@ -56,7 +58,7 @@ def graph_to_dot(graph: CellGraph, name: str = "cell") -> str:
     fills = {"input": _IN_FILL, "node": _NODE_FILL, "output": _OUT_FILL}
     lines = [
         f"digraph {name} {{",
-        "  rankdir=LR;",
+        f"  rankdir={'TB' if graph.layout == 'chain' else 'LR'};",
         '  node [shape=rect, style="filled,rounded", fontname="helvetica", penwidth=2];',
         '  edge [fontname="helvetica"];',
     ]
@@ -97,13 +99,19 @@ def _text_size(font, text: str) -> Tuple[int, int]:
     return right - left, bottom - top
 
 
-def _arrow_head(tip: Point, size: float = 9.0) -> List[Point]:
-    x, y = tip
-    return [(x, y), (x - size, y - size * 0.45), (x - size, y + size * 0.45)]
+def _arrow_head(segs: List, size: float = 9.0) -> List[Point]:
+    """A filled triangle at the end of the last segment, pointing along it."""
+    last = segs[-1]
+    (bx, by), (ax, ay) = last[-1], last[-2]
+    norm = math.hypot(bx - ax, by - ay) or 1.0
+    dx, dy = (bx - ax) / norm, (by - ay) / norm
+    return [(bx, by), (bx - size * dx + 0.45 * size * dy, by - size * dy - 0.45 * size * dx),
+            (bx - size * dx - 0.45 * size * dy, by - size * dy + 0.45 * size * dx)]
 
 
 def _layout(graph: CellGraph, font) -> Layout:
-    return layout(graph, lambda text: _text_size(font, text))
+    place = chain_layout if graph.layout == "chain" else layout
+    return place(graph, lambda text: _text_size(font, text))
 
 
 def _draw_pil(lay: Layout) -> Image.Image:
@@ -116,7 +124,7 @@ def _draw_pil(lay: Layout) -> Image.Image:
         color = "black" if label else "#777777"
         for seg in segs:
             d.line([(x * k, y * k) for x, y in sample(seg)], fill=color, width=2 * k, joint="curve")
-        d.polygon([(x * k, y * k) for x, y in _arrow_head(tip)], fill=color)
+        d.polygon([(x * k, y * k) for x, y in _arrow_head(segs)], fill=color)
     for it in lay.items:
         x0, y0, x1, y1 = ((it.x - it.w / 2) * k, (it.y - it.h / 2) * k, (it.x + it.w / 2) * k, (it.y + it.h / 2) * k)
         if it.kind == "node":
@@ -142,7 +150,7 @@ def _svg(lay: Layout) -> str:
         for seg in segs:
             pts = " ".join(f"{fmt(x)},{fmt(y)}" for x, y in seg[2:])
             path.append(f"M {fmt(seg[1][0])},{fmt(seg[1][1])} {seg[0]} {pts}")
-        head = " ".join(f"{fmt(x)},{fmt(y)}" for x, y in _arrow_head(tip))
+        head = " ".join(f"{fmt(x)},{fmt(y)}" for x, y in _arrow_head(segs))
         out.append(f'<path d="{" ".join(path)}" fill="none" stroke="{color}" stroke-width="2"/>')
         out.append(f'<polygon points="{head}" fill="{color}"/>')
     for it in lay.items:

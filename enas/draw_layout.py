@@ -224,6 +224,43 @@ def _route(graph: CellGraph, items: List[Item], chains: List[List[int]], node_it
     return routed
 
 
+def chain_layout(graph: CellGraph, text_size: Callable[[str], Tuple[float, float]]) -> Layout:
+    """A layer-by-layer network (``graph.layout == "chain"``): one box per row, top to bottom.
+
+    An edge between neighbours is a short vertical arrow; a longer one (a skip) is an arc on
+    the right of the boxes, bowing out by the rows it spans, so it never crosses a box; ports
+    are spread along the right sides by the far end's row so that arcs nest.
+    """
+    box_w = max(text_size(s)[0] for s in graph.labels) + 2 * BOX_PAD
+    title_h = text_size(graph.title or "Ag")[1] + 14
+    pitch = BOX_H + 2 * ITEM_GAP
+    items = [Item("node", box_w, BOX_H, node=i, text=label, x=MARGIN + box_w / 2,
+                  y=MARGIN + title_h + BOX_H / 2 + i * pitch) for i, label in enumerate(graph.labels)]
+    side: Dict[int, List[Tuple[int, int]]] = {}
+    for e, (s, d, _) in enumerate(graph.edges):
+        if abs(d - s) > 1:
+            side.setdefault(s, []).append((-d, e))
+            side.setdefault(d, []).append((s, e))
+    port: Dict[Tuple[int, int], Point] = {}
+    for node, ends in side.items():
+        it = items[node]
+        for rank, (_, e) in enumerate(sorted(ends)):
+            port[(e, node)] = (it.x + it.w / 2, it.y - it.h / 2 + it.h * (rank + 1) / (len(ends) + 1))
+    edges, reach = [], MARGIN + box_w
+    for e, (s, d, op) in enumerate(graph.edges):
+        a, b = items[s], items[d]
+        if abs(d - s) <= 1:
+            segs: List[Segment] = [("L", (a.x, a.y + a.h / 2), (b.x, b.y - b.h / 2))]
+        else:
+            p0, p1 = port[(e, s)], port[(e, d)]
+            bow = 28.0 + 28.0 * (abs(d - s) - 1)
+            segs = [("C", p0, (p0[0] + bow, p0[1]), (p1[0] + bow, p1[1]), p1)]
+            reach = max(reach, p0[0] + 0.75 * bow)
+        edges.append((segs, op, segs[-1][-1]))
+    height = (items[-1].y + BOX_H / 2 + MARGIN) if items else 2 * MARGIN
+    return Layout(reach + MARGIN, height, graph.title, items, list(graph.kinds), edges)
+
+
 def sample(seg: Segment, steps: int = 20) -> List[Point]:
     """Points along a segment (for raster drawing)."""
     if seg[0] == "L":

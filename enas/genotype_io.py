@@ -10,7 +10,8 @@ A GENOTYPE is one of:
   ``{"arch": "|nor_conv_3x3~0|+|...|"}``; ``"space": NAME`` in the object names
   the space explicitly;
 * an architecture string of a space that has one, e.g. NAS-Bench-201's
-  ``"|nor_conv_3x3~0|+|...|"`` (source ``arch:<string>``);
+  ``"|nor_conv_3x3~0|+|...|"`` or the macro space's official arc ``"0 3 0 0 1 0 ..."``
+  (source ``arch:<string>``);
 * a run folder: its ``genotype.json`` (written by ``enas derive`` for a search
   run and by ``enas train`` for a retrain run), read with the space named by
   the folder's ``config.json`` (``model.space``).
@@ -114,14 +115,18 @@ def resolve_arch(arg: str) -> Tuple[Space, Any, str]:
     """
     arg = str(arg)
     path = Path(arg).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError:  # e.g. "File name too long": a 24-layer macro arc is 600 characters
+        is_dir = is_file = False
+    if is_dir:
         candidate = path / GENOTYPE_FILE
         if candidate.is_file():
             return (*load_arch_file(candidate, _run_space(path)), str(candidate))
         if (path / "checkpoints" / "last.pt").is_file() or (path / "config.json").is_file():
             raise UserError(f"run folder {path} has no {GENOTYPE_FILE}; run `enas derive {path}` first")
         raise UserError(f"{path} is a folder but neither a run folder nor holds a {GENOTYPE_FILE}")
-    if path.is_file():
+    if is_file:
         return (*load_arch_file(path), str(path))
     for name in list_spaces():
         space = get_space(name)

@@ -38,7 +38,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    space: Optional[str] = None  # micro | darts; None: the strategy's default
+    space: Optional[str] = None  # micro | darts | nb201 | macro; None: the strategy's default
     num_nodes: Optional[int] = None  # None: the space's default
     ops: Optional[List[str]] = None  # None: the space's default op list
     channels: int = 20
@@ -78,6 +78,10 @@ class ControllerConfig:
     entropy_weight: float = 1e-4
     samples_per_update: int = 10
     updates_per_epoch: int = 30
+    # Macro controller only (official general_controller): the skip penalty
+    # skip_weight * KL(skip probability || skip_target) added to each sample's loss.
+    skip_target: float = 0.4
+    skip_weight: float = 0.8
 
 
 @dataclass
@@ -89,6 +93,29 @@ class DartsConfig:
     arch_weight_decay: float = 1e-3
     train_portion: float = 0.5
     unrolled_r: float = 0.01  # finite-difference scale of the second-order step
+
+
+@dataclass
+class EvolutionConfig:
+    # Regularized evolution on the supernet (enas/search/population.py): population P and
+    # tournament sample S of Real et al.'s CIFAR-10 search; the table mode uses NAS-Bench-201's
+    # P 10, S 3 (enas/benchmark/table_config.py).
+    population: int = 100
+    sample: int = 25
+    cycles_per_epoch: int = 100  # proposals scored per epoch (one validation minibatch each)
+    explore: float = 0.2  # share of training steps on a uniform random path instead of a member
+
+
+@dataclass
+class BOConfig:
+    # Optuna TPE on the supernet (controller/tpe.py); needs pip install 'enas[bo]'.
+    trials_per_epoch: int = 30  # 150 epochs: 4,500 trials
+    population: int = 100  # the latest trials the training steps draw from (and derive re-scores)
+    history: int = 500  # TPE models the latest 500..999 trials (bounds a proposal's cost, drops stale rewards)
+    explore: float = 0.2
+    startup_trials: int = 10  # Optuna's n_startup_trials
+    ei_candidates: int = 24  # Optuna's n_ei_candidates
+    multivariate: bool = True  # one joint density (BOHB-like) rather than one per decision
 
 
 @dataclass
@@ -104,7 +131,7 @@ class DeriveConfig:
 
 @dataclass
 class SearchConfig:
-    strategy: str = "enas"  # enas | darts | random
+    strategy: str = "enas"  # enas | darts | random | evolution | bo
     preset: str = "paper"
     epochs: int = 150
     data: DataConfig = field(default_factory=DataConfig)
@@ -112,6 +139,8 @@ class SearchConfig:
     optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     darts: DartsConfig = field(default_factory=DartsConfig)
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    bo: BOConfig = field(default_factory=BOConfig)
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     run: RunConfig = field(default_factory=RunConfig)
     # A benchmark table (CSV, README "Benchmarking with NAS-Bench-201") to score the run's
@@ -120,13 +149,14 @@ class SearchConfig:
     benchmark_column: str = "test_acc"
 
 
-STRATEGIES = ("enas", "darts", "random")
-# Random search with weight sharing runs on the DARTS space (Li & Talwalkar 2019, Sec. 5).
-DEFAULT_SPACE = {"enas": "micro", "random": "darts", "darts": "darts"}
+STRATEGIES = ("enas", "darts", "random", "evolution", "bo")
+# Random search with weight sharing runs on the DARTS space (Li & Talwalkar 2019, Sec. 5);
+# evolution and BO run the ENAS search protocol with another policy (README "Strategies").
+DEFAULT_SPACE = {"enas": "micro", "random": "darts", "darts": "darts", "evolution": "micro", "bo": "micro"}
 # ENAS: the l2 term of every loss covers all variables, so off-path weights decay every step.
 # Random: Li & Talwalkar set every p.grad = None before the step and run only the sampled ops,
 # so PyTorch's SGD skips the rest. DARTS: the mixed forward reaches every op anyway.
-DEFAULT_UPDATE_OFF_PATH = {"enas": True, "random": False, "darts": True}
+DEFAULT_UPDATE_OFF_PATH = {"enas": True, "random": False, "darts": True, "evolution": True, "bo": True}
 
 _DARTS_PAPER: Dict[str, Any] = {
     "epochs": 50, "data.batch_size": 64,
@@ -156,12 +186,17 @@ _QUICK: Dict[str, Any] = {
     # the op logits to +-0.44 and start 64% sep convs, so 200 updates barely move the policy.
     "controller.tanh_constant": 2.5, "controller.official_op_bias": False, "controller.lr": 0.01,
     "controller.updates_per_epoch": 10, "derive.samples": 40,
+    "evolution.population": 20, "evolution.sample": 5, "evolution.cycles_per_epoch": 20,
+    "bo.trials_per_epoch": 20, "bo.population": 20,
     "run.checkpoint_every_steps": 50, "run.log_every": 5,
     # Tiny networks: a second thread only adds synchronisation overhead.
     "run.threads": 1,
 }
 
 CELL_OUTPUTS = ("conv", "concat")
+#: Strategies driven by a propose / tell policy; like random search they run the ENAS search
+#: network on the spaces that declare it (``Space.enas_network``) and DARTS's elsewhere.
+PROPOSERS = ("evolution", "bo")
 
 
 def default_cell_output(strategy: str, space: str) -> str:
@@ -188,7 +223,7 @@ def default_aux_trainable(strategy: str, space: str) -> bool:
     which runs the same network. DARTS's and Li & Talwalkar's search networks
     have no aux head; with one it is trained, as any PyTorch module would be.
     """
-    return not (strategy == "enas" or (strategy == "random" and _enas_network(space)))
+    return not (strategy == "enas" or (strategy in PROPOSERS + ("random",) and _enas_network(space)))
 
 
 def _enas_network(space: str) -> bool:
@@ -282,6 +317,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (0.0 <= c.baseline_decay <= 1.0, "controller.baseline_decay must be in [0, 1]"),
         (c.samples_per_update >= 1, "controller.samples_per_update must be >= 1"),
         (c.updates_per_epoch >= 0, "controller.updates_per_epoch must be >= 0"),
+        (0.0 < c.skip_target < 1.0, "controller.skip_target must be in (0, 1)"),
+        (c.skip_weight >= 0, "controller.skip_weight must be >= 0"),
         (a.order in (1, 2), "darts.order must be 1 or 2"),
         (a.arch_lr > 0, "darts.arch_lr must be > 0"),
         (0.0 <= a.arch_beta1 < 1.0 and 0.0 <= a.arch_beta2 < 1.0, "darts.arch_beta1 and arch_beta2 must be in [0, 1)"),
@@ -295,7 +332,41 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (0 <= cfg.derive.top_k <= cfg.derive.samples, "derive.top_k must be in [0, derive.samples]"),
         (isinstance(o.update_off_path, bool), "optim.update_off_path must be true or false (or null)"),
         (isinstance(m.aux_trainable, bool), "model.aux_trainable must be true or false (or null)"),
+        (cfg.evolution.population >= 1, "evolution.population must be >= 1"),
+        (cfg.evolution.sample >= 1, "evolution.sample must be >= 1"),
+        (cfg.evolution.cycles_per_epoch >= 0, "evolution.cycles_per_epoch must be >= 0"),
+        (0.0 <= cfg.evolution.explore <= 1.0, "evolution.explore must be in [0, 1]"),
+        (cfg.bo.trials_per_epoch >= 0, "bo.trials_per_epoch must be >= 0"),
+        (cfg.bo.population >= 1, "bo.population must be >= 1"),
+        (cfg.bo.history >= 1, "bo.history must be >= 1"),
+        (0.0 <= cfg.bo.explore <= 1.0, "bo.explore must be in [0, 1]"),
+        (cfg.bo.startup_trials >= 0, "bo.startup_trials must be >= 0"),
+        (cfg.bo.ei_candidates >= 1, "bo.ei_candidates must be >= 1"),
     ]
     raise_first_failure(checks)
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:
         raise UserError("model.num_nodes must be >= 1")
+    if cfg.strategy == "bo":  # before a run folder exists (new run, resume or derive)
+        from controller.tpe import require_optuna
+
+        try:
+            require_optuna()
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
+    _check_network(cfg)
+
+
+def _check_network(cfg: SearchConfig) -> None:
+    """The space's refusals (e.g. DARTS on the macro space, an aux head it lacks), before any run folder exists."""
+    from shared_model.spaces import get_space
+
+    m = cfg.model
+    try:
+        space = get_space(m.space)
+    except ValueError:
+        return  # an unknown space is refused with its name when the space is built
+    try:
+        space.check_search(mixing=cfg.strategy == "darts", stem_multiplier=m.stem_multiplier,
+                           auxiliary=m.auxiliary, dropout=m.dropout, cell_output=m.cell_output)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None

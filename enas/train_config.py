@@ -11,11 +11,17 @@ on a CPU. ``nb201`` is the NAS-Bench-201 training protocol (Dong & Yang 2020,
 Sec. 2.3, the official ``200E`` hyper-parameter file): 200 epochs, batch 256,
 SGD Nesterov 0.9 with lr 0.1 cosine-annealed to 0, weight decay 5e-4, random
 crop (pad 4) and flip, no cutout, drop path, auxiliary head or clipping.
+``enas_macro`` is the official ENAS macro final script
+(``scripts/cifar10_macro_final.sh``; REFERENCE Sec. 3): C 96 (doubled at each
+reduction), batch 100, 310 epochs, SGDR 0.05 -> 1e-3, l2 2e-4, dropout 0.5,
+no cutout, auxiliary head, drop path or clipping; the depth is the
+architecture's (24 layers for ``ENAS_MACRO``).
 
 ``model.space`` names the search space whose child network is trained
 (``None``: the space the architecture comes from); a space may add its own
 defaults on top of a preset (``Space.train_overrides``), e.g. NAS-Bench-201
-turns off the cell networks' auxiliary head and drop path.
+turns off the cell networks' auxiliary head and drop path, and an architecture
+may fix values (``Space.arch_overrides``: a macro network's depth).
 
 Config flows one way: defaults -> preset -> ``--config`` file -> flags.
 """
@@ -73,6 +79,9 @@ class TrainModelConfig:
     bn_eps: float = 1e-5  # ENAS batch_norm: 1e-3
     aux_trainable: bool = True  # ENAS: the aux head is not among the optimized variables
     loose_inputs: bool = False  # ENAS final_combine: unread cell inputs join the cell output
+    # Macro space: build sep_conv_3x3/5x5 as full k x k convs, as the official _fixed_layer
+    # does (what trained the published macro rows); false: depthwise-separable, as in search.
+    sep_as_conv: bool = True
 
 
 @dataclass
@@ -101,7 +110,7 @@ class TrainConfig:
     run: TrainRunConfig = field(default_factory=TrainRunConfig)
 
 
-PRESETS = ("darts", "enas", "quick", "nb201")
+PRESETS = ("darts", "enas", "quick", "nb201", "enas_macro")
 DROP_PATH_SCHEDULES = ("linear", "enas")
 # Copies of shared_model.child's lists (a test keeps them equal): importing the
 # model module here would load torch for every config operation.
@@ -155,11 +164,24 @@ _NB201: Dict[str, Any] = {
 }
 
 
+# ENAS macro final (scripts/cifar10_macro_final.sh, general_child._fixed_layer; REFERENCE Sec. 3):
+# the network options (no aux head or drop path, BN eps 1e-3, bias-free classifier, sep ops as
+# full convs) come from the macro space's train_overrides, the depth from the architecture.
+_ENAS_MACRO: Dict[str, Any] = {
+    "epochs": 310, "data.batch_size": 100, "data.pad": 4, "data.flip": True, "data.cutout": 0,
+    "model.channels": 96, "model.dropout": 0.5,  # keep_prob 0.5
+    "optim.schedule": "sgdr", "optim.lr_max": 0.05, "optim.lr_min": 1e-3, "optim.sgdr_t0": 10,
+    "optim.sgdr_tmul": 2, "optim.momentum": 0.9, "optim.nesterov": True,
+    "optim.weight_decay": 4e-4,  # l2 2e-4: gradient 2 * l2 * w
+    "optim.grad_clip": None,  # the official "norm" clipping keeps the unclipped gradient (see _ENAS_FINAL)
+}
+
+
 def preset_overrides(preset: str) -> Dict[str, Any]:
     """Flat ``{"section.key": value}`` overrides of a preset (``darts`` = the defaults)."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return {"darts": {}, "enas": _ENAS_FINAL, "quick": _QUICK, "nb201": _NB201}[preset]
+    return {"darts": {}, "enas": _ENAS_FINAL, "quick": _QUICK, "nb201": _NB201, "enas_macro": _ENAS_MACRO}[preset]
 
 
 def _space_name(file_data: Dict[str, Any], flags: Dict[str, Any]) -> Optional[str]:
@@ -169,10 +191,10 @@ def _space_name(file_data: Dict[str, Any], flags: Dict[str, Any]) -> Optional[st
 
 
 def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
-                       preset: Optional[str] = None, arch_space: Any = None,
+                       preset: Optional[str] = None, arch_space: Any = None, arch: Any = None,
                        carried: Optional[Dict[str, Any]] = None) -> TrainConfig:
-    """Defaults -> preset (+ the space's additions) -> ``carried`` (a search run's data keys)
-    -> config file -> CLI flags (``None`` flags ignored), then validation.
+    """Defaults -> preset (+ the space's additions, + what ``arch`` fixes) -> ``carried`` (a
+    search run's data keys) -> config file -> CLI flags (``None`` flags ignored), then validation.
 
     The space is ``model.space`` if given, else ``arch_space`` (the space the architecture
     came from); without a preset its default is used (``darts`` for cell spaces).
@@ -192,10 +214,18 @@ def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
         out = dict(preset_overrides(preset))
         if space is not None:
             out.update(space.train_overrides(preset))
+            if arch is not None:
+                out.update(space.arch_overrides(arch))
         out.update(carried or {})
         return out
 
     cfg = layer_config(TrainConfig(), {"preset": preset}, overrides, file_data, flags)
+    if arch is not None and space is not None:
+        for key, value in space.arch_overrides(arch).items():
+            section, name = key.split(".")
+            if getattr(getattr(cfg, section), name) != value:
+                raise UserError(f"{key} is {value} for this {space.name} architecture, not "
+                                f"{getattr(getattr(cfg, section), name)}; leave it unset")
     if cfg.model.space is None and space is not None:
         # Recorded, so that --resume, evaluate and export rebuild (and validate) with this space.
         cfg.model.space = space.name

@@ -108,7 +108,7 @@ def start_train(genotype: str, flags: Dict[str, Any], config: Any = None, out: O
     file_data = read_config_file(config) if isinstance(config, (str, Path)) else dict(config or {})
     search = search_run_info(genotype)
     carried, implied, expect = carry_over(search, flags, file_data) if search else ({}, None, None)
-    cfg = build_train_config(file_data, flags, preset=implied, arch_space=space, carried=carried)
+    cfg = build_train_config(file_data, flags, preset=implied, arch_space=space, arch=geno, carried=carried)
     if search:
         given = flags.get("preset") or file_data.get("preset")
         why = ("as asked" if given else "the search run used --preset quick" if implied

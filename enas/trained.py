@@ -59,7 +59,8 @@ def make_child(genotype: Any, cfg: TrainConfig, info: Dict[str, Any], inference:
                                  aux_position=m.aux_position, final_relu=m.final_relu,
                                  drop_path_exempt=m.drop_path_exempt, base_conv=m.base_conv,
                                  classifier_bias=m.classifier_bias, aux_same_padding=m.aux_same_padding,
-                                 bn_eps=m.bn_eps, aux_trainable=m.aux_trainable, loose_inputs=m.loose_inputs)
+                                 bn_eps=m.bn_eps, aux_trainable=m.aux_trainable, loose_inputs=m.loose_inputs,
+                                 sep_as_conv=m.sep_as_conv)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

@@ -20,6 +20,8 @@ PAPER = {
     "darts_2nd": "2.76 +- 0.09, 3.3 M, 4 days",
     "random_ws": "2.85 +- 0.08 (Li & Talwalkar, DARTS space), 4.3 M, 9.7 days",
     "random_ws_micro": "none published (ENAS micro space)",
+    "enas_macro": "4.23 (ENAS macro), 21.3 M, 0.32 days",
+    "enas_macro_wide": "3.87 (ENAS macro, more channels), 38.0 M, 0.32 days",
 }
 
 

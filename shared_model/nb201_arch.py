@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Sequence, Tuple
 
+from shared_model.arch_json import check_fields, check_text, load_json
 from shared_model.genotype import _show
 
 #: The NAS-Bench-201 op set in the official index order (Sec. 2.1).
@@ -101,10 +102,7 @@ class NB201Arch:
     @classmethod
     def from_string(cls, text: Any) -> "NB201Arch":
         """Parse the official string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``."""
-        if not isinstance(text, str):
-            raise NB201ArchError(f"architecture string: expected a str, got {type(text).__name__}")
-        if len(text) > _MAX_STRING:
-            raise NB201ArchError(f"architecture string is {len(text)} characters long (at most {_MAX_STRING})")
+        check_text(text, "architecture string", NB201ArchError, _MAX_STRING)
         groups = text.split("+")
         if len(groups) != NUM_NODES - 1:
             raise NB201ArchError(
@@ -173,27 +171,12 @@ class NB201Arch:
     @classmethod
     def from_dict(cls, data: Any) -> "NB201Arch":
         """Build from ``{"arch": "<string>"}``, nothing else."""
-        if not isinstance(data, dict):
-            raise NB201ArchError(f"NB201 architecture must be a JSON object, got {type(data).__name__}")
-        extra = sorted(set(data) - {"arch"}, key=str)
-        if extra:
-            names = ", ".join(f if f.isidentifier() else _show(f) for f in map(str, extra))
-            raise NB201ArchError(f"NB201 architecture has unknown field(s): {names}")
-        if "arch" not in data:
-            raise NB201ArchError("NB201 architecture is missing field: arch")
+        check_fields(data, ("arch",), "NB201 architecture", NB201ArchError)
         return cls.from_string(data["arch"])
 
     @classmethod
     def from_json(cls, text: Any) -> "NB201Arch":
-        if not isinstance(text, (str, bytes, bytearray)):
-            raise NB201ArchError(f"NB201 architecture JSON: expected a str, got {type(text).__name__}")
-        if len(text) > _MAX_JSON:
-            raise NB201ArchError(f"NB201 architecture JSON is {len(text)} characters long (at most {_MAX_JSON})")
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:  # also over-long ints and too deep nesting
-            raise NB201ArchError(f"NB201 architecture is not valid JSON: {' '.join(str(exc).split())}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(load_json(text, "NB201 architecture", NB201ArchError, _MAX_JSON))
 
     def __str__(self) -> str:
         return self.to_string()

@@ -167,11 +167,12 @@ class FactorizedReduce(nn.Module):
     are unchanged, so checkpoints of the stride-2 form load as they are.
     """
 
-    def __init__(self, c_in: int, c_out: int, affine: bool = True):
+    def __init__(self, c_in: int, c_out: int, affine: bool = True, relu: bool = True):
         super().__init__()
         if c_out % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
-        self.relu = nn.ReLU(inplace=False)
+        # ENAS's _factorized_reduction has no leading ReLU (relu=False); DARTS's has one.
+        self.relu = nn.ReLU(inplace=False) if relu else Identity()
         self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, bias=False)
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)

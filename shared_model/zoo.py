@@ -1,16 +1,19 @@
-"""Published cell genotypes, for retraining baselines and for comparison.
+"""Published architectures, for retraining baselines and for comparison.
 
-All entries use DARTS notation (Liu et al. 2019, ``cnn/genotypes.py``):
+The cell entries use DARTS notation (Liu et al. 2019, ``cnn/genotypes.py``):
 ``(op, input)`` pairs, two per node, input 0 = cell k-2, 1 = cell k-1.
 ``ENAS_RELEASED`` is decoded from the official final micro arc
 (``scripts/cifar10_micro_final.sh`` in the ENAS release); its concat lists
-are the loose ends (ENAS Sec. 2.3).
+are the loose ends (ENAS Sec. 2.3). ``ENAS_MACRO`` is a macro-space network
+(:class:`~shared_model.macro_arch.MacroArch`): the official final macro arc
+(``scripts/cifar10_macro_final.sh``), 24 layers.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 from shared_model.genotype import Genotype
+from shared_model.macro_arch import MacroArch
 
 _PAIRS = {
     "DARTS_V1": dict(
@@ -74,9 +77,38 @@ _PAIRS = {
 ENAS_RELEASED_ARC = ("0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 "
                      "1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1")
 
-#: name -> genotype. Names are matched case-insensitively by :func:`get_genotype`.
-ZOO: Dict[str, Genotype] = {name: Genotype(**fields) for name, fields in _PAIRS.items()}
+#: The official final macro arc (``fixed_arc`` of ``scripts/cifar10_macro_final.sh``), one layer
+#: per line: the op index (0 conv 3x3, 1 sep 3x3, 2 conv 5x5, 3 sep 5x5), then the skip bits.
+ENAS_MACRO_ARC = """0
+3 0
+0 1 0
+2 0 0 1
+2 0 0 0 0
+3 1 1 0 1 0
+2 0 0 0 0 0 1
+2 0 1 1 0 1 1 1
+1 0 1 1 1 0 1 0 1
+0 0 0 0 0 0 0 0 0 0
+2 0 0 0 0 0 1 0 0 0 0
+0 1 0 0 1 1 0 0 0 0 1 1
+2 0 1 0 0 0 0 0 1 0 1 1 0
+1 0 0 1 0 0 0 1 1 1 0 1 0 1
+0 1 1 0 1 0 1 0 0 0 0 0 1 0 0
+2 0 0 1 0 0 0 0 0 0 0 1 0 1 0 1
+2 0 1 0 0 0 1 0 0 1 1 1 1 0 0 1 0
+2 0 0 0 0 1 0 1 0 1 0 0 1 0 1 0 0 1
+3 0 1 1 0 1 0 0 0 0 0 1 0 1 0 1 0 0 0
+3 0 1 1 0 0 0 0 0 0 0 0 0 1 1 0 0 0 0 1
+0 1 0 0 1 0 1 1 0 0 0 1 0 0 0 0 0 1 1 0 0
+3 0 1 0 1 1 0 0 1 0 1 1 0 1 1 0 1 0 0 1 0 0
+0 1 0 1 0 1 0 0 0 0 0 0 0 0 1 0 1 0 0 1 0 0 0
+0 1 1 0 0 0 1 1 1 0 1 0 0 0 1 0 1 0 0 1 1 0 0 0"""
+
+#: name -> architecture (a cell :class:`Genotype`, or a :class:`MacroArch`). Names are matched
+#: case-insensitively by :func:`get_genotype`.
+ZOO: Dict[str, Any] = {name: Genotype(**fields) for name, fields in _PAIRS.items()}
 ZOO["ENAS_RELEASED"] = Genotype.from_arc(ENAS_RELEASED_ARC)
+ZOO["ENAS_MACRO"] = MacroArch.from_arc(ENAS_MACRO_ARC)
 
 #: name -> one-line source, shown by ``enas genotypes``.
 ZOO_INFO: Dict[str, str] = {
@@ -89,6 +121,8 @@ ZOO_INFO: Dict[str, str] = {
     "ENAS": "ENAS micro cell as drawn in the paper's figure (Pham et al. 2018, ICML), via DARTS genotypes.py",
     "ENAS_RELEASED": "ENAS micro cell the official final script trains (melodyguan/enas "
                      "scripts/cifar10_micro_final.sh), concat = loose ends",
+    "ENAS_MACRO": "ENAS macro network the official final script trains (melodyguan/enas "
+                  "scripts/cifar10_macro_final.sh)",
 }
 
 
@@ -99,8 +133,8 @@ def _key(name: str) -> str:
 _BY_KEY = {_key(name): name for name in ZOO}
 
 
-def get_genotype(name: str) -> Genotype:
-    """Look up a zoo genotype by name, ignoring case (``-`` counts as ``_``).
+def get_genotype(name: str) -> Any:
+    """Look up a zoo architecture by name, ignoring case (``-`` counts as ``_``).
 
     Raises:
         ValueError: unknown name; the message lists the known names.

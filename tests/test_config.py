@@ -50,7 +50,7 @@ def test_precedence_file_over_preset_and_flags_over_file(tmp_path):
     ({"data": 3}, "config section data must be a table"),
     ({"model": {"layers": 2}}, "model.layers must be >= 3"),
     ({"darts": {"order": 3}}, "darts.order must be 1 or 2"),
-    ({"strategy": "evolution"}, "unknown strategy"),
+    ({"strategy": "amoeba"}, "unknown strategy"),
 ])
 def test_bad_config_values_are_named(data, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")):

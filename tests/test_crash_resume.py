@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 ARGS = ["--preset", "quick", "--epochs", "2", "--batch-size", "32", "--deterministic", "--device", "cpu",
@@ -43,19 +44,13 @@ def run_until(args, run: Path, condition, timeout=300.0) -> bool:
     return False
 
 
-def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path):
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    proc = start([*ARGS, "--out", str(ref)])
-    out = proc.communicate(timeout=600)[0]
-    assert proc.returncode == 0, out
+def kill_and_resume(args, run: Path, kill_points) -> int:
+    """Start ``args`` into ``run``, SIGKILL at each kill point in turn (resuming in between), finish.
 
-    kill_points = [
-        lambda r: sum(x["phase"] == "train" for x in r) >= 8,  # mid child epoch 1
-        lambda r: any(x["phase"] == "controller" and x["epoch"] == 2 for x in r),  # controller phase
-        lambda r: any(x["phase"] == "derive" for x in r),  # during derive
-    ]
+    Returns the number of kills (a point the run passes without being caught is no kill).
+    """
     kills = 0
-    finished = not run_until([*ARGS, "--out", str(run)], run, kill_points[0])
+    finished = not run_until([*args, "--out", str(run)], run, kill_points[0])
     kills += not finished
     for point in kill_points[1:]:
         if finished:
@@ -65,8 +60,11 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path):
         kills += not finished
     while not finished:
         finished = not run_until(["--resume", str(run)], run, lambda r: False)
-    assert kills >= 2, "the run finished before the kill points were reached"
+    return kills
 
+
+def assert_same_run(run: Path, ref: Path):
+    """Same genotype, derive.json (but its wall time), metrics and weights; returns both last checkpoints."""
     assert (run / "genotype.json").read_text() == (ref / "genotype.json").read_text()
     derive_run, derive_ref = (json.loads((d / "derive.json").read_text()) for d in (run, ref))
     assert derive_run.pop("search_hours") > 0 and derive_ref.pop("search_hours") > 0
@@ -76,6 +74,27 @@ def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path):
     b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    assert not list(run.rglob("*.tmp")), "a temporary file was left behind"
+    return a, b
+
+
+@pytest.mark.parametrize("space", ["micro", "macro"])
+def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path, space):
+    # micro: the quick preset's default space; macro: the layer-by-layer space, whose controller
+    # adds the skip penalty to its loss (3 layers, C 4).
+    args = ARGS if space == "micro" else [*ARGS, "--space", "macro"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    proc = start([*args, "--out", str(ref)])
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out
+
+    kill_points = [
+        lambda r: sum(x["phase"] == "train" for x in r) >= 8,  # mid child epoch 1
+        lambda r: any(x["phase"] == "controller" and x["epoch"] == 2 for x in r),  # controller phase
+        lambda r: any(x["phase"] == "derive" for x in r),  # during derive
+    ]
+    assert kill_and_resume(args, run, kill_points) >= 2, "the run finished before the kill points were reached"
+    a, b = assert_same_run(run, ref)
     assert a["strategy"]["reinforce"]["baseline"] == b["strategy"]["reinforce"]["baseline"]
     assert sorted(p.name for p in (run / "genotypes").iterdir()) == ["epoch_001.json", "epoch_002.json"]
-    assert not list(run.rglob("*.tmp")), "a temporary file was left behind"
+    assert json.loads((run / "config.json").read_text())["model"]["space"] == space

@@ -178,7 +178,10 @@ def test_genotypes_and_show_count_the_network_of_a_preset(tmp_path):
     assert out.exit_code == 0, out.output
     table = {r["name"]: r for r in json.loads(out.stdout)}
     assert table["ENAS_RELEASED"]["params"] == 3_894_372
-    assert {(r["preset"], r["channels"], r["layers"]) for r in table.values()} == {("enas", 36, 17)}
+    assert {(r["preset"], r["channels"], r["layers"]) for r in table.values() if r["space"] == "micro"} == \
+        {("enas", 36, 17)}
+    # A macro network keeps its own depth and the macro fixed network's width.
+    assert (table["ENAS_MACRO"]["channels"], table["ENAS_MACRO"]["layers"]) == (96, 24)
     text = invoke("genotypes", "--preset", "enas").output
     assert "params(C36,L17)" in text and "ENAS_RELEASED      5           3.89 M" in text
     shown = json.loads(invoke("show", "ENAS_RELEASED", "--preset", "enas", "--json").stdout)
@@ -203,7 +206,7 @@ def test_genotypes_and_show_count_the_network_of_a_preset(tmp_path):
         counts[preset] = model.classifier.in_features
     assert counts == {"darts": 32, "enas": 64}  # enas: input 0 joins every cell's output
     assert invoke("-q", "show", "DARTS_V2", "--preset", "bogus").stderr.strip() == \
-        "error: unknown preset 'bogus'; choose from darts, enas, quick, nb201"
+        "error: unknown preset 'bogus'; choose from darts, enas, quick, nb201, enas_macro"
 
 
 def _bad_inputs(tmp: Path, good_ckpt: Path):

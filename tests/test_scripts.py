@@ -30,3 +30,16 @@ def test_collect_results_table(tmp_path):
     table = subprocess.run([sys.executable, str(REPO / "scripts" / "collect_results.py"), str(tmp_path)],
                            capture_output=True, text=True, check=True).stdout
     assert "| darts_1st | 2 | 3.10 +- 0.14 | 3.30 | 0.500 |" in table
+
+
+def test_reproduce_macro_rows_search_24_layers_and_train_the_macro_preset(tmp_path):
+    for row, extra in (("enas_macro", ""), ("enas_macro_wide", " --channels 128")):
+        out = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), row, "--dry-run",
+                              "--root", str(tmp_path)], capture_output=True, text=True, check=True)
+        search, train = out.stdout.strip().splitlines()
+        assert "search --strategy enas --space macro --set model.layers=24" in search
+        assert f"--preset enas_macro --seed 0{extra} " in train
+    sys.path.insert(0, str(REPO / "scripts"))
+    from collect_results import PAPER
+
+    assert PAPER["enas_macro"].startswith("4.23") and PAPER["enas_macro_wide"].startswith("3.87")

@@ -25,11 +25,22 @@ def error_line(result):
     return lines[-1]
 
 
-@pytest.mark.parametrize("strategy", ["enas", "random", "darts"])
+try:
+    import optuna  # noqa: F401
+except ImportError:
+    optuna = None
+PROPOSER_SETS = ["--set", "evolution.population=3", "--set", "evolution.sample=2", "--set",
+                 "evolution.cycles_per_epoch=4", "--set", "bo.population=3", "--set", "bo.trials_per_epoch=4",
+                 "--set", "bo.startup_trials=2"]
+
+
+@pytest.mark.parametrize("strategy", ["enas", "random", "darts", "evolution", pytest.param(
+    "bo", marks=pytest.mark.skipif(optuna is None, reason="needs optuna (pip install 'enas[bo]')"))])
 def test_search_then_derive_writes_the_documented_files(tmp_path, strategy):
     out = tmp_path / strategy
     # DARTS runs every op of every edge: 4 px images keep it as fast as the sampled strategies.
     extra = ["--set", "data.image_size=4", "--set", "darts.train_portion=0.2"] if strategy == "darts" else []
+    extra += PROPOSER_SETS if strategy in ("evolution", "bo") else []
     result = run("search", *TINY, *extra, "--strategy", strategy, "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "derived genotype:" in result.output and "not a result" in result.output
@@ -57,6 +68,16 @@ def test_search_then_derive_writes_the_documented_files(tmp_path, strategy):
         assert len(details["candidates"]) == 4 and details["candidates"][0]["source"] == "greedy"
     if strategy == "darts":
         assert "none" not in {op for op, _ in genotype["normal"] + genotype["reduce"]}
+    if strategy in ("evolution", "bo"):
+        search_rows = [r for r in rows if r["phase"] == strategy]
+        assert len(search_rows) == 8  # 4 proposals per epoch
+        assert {"reward", "best_reward", "diversity", "unique", "population_best"} <= set(search_rows[0])
+        best = [r["best_reward"] for r in search_rows]
+        assert best == sorted(best) and best[-1] == max(r["reward"] for r in search_rows)
+        assert "minibatch" in details["selection"] and details["proposals"] == 8
+        sources = [c["source"] for c in details["candidates"]]
+        assert sources[:3] == ["population"] * 3 and set(sources) <= {"population", "hall_of_fame"}
+        assert details["best_valid_acc"] == max(c["valid_acc"] for c in details["candidates"])
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["position"]["stage"] == "done"
     if strategy == "darts":

@@ -25,5 +25,8 @@ def test_short_search_on_real_cifar10(tmp_path):
     train = [r for r in rows if r["phase"] == "train"]
     assert train[-1]["step"] == 45000 // 256  # the official 45k/5k search split
     epoch = next(r for r in rows if r["phase"] == "epoch")
-    assert epoch["train_acc_mean"] > 0.15  # learns something beyond chance (0.1) in one epoch
+    # Learns beyond chance (0.1) in one epoch: over 45k images chance has a standard deviation
+    # of 0.0014, so 0.12 is 14 sigma above it. The epoch mean itself sits near 0.15 and differs
+    # across CPUs (0.1498 on an AVX-512 Xeon, above 0.15 on an AMD EPYC), so 0.15 was a coin toss.
+    assert epoch["train_acc_mean"] > 0.12
     assert json.loads((out / "genotype.json").read_text())["normal_concat"]

@@ -1,5 +1,6 @@
 """Every registered search space honours the space contract (timm style, one case per space)."""
 import json
+import math
 
 import pytest
 import torch
@@ -17,8 +18,14 @@ def toy_layers(space):
     return space.min_layers
 
 
+def toy_space(name):
+    """The space as a toy network searches it (the macro space's decisions depend on the depth)."""
+    space = get_space(name)
+    return space.for_layers(toy_layers(space))
+
+
 def test_the_registry_lists_the_built_in_spaces():
-    assert SPACES[:3] == ("micro", "darts", "nb201")
+    assert SPACES[:4] == ("micro", "darts", "nb201", "macro")
     with pytest.raises(ValueError, match="unknown search space 'bogus'; choose from micro, darts, nb201"):
         get_space("bogus")
     with pytest.raises(ValueError, match="the nb201 space takes no option"):
@@ -73,7 +80,7 @@ def test_description_and_drawing(name):
 
 @pytest.mark.parametrize("name", SPACES)
 def test_supernet_forward_backward_with_an_arch_and_mixing_weights(name):
-    space = get_space(name)
+    space = toy_space(name)
     net = space.build_supernet(layers=toy_layers(space), **TOY)
     x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
     arch = space.decode(space.random_actions(torch.Generator().manual_seed(3)))
@@ -81,6 +88,14 @@ def test_supernet_forward_backward_with_an_arch_and_mixing_weights(name):
     assert logits.shape == (2, 3)
     torch.nn.functional.cross_entropy(logits, y).backward()
     assert any(p.grad is not None for p in net.parameters())
+    if not space.supports_mixing:
+        # No DARTS relaxation (macro): every mixing member and a DARTS search refuse in one line.
+        for call in (space.mixing_shapes, space.mixing_edges, lambda: space.check_search(mixing=True),
+                     lambda: ArchParameters.for_space(space)):
+            with pytest.raises(ValueError, match="no DARTS relaxation") as info:
+                call()
+            assert "\n" not in str(info.value)
+        return
     # DARTS: mixing weights of the space's shapes run every op; derive gives an architecture.
     alphas = ArchParameters.for_space(space, generator=torch.Generator().manual_seed(0))
     assert alphas.shapes == space.mixing_shapes()
@@ -95,7 +110,7 @@ def test_supernet_forward_backward_with_an_arch_and_mixing_weights(name):
 
 @pytest.mark.parametrize("name", SPACES)
 def test_child_build_forward_backward(name):
-    space = get_space(name)
+    space = toy_space(name)
     arch = space.decode(space.random_actions(torch.Generator().manual_seed(4)))
     net = space.build_child(arch, layers=toy_layers(space), **TOY)
     logits, aux = net(torch.randn(2, 3, 8, 8))
@@ -108,6 +123,11 @@ def test_sizes():
     # 5 ** 5; two slots per node, normal + reduce: (720 * 5 ** 5) ** 4 action sequences.
     assert get_space("micro").size() == (720 * 5 ** 5) ** 4
     assert get_space("nb201").size() == 15_625
+    # ENAS macro, 12 layers: 6 ops per layer and one skip bit per pair of layers (Sec. 2.3).
+    macro = get_space("macro")
+    assert macro.size() == 6 ** 12 * 2 ** 66 == math.prod(d.num_choices for d in macro.decisions)
+    assert f"{macro.size():.1e}" == "1.6e+29"
+    assert get_space("macro", num_layers=24).size() == 6 ** 24 * 2 ** (24 * 23 // 2)
 
 
 def test_nb201_decisions_and_darts_derive_keep_none():
@@ -132,13 +152,24 @@ def test_enas_op_bias_reads_op_metadata():
 @pytest.mark.parametrize("name", SPACES)
 def test_every_policy_samples_every_space(name):
     # The LSTM controller groups decisions by cell and node; NB201's nodes have op decisions only.
-    from controller import Controller, UniformPolicy
+    from controller import Controller, MacroController, UniformPolicy
 
-    space = get_space(name)
+    # The macro space (skip decisions) gets its own sampler; build.py chooses the same way.
+    from enas.search.build import build_controller
+    from enas.search_config import ControllerConfig
+
+    space = toy_space(name)
     bias, prior = space.enas_op_bias()
     gen = torch.Generator().manual_seed(0)
-    for policy in (Controller(space.decisions, len(space.policy_ops), op_bias_init=bias, normal_op_prior=prior),
-                   UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)):
+    enas, _ = build_controller(space, ControllerConfig())
+    if any(d.kind == "skip" for d in space.decisions):
+        assert isinstance(enas, MacroController)
+        with pytest.raises(ValueError, match="skip decisions need"):
+            Controller(space.decisions, len(space.policy_ops))
+    else:
+        assert isinstance(enas, Controller)
+        enas = Controller(space.decisions, len(space.policy_ops), op_bias_init=bias, normal_op_prior=prior)
+    for policy in (enas, UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)):
         sample = policy.sample(generator=gen)
         assert space.contains(space.decode(sample.actions))
         log_prob, _ = policy.log_prob(sample.actions)
@@ -163,3 +194,13 @@ def test_builders_keep_the_reference_parameter_counts():
         small = nb201.build_child(nb201.decode([0] * 6), 16, 5, 10)
         large = nb201.build_child(nb201.decode([3] * 6), 16, 5, 10)
         assert (count_parameters(small), count_parameters(large)) == (73_306, 1_531_546)
+        # ENAS macro: the released 24-layer arc at C 96 as the official _fixed_layer builds it (separable
+        # ops as full convs) has 42,559,392 parameters, counted variable by variable like its
+        # count_model_params (README "The macro space"); depthwise-separable ops give 30,947,424, C 128
+        # (the wide row) 75,636,608. The search network at C 36, 12 layers has 697,860.
+        macro, released = get_space("macro"), get_genotype("ENAS_MACRO")
+        official = dict(sep_as_conv=True, bn_eps=1e-3, classifier_bias=False)
+        assert count_parameters(macro.build_child(released, 96, 24, 10, **official)) == 42_559_392
+        assert count_parameters(macro.build_child(released, 96, 24, 10, sep_as_conv=False)) == 30_947_424
+        assert count_parameters(macro.build_child(released, 128, 24, 10, **official)) == 75_636_608
+        assert count_parameters(macro.build_supernet(36, 12, 10)) == 697_860

@@ -49,7 +49,7 @@ def test_encode_rejects_genotypes_outside_the_space():
 
 def test_bad_spaces():
     with pytest.raises(ValueError, match="unknown search space"):
-        make_space("macro")
+        make_space("bogus")
     with pytest.raises(ValueError, match="unknown op"):
         make_space("micro", ops=["conv_3x3_magic"])
     with pytest.raises(ValueError, match="other than 'none'"):

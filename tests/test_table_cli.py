@@ -60,7 +60,7 @@ def test_nb201_time_budget_and_resume_of_an_interrupted_run(tmp_path, table_file
     (["--benchmark", "absent.csv"], "benchmark table not found"),
     (["--seeds", 1], "--benchmark FILE is required"),
     (["--budget-queries", 5, "--budget-seconds", 10], "exclude each other"),
-    (["--methods", "random,evolution"], "unknown method 'evolution'"),
+    (["--methods", "random,amoeba"], "unknown method 'amoeba'"),
     (["--set", "enas.nope=1"], "unknown config key 'enas.nope'"),
     (["--set", "budget.queries=0"], "budget.queries"),
     (["--set", "columns.reward=nope"], "no column 'nope'"),
@@ -162,9 +162,12 @@ def test_bench_table_script_prints_json():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_table.py"
-    out = subprocess.run([sys.executable, str(script), "--seeds", "2", "--queries", "3", "6", "--methods", "random",
-                          "enas"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, str(script), "--seeds", "2", "--queries", "3", "6", "--seconds", "400",
+                          "--methods", "random", "enas", "evolution"], capture_output=True, text=True, check=True).stdout
     data = json.loads(out)
-    assert set(data["methods"]) == {"random", "enas"} and set(data["enas_beats_random"]) == {"3", "6"}
+    assert set(data["methods"]) == {"random", "enas", "evolution"}
+    assert set(data["versus_random"]) == {"enas", "evolution"}
+    assert set(data["versus_random"]["evolution"]) == {"3", "6", "400s"}
     row = data["methods"]["random"]["budgets"]["6"]
-    assert {"test_acc_mean", "test_acc_std", "regret_mean", "rank_mean"} <= set(row)
+    assert {"test_acc_mean", "test_acc_std", "regret_mean", "rank_mean", "queries_mean"} <= set(row)
+    assert row["queries_mean"] == 6 and 1 <= data["methods"]["evolution"]["budgets"]["400s"]["queries_mean"] < 10

@@ -16,7 +16,13 @@ from enas.benchmark.table_search import SimulatedKill, TableSearch, best_report_
 from enas.errors import UserError
 from shared_model.nb201_arch import EDGES, NB201Arch
 
-METHODS = ["random", "reinforce", "enas"]
+try:
+    import optuna  # noqa: F401
+except ImportError:
+    optuna = None
+# bo needs the optional Optuna (pip install 'enas[bo]'); it is installed where the suite runs.
+METHODS = ["random", "reinforce", "enas", "evolution",
+           pytest.param("bo", marks=pytest.mark.skipif(optuna is None, reason="needs optuna"))]
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,20 @@ def test_resume_refuses_changes_and_other_tables(ws_run, tmp_path):
         invoke("-q", "table", "nb201", "--resume", out, "--benchmark", other))
 
 
+def test_evolution_and_bo_are_opt_in_weight_sharing_rows(table_file, tmp_path):
+    pytest.importorskip("optuna")
+    out = tmp_path / "run"
+    result = invoke("table", "nb201", "--benchmark", table_file, "--weight-sharing", "--protocol", "tiny",
+                    "--seeds", 1, "--methods", "evolution,bo", "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["evolution", "bo"]
+    for method in ("evolution", "bo"):
+        derive = json.loads((out / method / "seed_0" / "derive.json").read_text())
+        assert derive["strategy"] == method and derive["candidates"][0]["source"] == "population"
+        assert results["methods"][method]["tau_runs"] == 1 and results["methods"][method]["published"] is None
+
+
 def test_protocols_are_nb201_searches():
     assert set(PROTOCOLS) == {"full", "cpu", "tiny"}
     assert search_args("full", "darts") == ["--space", "nb201", "--strategy", "darts", "--preset", "paper",

@@ -4,7 +4,8 @@ import pytest
 from shared_model.child import ChildNetwork
 from shared_model.genotype import Genotype, loose_ends
 from shared_model.profile import count_parameters
-from shared_model.zoo import ENAS_RELEASED_ARC, ZOO, ZOO_INFO, get_genotype
+from shared_model.macro_arch import MacroArch
+from shared_model.zoo import ENAS_MACRO_ARC, ENAS_RELEASED_ARC, ZOO, ZOO_INFO, get_genotype
 
 # Parameters (auxiliary head excluded) at C=36, 20 cells, 10 classes. DARTS_V2
 # matches the paper code's 3.349342 M; the other figures were computed once
@@ -23,10 +24,21 @@ EXPECTED_PARAMS = {
 
 
 def test_zoo_names_and_info():
-    assert set(ZOO) == set(EXPECTED_PARAMS)
+    assert set(ZOO) == set(EXPECTED_PARAMS) | {"ENAS_MACRO"}
     assert set(ZOO_INFO) == set(ZOO)
-    assert all(isinstance(g, Genotype) for g in ZOO.values())
+    assert all(isinstance(g, Genotype) for name, g in ZOO.items() if name in EXPECTED_PARAMS)
     assert all(ZOO_INFO[name].strip() for name in ZOO)
+
+
+def test_enas_macro_is_the_official_final_arc():
+    arch = get_genotype("enas_macro")
+    assert isinstance(arch, MacroArch) and arch.num_layers == 24
+    assert arch.to_arc() == " ".join(ENAS_MACRO_ARC.split())
+    assert arch.to_arc(per_line=True) == ENAS_MACRO_ARC
+    # The final script runs 4 branches: only convs 3x3/5x5 and separable 3x3/5x5 occur.
+    assert set(arch.ops) == {"conv_3x3", "sep_conv_3x3", "conv_5x5", "sep_conv_5x5"}
+    assert arch.ops[:3] == ("conv_3x3", "sep_conv_5x5", "conv_3x3") and arch.skips[2] == (1, 0)
+    assert arch.skip_count() == 98  # of 276 bits: a skip rate of 0.36
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))

@@ -1,4 +1,4 @@
-"""The three table-mode policies over the NAS-Bench-201 decisions, built from a :class:`TableConfig`.
+"""The table-mode policies over the NAS-Bench-201 decisions, built from a :class:`TableConfig`.
 
 NAS-Bench-201 is one decision per edge: ``Decision(cell="cell", node=j-1, slot=k, kind="op",
 num_choices=5)`` for edge ``k -> j`` in the edge order of
@@ -21,10 +21,13 @@ from typing import Any, List, Optional, Tuple
 import torch
 
 from controller.categorical import CategoricalPolicy, CategoricalReinforce
+from controller.evolution import RegularizedEvolution
 from controller.lstm import Controller
 from controller.reinforce import Reinforce
+from controller.tpe import TPEProposer
 from controller.uniform import UniformPolicy
 from enas.benchmark.table_config import TableConfig
+from enas.errors import UserError
 from shared_model.nb201_arch import EDGES, NB201_OPS
 from shared_model.spaces import Decision
 
@@ -37,7 +40,7 @@ class TablePolicy:
     """A policy and, for the learning ones, its trainer.
 
     Attributes:
-        method: ``random``, ``reinforce`` or ``enas``.
+        method: one of :data:`~enas.benchmark.table_config.METHODS`.
         policy: has ``sample(generator)``.
         trainer: has ``update(reward_fn, generator)``, ``state_dict``/``load_state_dict``; None
             for random search.
@@ -77,12 +80,24 @@ def make_policy(method: str, cfg: TableConfig, seed: int) -> TablePolicy:
                             baseline_decay=e.baseline_decay, entropy_weight=e.entropy_weight,
                             samples_per_update=e.samples_per_update)
         return TablePolicy(method, controller, trainer, reward_scale=e.reward_scale)
+    if method == "evolution":
+        ev = cfg.evolution
+        policy = RegularizedEvolution(NB201_DECISIONS, ev.population, ev.sample)
+        return TablePolicy(method, policy, policy)
+    if method == "bo":
+        b = cfg.bo
+        try:
+            policy = TPEProposer(NB201_DECISIONS, startup_trials=b.startup_trials, ei_candidates=b.ei_candidates,
+                                 multivariate=b.multivariate)
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
+        return TablePolicy(method, policy, policy)
     raise ValueError(f"unknown method {method!r}")
 
 
 def greedy_actions(tp: TablePolicy) -> Optional[List[int]]:
-    """The policy's current mode (None for random search)."""
-    if tp.trainer is None:
+    """The policy's current mode (None for policies without one: random, evolution, BO)."""
+    if tp.trainer is None or tp.trainer is tp.policy:
         return None
     with torch.no_grad():
         return list(tp.policy.sample(greedy=True).actions)

@@ -2,7 +2,8 @@
 
 Sections (every key is checked; an unknown key is an error naming it):
 
-* top level: ``methods`` (``random``, ``reinforce``, ``enas``), ``seeds`` (runs per method, seeds
+* top level: ``methods`` (``random``, ``reinforce``, ``enas``, ``evolution``, ``bo``; default all,
+  ``bo`` only with Optuna installed), ``seeds`` (runs per method, seeds
   ``0..seeds-1``), ``enas_preset`` (``benchmark`` or ``search``), ``checkpoint_every`` (queries),
   ``tensorboard``.
 * ``budget``: ``queries`` or ``seconds`` (exactly one; neither given = NAS-Bench-201's 12,000 s).
@@ -12,6 +13,11 @@ Sections (every key is checked; an unknown key is an error naming it):
   :mod:`controller.categorical`).
 * ``enas``: the LSTM controller and its REINFORCE (:mod:`controller.lstm`,
   :mod:`controller.reinforce`); values from ``enas_preset``.
+* ``evolution``: regularized evolution (:mod:`controller.evolution`), ``population`` 10 and
+  ``sample`` 3, as NAS-Bench-201 ran REA (``scripts-search/algos/R-EA.sh cifar10 3``:
+  ``--ea_population 10 --ea_sample_size 3``, 12,000 s).
+* ``bo``: Optuna TPE (:mod:`controller.tpe`; ``pip install 'enas[bo]'``): ``startup_trials``
+  10, ``ei_candidates`` 24 (Optuna's defaults), ``multivariate`` true.
 
 The ``enas`` presets. ``search`` is the official ENAS micro-search controller (REFERENCE Sec. 2):
 tanh 1.10 / 2.5, Adam 0.0035, baseline 0.99, 10 samples per update, built for 30 updates after
@@ -30,13 +36,17 @@ run seeds; never on the official table.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+from controller.tpe import require_optuna
 from enas.configlib import layer_config
 from enas.errors import UserError
 
-METHODS = ("random", "reinforce", "enas")
+logger = logging.getLogger(__name__)
+
+METHODS = ("random", "reinforce", "enas", "evolution", "bo")
 ENAS_PRESETS = ("benchmark", "search")
 NB201_BUDGET_SECONDS = 12000.0  # NAS-Bench-201's simulated search budget on CIFAR-10
 
@@ -77,8 +87,21 @@ class EnasTableConfig:
 
 
 @dataclass
+class EvolutionTableConfig:
+    population: int = 10
+    sample: int = 3
+
+
+@dataclass
+class BOTableConfig:
+    startup_trials: int = 10
+    ei_candidates: int = 24
+    multivariate: bool = True
+
+
+@dataclass
 class TableConfig:
-    methods: List[str] = field(default_factory=lambda: list(METHODS))
+    methods: Optional[List[str]] = None  # None: every method (bo only when Optuna is installed)
     seeds: int = 10
     enas_preset: str = "benchmark"
     checkpoint_every: int = 50
@@ -89,6 +112,8 @@ class TableConfig:
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
     enas: EnasTableConfig = field(default_factory=EnasTableConfig)
+    evolution: EvolutionTableConfig = field(default_factory=EvolutionTableConfig)
+    bo: BOTableConfig = field(default_factory=BOTableConfig)
 
 
 def enas_preset(name: str) -> Dict[str, Any]:
@@ -111,8 +136,20 @@ def build_table_config(preset: Optional[str], file_data: Optional[Mapping[str, A
     return cfg
 
 
+def available_methods() -> List[str]:
+    """Every method, less ``bo`` when Optuna is missing (it is an optional extra)."""
+    try:
+        require_optuna()
+    except ImportError:
+        logger.warning("Optuna is not installed: method 'bo' left out (pip install 'enas[bo]')")
+        return [m for m in METHODS if m != "bo"]
+    return list(METHODS)
+
+
 def validate_table_config(cfg: TableConfig) -> None:
     """Range checks; every problem is one line naming the key."""
+    if cfg.methods is None:
+        cfg.methods = available_methods()
     if not cfg.methods:
         raise UserError("config key 'methods': name at least one method")
     for m in cfg.methods:
@@ -120,6 +157,11 @@ def validate_table_config(cfg: TableConfig) -> None:
             raise UserError(f"config key 'methods': unknown method {m!r} (known: {', '.join(METHODS)})")
     if len(set(cfg.methods)) != len(cfg.methods):
         raise UserError("config key 'methods': a method is listed twice")
+    if "bo" in cfg.methods:
+        try:
+            require_optuna()
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
     if cfg.enas_preset not in ENAS_PRESETS:
         raise UserError(f"config key 'enas_preset': unknown preset {cfg.enas_preset!r}")
     if not 1 <= cfg.seeds <= 10_000:
@@ -143,7 +185,11 @@ def validate_table_config(cfg: TableConfig) -> None:
               ("enas.temperature", e.temperature is None or e.temperature >= 0.01),
               ("enas.lr", e.lr > 0), ("enas.beta1", 0 <= e.beta1 < 1), ("enas.eps", e.eps > 0),
               ("enas.baseline_decay", 0 <= e.baseline_decay <= 1), ("enas.entropy_weight", e.entropy_weight >= 0),
-              ("enas.samples_per_update", 1 <= e.samples_per_update <= 1000), ("enas.reward_scale", e.reward_scale > 0)]
+              ("enas.samples_per_update", 1 <= e.samples_per_update <= 1000), ("enas.reward_scale", e.reward_scale > 0),
+              ("evolution.population", 1 <= cfg.evolution.population <= 100_000),
+              ("evolution.sample", 1 <= cfg.evolution.sample <= 100_000),
+              ("bo.startup_trials", 0 <= cfg.bo.startup_trials <= 100_000),
+              ("bo.ei_candidates", 1 <= cfg.bo.ei_candidates <= 100_000)]
     for key, ok in checks:
         if not ok:
             section, name = key.split(".")

@@ -41,6 +41,9 @@ from shared_model.nb201_arch import NB201Arch, all_archs
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "table-search"
+# Logged per policy update: REINFORCE's values; evolution's and BO's population statistics.
+_UPDATE_KEYS = ("reward", "baseline", "entropy", "loss", "population_best", "population_mean", "diversity",
+                "unique")
 _ARCHS: List[NB201Arch] = []
 
 
@@ -64,7 +67,7 @@ class TableSearch:
     Args:
         table: the benchmark table (must hold the reward, report and cost columns).
         cfg: the table config (budget, columns, method settings).
-        method: ``random``, ``reinforce`` or ``enas``.
+        method: one of :data:`~enas.benchmark.table_config.METHODS`.
         seed: the run's seed (sampling stream and initial weights).
         run_dir: folder for ``metrics.jsonl``, ``checkpoints/last.pt`` and ``result.json``;
             None runs in memory.
@@ -170,8 +173,7 @@ class TableSearch:
                         stats = self.tp.trainer.update(self._query, self.generator)
                         if self.log is not None:
                             self.log.record(self.queries, 0, "update", {
-                                k: stats[k] for k in ("reward", "baseline", "entropy", "loss") if k in stats},
-                                tb_prefix="policy")
+                                k: stats[k] for k in _UPDATE_KEYS if k in stats}, tb_prefix="policy")
                 except BudgetExhausted:
                     break
                 if self.log is not None and self.queries - self._last_checkpoint >= self.cfg.checkpoint_every:

@@ -16,7 +16,7 @@ NAS-Bench-201":
     stage), 10 epochs (DARTS 5: its epoch costs about three of the others'), batch 128, 10
     controller updates per epoch, 20 derive candidates (random: 1 round, the best 3 re-scored
     on the whole split), 2 threads, no channels-last; everything else is the ``paper`` preset
-    of each strategy. All three methods for one seed: 8 min 7 s on an otherwise idle 2-core
+    of each strategy (evolution and BO, opt-in: 10 epochs of their ENAS-protocol defaults). All three methods for one seed: 8 min 7 s on an otherwise idle 2-core
     AMD EPYC (ENAS 165 s, random 81 s, DARTS 238 s of search). Its figures show that the
     pipeline works; they say little about the methods (a handful of epochs on a tiny
     network).
@@ -48,15 +48,21 @@ METHOD_EXTRAS: Dict[str, Dict[str, List[str]]] = {
     # architecture step; its epoch costs about three of the others'.
     "cpu": {"enas": ["--epochs", "10"], "darts": ["--order", "1", "--epochs", "5"],
             "random": ["--epochs", "10", "--set", "derive.rounds=1", "--set", "derive.top_k=3",
-                       "--set", "derive.eval_batches=2"]},
+                       "--set", "derive.eval_batches=2"],
+            # 100 evolution cycles per epoch: as many rewards as ENAS's 10 updates x 10 samples.
+            "evolution": ["--epochs", "10"], "bo": ["--epochs", "10"]},
     "tiny": {"darts": ["--order", "1"],
-             "random": ["--set", "derive.top_k=1", "--set", "derive.eval_batches=1"]},
+             "random": ["--set", "derive.top_k=1", "--set", "derive.eval_batches=1"],
+             "evolution": ["--set", "evolution.population=3", "--set", "evolution.cycles_per_epoch=4"],
+             "bo": ["--set", "bo.population=3", "--set", "bo.trials_per_epoch=4", "--set", "bo.startup_trials=2"]},
 }
 
 #: The dataset each protocol searches on when ``--dataset`` is not given.
 DEFAULT_DATASET = {"full": "cifar10", "cpu": "cifar10", "tiny": "digits"}
 
-WS_METHODS = ("enas", "random", "darts")
+WS_METHODS = ("enas", "random", "darts", "evolution", "bo")
+#: The methods run when ``--methods`` is not given: those with published weight-sharing figures.
+WS_DEFAULT = ("enas", "random", "darts")
 
 # NAS-Bench-201 (Dong & Yang, ICLR 2020, Table 5; REFERENCE Sec. 7): CIFAR-10 test accuracy (%)
 # of the derived cells of weight-sharing searches, mean +- std (DARTS: a single figure, the

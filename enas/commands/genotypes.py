@@ -1,4 +1,4 @@
-"""``enas genotypes``: the published cells that ``enas train`` and ``enas show`` accept by name."""
+"""``enas genotypes``: the published architectures that ``enas train`` and ``enas show`` accept by name."""
 from __future__ import annotations
 
 import json
@@ -24,22 +24,35 @@ def _params_at_reference(name: str, preset: str) -> tuple:
 
 
 def zoo_table(preset: str = "darts") -> list:
-    """One dict per zoo genotype: name, source, node counts, ops, parameters of the preset's network.
+    """One dict per zoo architecture: name, space, source, node counts, ops, parameters of the preset's network.
 
     ``params`` is counted for the network ``enas train --preset PRESET`` builds at the
-    preset's ``channels`` and ``layers`` (darts: C 36, 20 cells; enas: C 36, 17 cells),
-    10 classes, auxiliary head excluded.
+    preset's ``channels`` and ``layers`` (darts: C 36, 20 cells; enas: C 36, 17 cells;
+    a macro architecture: the macro fixed network at its own depth, C 96 unless the
+    preset is ``quick``), 10 classes, auxiliary head excluded. ``nodes`` is per cell
+    type for genotypes and ``{"layers": L}`` for a macro network.
     """
+    from shared_model.genotype import Genotype
+    from shared_model.spaces import space_for_arch
     from shared_model.zoo import ZOO, ZOO_INFO
 
     rows = []
     for name, g in ZOO.items():
         params, channels, layers = _params_at_reference(name, preset)
-        rows.append({"name": name, "source": ZOO_INFO.get(name, ""),
-                     "nodes": {"normal": g.num_nodes("normal"), "reduce": g.num_nodes("reduce")},
-                     "ops": sorted(g.ops()), "params": params, "preset": preset, "channels": channels,
+        if isinstance(g, Genotype):
+            nodes, ops = {"normal": g.num_nodes("normal"), "reduce": g.num_nodes("reduce")}, sorted(g.ops())
+        else:
+            nodes, ops = {"layers": g.num_layers}, sorted(set(g.ops))
+        rows.append({"name": name, "space": space_for_arch(g).name, "source": ZOO_INFO.get(name, ""),
+                     "nodes": nodes, "ops": ops, "params": params, "preset": preset, "channels": channels,
                      "layers": layers})
     return rows
+
+
+def _nodes_text(nodes: dict) -> str:
+    if "layers" in nodes:
+        return f"L{nodes['layers']}"
+    return str(nodes["normal"]) if nodes["normal"] == nodes["reduce"] else f"{nodes['normal']}/{nodes['reduce']}"
 
 
 def register(cli: click.Group) -> None:
@@ -49,22 +62,24 @@ def register(cli: click.Group) -> None:
                        "20 cells), enas (the official ENAS fixed network, C 36, 17 cells) or quick (C 8, 5 cells).")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
     def genotypes(preset, as_json):
-        """List the published genotypes usable as GENOTYPE (names ignore case).
+        """List the published architectures usable as GENOTYPE (names ignore case).
 
         Parameters are counted for the CIFAR-10 network (10 classes) that
         `enas train --preset PRESET` builds, at the preset's channels and
-        cells, auxiliary head excluded as in DARTS.
+        cells (a macro network: its own depth, noted after the source),
+        auxiliary head excluded as in DARTS.
         """
         rows = zoo_table(preset)
         if as_json:
             click.echo(json.dumps(rows, indent=1))
             return
         width = max(len(r["name"]) for r in rows)
-        column = f"params(C{rows[0]['channels']},L{rows[0]['layers']})"
+        size = (rows[0]["channels"], rows[0]["layers"])
+        column = f"params(C{size[0]},L{size[1]})"
         click.echo(f"{'name':<{width}}  nodes  {column:>15}  source")
         for r in rows:
-            nodes = r["nodes"]["normal"] if r["nodes"]["normal"] == r["nodes"]["reduce"] else \
-                f"{r['nodes']['normal']}/{r['nodes']['reduce']}"
-            click.echo(f"{r['name']:<{width}}  {nodes!s:>5}  {r['params'] / 1e6:>13.2f} M  {r['source']}")
+            other = "" if (r["channels"], r["layers"]) == size else f" [C {r['channels']}, {r['layers']} layers]"
+            click.echo(f"{r['name']:<{width}}  {_nodes_text(r['nodes']):>5}  {r['params'] / 1e6:>13.2f} M  "
+                       f"{r['source']}{other}")
         click.echo(f"Counted with the {preset} preset's network. Use a name as GENOTYPE, "
                    "e.g. `enas show DARTS_V2` or `enas train DARTS_V2`.")

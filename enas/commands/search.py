@@ -32,14 +32,16 @@ def register(cli: click.Group) -> None:
     @opt.option("--preset", type=click.Choice(PRESETS), default=None,
                 help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data.")
     @opt.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-                help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform.")
+                help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform; "
+                     "evolution: regularized (aging) evolution; bo: Bayesian optimisation with Optuna's TPE "
+                     "(pip install 'enas[bo]').")
     @opt.option("--space", type=opt.SpaceName(), default=None,
-                help="Search space: micro, darts, nb201 or any registered one (default: micro for enas, "
-                     "darts for darts and random).")
+                help="Search space: micro, darts, nb201, macro or any registered one (default: micro for enas, "
+                     "evolution and bo, darts for darts and random; macro: every strategy but darts).")
     @click.option("--order", type=click.Choice(["1", "2"]), default=None, help="DARTS order (1 or 2).")
     @opt.dataset()
     @opt.data_dir()
-    @opt.option("--epochs", type=int, default=None, help="Search epochs (paper: 150 ENAS, 50 DARTS).")
+    @opt.option("--epochs", type=int, default=None, help="Search epochs (paper: 150 ENAS, 50 DARTS, 310 ENAS macro).")
     @opt.option("--batch-size", type=int, default=None, help="Child minibatch size.")
     @opt.seed()
     @opt.device()
@@ -74,8 +76,10 @@ def register(cli: click.Group) -> None:
 
         ENAS: the greedy architecture plus N samples from the trained controller;
         random: N uniform samples; both scored on one validation minibatch with the
-        shared weights. DARTS: the top-2 non-`none` edges per node. Writes
-        RUN/genotype.json (replacing the previous one, and saying so) and RUN/derive.json.
+        shared weights. Evolution and BO: the final population, then the best rewarded
+        architectures of the search up to N, re-scored on one validation minibatch.
+        DARTS: the top-2 non-`none` edges per node. Writes RUN/genotype.json
+        (replacing the previous one, and saying so) and RUN/derive.json.
         """
         import enas
 

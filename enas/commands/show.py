@@ -48,7 +48,7 @@ def counting_network(genotype: Any, preset: Optional[str] = None, channels: Opti
     # The head is excluded from the counts; without it no aux-position check applies.
     cfg = build_train_config(None, {"model.channels": channels, "model.layers": layers,
                                     "model.auxiliary": False}, preset=preset,
-                             arch_space=space_for_arch(genotype))
+                             arch_space=space_for_arch(genotype), arch=genotype)
     info = {"num_classes": num_classes, "in_channels": in_channels, "image_size": _hw(image_size)}
     try:
         with torch.device("meta"):
@@ -120,13 +120,14 @@ def register(cli: click.Group) -> None:
     @click.argument("genotype")
     @opt.option("--preset", default=None,
                 help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR; the "
-                     "default for cell spaces), enas (the official ENAS fixed network), quick, or nb201 "
-                     "(the default for NAS-Bench-201 cells). A run folder: the run's own.")
+                     "default for cell spaces), enas (the official ENAS fixed network), quick, nb201 "
+                     "(the default for NAS-Bench-201 cells) or enas_macro (the official ENAS macro fixed "
+                     "network; the default for macro architectures). A run folder: the run's own.")
     @opt.option("--channels", type=int, default=None,
                 help="Initial channels C  [default: a train run's own, else the preset's: 36, quick 8]")
     @opt.option("--layers", type=int, default=None,
                 help="Cells, reductions included  [default: a train run's own, else the preset's: darts 20, "
-                     "enas 17, quick 5]")
+                     "enas 17, quick 5; a macro architecture's own depth]")
     @opt.option("--classes", "num_classes", type=int, default=None,
                 help="Classifier outputs  [default: a run's own, else 10]")
     @opt.option("--image-size", type=int, default=None, help="Input height and width  [default: a run's own, else 32]")

@@ -48,8 +48,10 @@ def register(cli: click.Group) -> None:
                        "paid again (default 12000, NAS-Bench-201's).")
     @click.option("--methods", default=None,
                   help="Comma-separated: random (uniform), reinforce (NAS-Bench-201's per-edge REINFORCE), "
-                       "enas (the ENAS LSTM controller); default all three. With --weight-sharing: enas, random, "
-                       "darts (the search strategies; default all three).")
+                       "enas (the ENAS LSTM controller), evolution (regularized evolution, P 10, S 3 as "
+                       "NAS-Bench-201's REA), bo (Optuna TPE, needs pip install 'enas[bo]'); default all (bo only "
+                       "with Optuna). With --weight-sharing: enas, random, darts, evolution, bo (the search "
+                       "strategies; default enas, random, darts).")
     @click.option("--enas-preset", type=click.Choice(["benchmark", "search"]), default=None,
                   help="Controller settings: benchmark (default, learns from every query) or search (the "
                        "official ENAS search-time values).")

@@ -31,10 +31,10 @@ def is_ws_run(run_dir: Path) -> bool:
 
 
 def _methods(text: Optional[str]) -> list:
-    from enas.benchmark.ws_protocols import WS_METHODS
+    from enas.benchmark.ws_protocols import WS_DEFAULT, WS_METHODS
 
     if text is None:
-        return list(WS_METHODS)
+        return list(WS_DEFAULT)
     methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in WS_METHODS]
     if not methods or unknown:
@@ -68,7 +68,7 @@ def run_weight_sharing(*, benchmark: Optional[str], seeds: Optional[int], method
             way, a different table on resume, a failed search.
     """
     from enas.benchmark.table import read_table
-    from enas.benchmark.ws_protocols import DEFAULT_DATASET, search_args
+    from enas.benchmark.ws_protocols import DEFAULT_DATASET, WS_METHODS, search_args
     from enas.benchmark.ws_runs import COLUMN, format_summary, run_all
     from enas.rundir import MARKER, attach_log_file, is_run_dir, written_by_enas
 
@@ -121,7 +121,7 @@ def run_weight_sharing(*, benchmark: Optional[str], seeds: Optional[int], method
             raise UserError(f"{run_dir} holds files but no enas run; --force only replaces runs enas wrote: "
                             "choose another --out")
         if force and run_dir.is_dir():
-            for old in (*cfg["methods"], "enas", "random", "darts", "results.json", "config.json", "log.txt"):
+            for old in (*cfg["methods"], *WS_METHODS, "results.json", "config.json", "log.txt"):
                 target = run_dir / old
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)

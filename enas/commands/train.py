@@ -11,14 +11,16 @@ def register(cli: click.Group) -> None:
     @opt.option("--preset", default=None,
                 help="darts (default for cell spaces): DARTS train.py protocol; enas: official ENAS "
                      "micro final; quick: about a minute on a CPU, digits data; nb201 (default for "
-                     "NAS-Bench-201 cells): the benchmark's 200-epoch protocol. A quick search run "
-                     "given as GENOTYPE defaults to quick.")
+                     "NAS-Bench-201 cells): the benchmark's 200-epoch protocol; enas_macro (default for "
+                     "macro architectures): official ENAS macro final. A quick search run given as "
+                     "GENOTYPE defaults to quick.")
     @opt.dataset()
     @opt.data_dir("Folder holding the dataset (default: a search run's own; nothing is downloaded).")
     @opt.option("--epochs", type=int, default=None, help="Training epochs (DARTS 600, ENAS 630).")
     @opt.option("--batch-size", type=int, default=None, help="Minibatch size (DARTS 96, ENAS 144).")
     @opt.option("--channels", type=int, default=None, help="Initial channels C (default 36).")
-    @opt.option("--layers", type=int, default=None, help="Cells, the 2 reduction cells included (DARTS 20).")
+    @opt.option("--layers", type=int, default=None,
+                help="Cells, the 2 reduction cells included (DARTS 20); a macro architecture fixes its own.")
     @opt.seed()
     @opt.device()
     @opt.config()

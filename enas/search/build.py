@@ -12,7 +12,8 @@ from typing import Any, Dict
 
 import torch
 
-from controller import Controller, Reinforce, UniformPolicy
+from controller import Controller, ExtraLoss, LSTMPolicy, MacroController, Reinforce, UniformPolicy
+from controller.reinforce import LossTerm
 from enas.augment import DeviceLoader
 from enas.data import ImageData, data_info, load_config_data, search_split
 from enas.errors import UserError
@@ -20,7 +21,7 @@ from enas.runtime import use_channels_last
 from enas.search.base import Strategy
 from enas.search.sampling import SamplingStrategy
 from enas.search.trainer import ChildTrainer
-from enas.search_config import SearchConfig
+from enas.search_config import ControllerConfig, SearchConfig
 from shared_model.spaces import Space, get_space
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,29 @@ class SearchSetup:
 
 
 def build_space(cfg: SearchConfig) -> Space:
+    """The configured space, sized for ``model.layers`` where the architecture fixes the depth (macro)."""
     try:
-        return get_space(cfg.model.space, num_nodes=cfg.model.num_nodes, ops=cfg.model.ops)
+        space = get_space(cfg.model.space, num_nodes=cfg.model.num_nodes, ops=cfg.model.ops)
+        return space.for_layers(cfg.model.layers)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def build_controller(space: Space, c: ControllerConfig) -> tuple[LSTMPolicy, Dict[str, LossTerm]]:
+    """The ENAS controller of a space and its extra REINFORCE loss terms.
+
+    Spaces with skip decisions (macro) get the macro sampler and its skip penalty
+    (``controller.skip_weight`` x ``skip_kl``); cell spaces the micro controller.
+    """
+    if any(d.kind == "skip" for d in space.decisions):
+        macro = MacroController(space.decisions, len(space.policy_ops), hidden=c.hidden,
+                                tanh_constant=c.tanh_constant, temperature=c.temperature,
+                                skip_target=c.skip_target)
+        return macro, ({"skip_penalty": ExtraLoss("skip_kl", c.skip_weight)} if c.skip_weight else {})
+    bias, prior = space.enas_op_bias() if c.official_op_bias else (None, None)
+    return Controller(space.decisions, len(space.policy_ops), hidden=c.hidden, tanh_constant=c.tanh_constant,
+                      op_tanh_reduce=c.op_tanh_reduce, temperature=c.temperature, op_bias_init=bias,
+                      normal_op_prior=prior), {}
 
 
 def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
@@ -109,13 +129,10 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
     strategy: Strategy
     if cfg.strategy == "enas":
         c = cfg.controller
-        bias, prior = space.enas_op_bias() if c.official_op_bias else (None, None)
-        controller = Controller(space.decisions, len(space.policy_ops), hidden=c.hidden,
-                                tanh_constant=c.tanh_constant, op_tanh_reduce=c.op_tanh_reduce,
-                                temperature=c.temperature, op_bias_init=bias, normal_op_prior=prior)
+        controller, loss_terms = build_controller(space, c)
         reinforce = Reinforce(controller, lr=c.lr, betas=(c.beta1, 0.999), eps=c.eps,
                               baseline_decay=c.baseline_decay, entropy_weight=c.entropy_weight,
-                              samples_per_update=c.samples_per_update)
+                              samples_per_update=c.samples_per_update, loss_terms=loss_terms)
         strategy = SamplingStrategy(space, controller, trainer, train_loader, valid_loader,
                                     generators["sample"], reinforce, c.updates_per_epoch)
     elif cfg.strategy == "random":
@@ -125,6 +142,21 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         strategy = SamplingStrategy(space, policy, trainer, train_loader, valid_loader, generators["sample"],
                                     eval_samples=cfg.controller.samples_per_update, derive_rounds=rounds,
                                     derive_eval_batches=cfg.derive.eval_batches, derive_top_k=cfg.derive.top_k)
+    elif cfg.strategy in ("evolution", "bo"):
+        from enas.search.population import build_population_strategy
+
+        e, b = cfg.evolution, cfg.bo
+        strategy = (build_population_strategy("evolution", space, trainer, train_loader, valid_loader,
+                                              generators["sample"], keep=cfg.derive.samples,
+                                              population=e.population, cycles=e.cycles_per_epoch,
+                                              explore=e.explore, sample=e.sample)
+                    if cfg.strategy == "evolution" else
+                    build_population_strategy("bo", space, trainer, train_loader, valid_loader,
+                                              generators["sample"], keep=cfg.derive.samples,
+                                              population=b.population, cycles=b.trials_per_epoch,
+                                              explore=b.explore, startup_trials=b.startup_trials,
+                                              ei_candidates=b.ei_candidates, multivariate=b.multivariate,
+                                              history=b.history))
     else:
         from enas.search.darts import build_darts_strategy
         from shared_model.arch_params import ArchParameters

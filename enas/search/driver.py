@@ -274,7 +274,8 @@ class SearchDriver:
         """A short human line; every value is in metrics.jsonl and TensorBoard."""
         shown = [("loss", "train_loss_mean", ".3f"), ("acc", "train_acc_mean", ".3f"),
                  ("valid acc", "train_valid_acc_mean", ".3f"), ("reward", "controller_reward_mean", ".3f"),
-                 ("reward", "score_reward_mean", ".3f"), ("entropy", "controller_entropy_mean", ".2f"),
+                 ("reward", "score_reward_mean", ".3f"), ("reward", "evolution_reward_mean", ".3f"),
+                 ("reward", "bo_reward_mean", ".3f"), ("entropy", "controller_entropy_mean", ".2f"),
                  ("best", "best_reward", ".3f")]
         parts = [f"{name} {summary[key]:{fmt}}" for name, key, fmt in shown
                  if isinstance(summary.get(key), (int, float))]

@@ -39,8 +39,10 @@ class Decision:
     Attributes:
         cell: the cell the decision belongs to (``"normal"``/``"reduce"``, or ``"cell"``).
         node: 0-based computed node (in a DARTS-style cell its genotype index is ``node + 2``).
-        slot: which choice of the node (cell spaces: 0/1 for the two pairs; NB201: the source edge).
-        kind: ``"input"`` (choose among ``num_choices`` earlier states) or ``"op"``.
+        slot: which choice of the node (cell spaces: 0/1 for the two pairs; NB201: the source edge;
+            macro skips: the earlier state the bit connects).
+        kind: ``"input"`` (choose among ``num_choices`` earlier states), ``"op"``, or ``"skip"``
+            (a connection bit, ``num_choices`` 2: 1 connects state ``slot`` to the node).
         num_choices: number of categories.
     """
 
@@ -60,12 +62,15 @@ class CellGraph:
         labels: node labels in topological order.
         kinds: per node ``"input"``, ``"node"`` or ``"output"``.
         edges: ``(source, target, op label or None)``, indices into ``labels``.
+        layout: ``"dag"`` (columns by depth, left to right) or ``"chain"`` (one node per row, top
+            to bottom, edges that skip rows bowing to the side: a layer-by-layer network).
     """
 
     title: str
     labels: List[str]
     kinds: List[str]
     edges: List[Tuple[int, int, Optional[str]]] = field(default_factory=list)
+    layout: str = "dag"
 
 
 def enas_op_bias(ops: Sequence[str]) -> Tuple[List[float], List[float]]:
@@ -132,6 +137,18 @@ class Space:
         """ENAS controller hints: op-bias init and normal-cell prior over :attr:`policy_ops`."""
         return enas_op_bias(self.policy_ops)
 
+    def for_layers(self, layers: int) -> "Space":
+        """This space as searched by a network of ``layers`` layers.
+
+        Itself, unless the architecture fixes the depth (``arch_sets_layers``, the
+        macro space: one op and skip decisions per layer), which returns a resized copy.
+        """
+        return self
+
+    #: the architecture fixes the network depth: ``build_child`` takes it from the architecture
+    #: and ``model.layers`` must match (:meth:`arch_overrides`)
+    arch_sets_layers: bool = False
+
     # -- architecture I/O -----------------------------------------------------
     def arch_from_json(self, data: Any) -> Any:
         """The architecture of a parsed JSON value; ``ValueError`` (one line) if malformed."""
@@ -183,6 +200,10 @@ class Space:
         """Retrain-config defaults this space needs on top of a preset (dotted keys)."""
         return {}
 
+    def arch_overrides(self, arch: Any) -> Dict[str, Any]:
+        """Retrain-config values an architecture fixes (dotted keys; macro: ``model.layers``)."""
+        return {}
+
     def check_search(self, mixing: bool, **options: Any) -> None:
         """Refuse (``ValueError``) network options this space cannot search with."""
 
@@ -197,6 +218,9 @@ class Space:
         raise NotImplementedError
 
     # -- DARTS ----------------------------------------------------------------
+    #: the space has a DARTS relaxation (the mixing members below); ``False``: they raise
+    supports_mixing: bool = True
+
     def mixing_shapes(self) -> Dict[str, Tuple[int, int]]:
         """Per mixed cell type its ``(num_edges, num_ops)`` logit shape, in parameter order."""
         raise NotImplementedError

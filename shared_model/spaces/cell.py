@@ -184,6 +184,7 @@ class SearchSpace(Space):
     def build_child(self, arch: Genotype, channels: int, layers: int, num_classes: int, in_channels: int = 3,
                     image_size: int = 32, **options: Any) -> ChildNetwork:
         """The DARTS/ENAS fixed network (:class:`~shared_model.child.ChildNetwork`); options as its arguments."""
+        options.pop("sep_as_conv", None)  # a macro-network option
         return ChildNetwork(arch, C=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
                             image_size=image_size, **options)
 

@@ -33,7 +33,7 @@ CELL = "cell"
 # Options of the cell spaces' networks that the NAS-Bench-201 skeleton has no place for.
 _IGNORED = ("stem_multiplier", "cell_output", "drop_path_depth_scaled", "aux_position", "final_relu",
             "drop_path_exempt", "base_conv", "classifier_bias", "aux_same_padding", "bn_eps",
-            "aux_trainable", "loose_inputs")
+            "aux_trainable", "loose_inputs", "sep_as_conv")
 
 
 def _check_options(options: Dict[str, Any]) -> None:
