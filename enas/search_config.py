@@ -10,21 +10,24 @@ minutes on a laptop CPU on the built-in digits set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
-from controller.tpe import require_optuna
 from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
                                   shared_checks)
 from enas.configlib import layer_config
 from enas.errors import UserError
-from shared_model.spaces import get_space
 
 
 @dataclass
 class DataConfig:
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
-    image_size: Optional[int] = None  # None: the dataset's own size
+    # H or [H, W]; None: the dataset's own size (an image folder: 32). Other sizes are fitted by
+    # resize: stretch | pad (keep the aspect ratio, black borders) | crop (keep it, centre crop).
+    image_size: Optional[Union[int, List[int]]] = None
+    resize: str = "stretch"
+    channels: Optional[int] = None  # 1 | 3 converts every image; None: the data's own
+    limit: Optional[int] = None  # a stratified subset of this many training images; None: all
     valid_fraction: float = 0.1  # ignored for cifar10 (last 5k of train)
     batch_size: int = 160
     eval_batch_size: Optional[int] = None  # None: batch_size
@@ -225,6 +228,8 @@ def default_aux_trainable(strategy: str, space: str) -> bool:
 
 def _enas_network(space: str) -> bool:
     """Whether sampling strategies run the official ENAS search network on ``space`` (a space hint)."""
+    from shared_model.spaces import get_space
+
     try:
         return bool(get_space(space).enas_network)
     except ValueError:
@@ -270,6 +275,8 @@ def build_search_config(strategy: str, preset: str, file_data: Dict[str, Any] | 
         out = dict(preset_overrides(preset, strategy))
         name = flags.get("model.space") or (model.get("space") if isinstance(model, dict) else None)
         name = name if isinstance(name, str) else DEFAULT_SPACE.get(strategy)
+        from shared_model.spaces import get_space
+
         try:
             out.update(get_space(str(name)).search_overrides(preset))
         except ValueError:
@@ -340,6 +347,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:
         raise UserError("model.num_nodes must be >= 1")
     if cfg.strategy == "bo":  # before a run folder exists (new run, resume or derive)
+        from controller.tpe import require_optuna
+
         try:
             require_optuna()
         except ImportError as exc:
@@ -349,6 +358,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
 
 def _check_network(cfg: SearchConfig) -> None:
     """The space's refusals (e.g. DARTS on the macro space, an aux head it lacks), before any run folder exists."""
+    from shared_model.spaces import get_space
+
     m = cfg.model
     try:
         space = get_space(m.space)
