@@ -46,16 +46,29 @@ class EnasGroup(click.Group):
             click.echo("interrupted; the last checkpoint is intact (continue with --resume)", err=True)
             ctx.exit(130)
         except MemoryError:
-            click.echo("error: out of memory; reduce the batch size (--batch-size) or channels", err=True)
+            click.echo("error: out of memory (RAM); reduce the batch size (--batch-size), channels or "
+                       "data.limit", err=True)
             ctx.exit(2)
         except RuntimeError as exc:
-            message = str(exc).lower()
-            if any(m in message for m in ("out of memory", "can't allocate memory", "not enough memory",
-                                          "storage size calculation overflowed")):
-                click.echo("error: out of device memory; reduce the batch size (--batch-size) or channels",
-                           err=True)
-                ctx.exit(2)
-            raise
+            what = memory_error_kind(exc)
+            if what is None:
+                raise
+            click.echo(f"error: out of {what}; reduce the batch size (--batch-size) or channels", err=True)
+            ctx.exit(2)
+
+
+def memory_error_kind(exc: RuntimeError) -> str | None:
+    """``"GPU memory"`` for an accelerator allocation failure, ``"memory (RAM)"`` for the CPU
+    allocator's (PyTorch raises both as RuntimeError), None for any other error."""
+    message = str(exc).lower()
+    if type(exc).__name__ == "OutOfMemoryError" or any(
+            m in message for m in ("cuda out of memory", "cuda error: out of memory", "hip out of memory",
+                                   "mps backend out of memory", "xpu out of memory")):
+        return "GPU memory"
+    if any(m in message for m in ("defaultcpuallocator", "can't allocate memory", "not enough memory",
+                                  "out of memory", "storage size calculation overflowed")):
+        return "memory (RAM)"
+    return None
 
 
 @click.group(cls=EnasGroup, context_settings={"help_option_names": ["-h", "--help"]})

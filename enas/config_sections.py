@@ -42,6 +42,7 @@ class RunConfig:
     max_nonfinite: int = 20  # consecutive non-finite steps before stopping
     log_every: int = 20
     threads: Optional[int] = None
+    progress_seconds: float = 30.0  # off a terminal: one progress line (rate, ETA) this often
 
 
 def optim_checks(o: OptimConfig) -> List[Check]:
@@ -67,6 +68,7 @@ def run_checks(r: RunConfig) -> List[Check]:
         (r.max_nonfinite >= 1, "run.max_nonfinite must be >= 1"),
         (r.log_every >= 1, "run.log_every must be >= 1"),
         (r.threads is None or r.threads >= 1, "run.threads must be >= 1"),
+        (r.progress_seconds > 0, "run.progress_seconds must be > 0"),
     ]
 
 
@@ -76,7 +78,11 @@ def shared_checks(epochs: int, d, m) -> List[Check]:
         (epochs >= 1, "epochs must be >= 1"),
         (d.batch_size >= 2, "data.batch_size must be >= 2 (batch-statistics BN)"),
         (d.eval_batch_size is None or d.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
-        (d.image_size is None or d.image_size >= 1, "data.image_size must be >= 1"),
+        (d.image_size is None or _image_size_ok(d.image_size),
+         "data.image_size must be a positive integer or [height, width] of positive integers"),
+        (d.resize in ("stretch", "pad", "crop"), "data.resize must be stretch, pad or crop"),
+        (d.channels in (None, 1, 3), "data.channels must be 1, 3 or null (the data's own)"),
+        (d.limit is None or d.limit >= 2, "data.limit must be >= 2 (or null for all images)"),
         (d.pad >= 0 and d.cutout >= 0, "data.pad and data.cutout must be >= 0"),
         (m.channels >= 1, "model.channels must be >= 1"),
         _layers_check(m),
@@ -84,6 +90,13 @@ def shared_checks(epochs: int, d, m) -> List[Check]:
         (m.aux_weight >= 0, "model.aux_weight must be >= 0"),
         (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)"),
     ]
+
+
+def _image_size_ok(size: Any) -> bool:
+    """``data.image_size``: H, or [H, W] (the config type check already made them ints)."""
+    if isinstance(size, int):
+        return size >= 1
+    return len(size) == 2 and all(v >= 1 for v in size)
 
 
 def _layers_check(m: Any) -> Check:

@@ -18,11 +18,9 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from enas.errors import UserError
 
@@ -79,6 +77,7 @@ class ImageData:
         classes: class names, ``classes[label]``.
         mean: per-channel mean of the training images in [0, 1] units.
         std: per-channel standard deviation of the training images in [0, 1] units.
+        summary: one line saying how the files were decoded and converted ("" when nothing was).
     """
 
     images: torch.Tensor
@@ -86,6 +85,7 @@ class ImageData:
     classes: List[str]
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
+    summary: str = ""
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -160,35 +160,42 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> Tuple[Tuple[float,
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def resize_images(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
-    """Bilinear, antialiased resize of uint8 ``(N, C, H, W)`` images to ``size x size``."""
-    if images.shape[2] == size and images.shape[3] == size:
-        return images
-    out = []
-    for i in range(0, images.shape[0], chunk):
-        x = images[i:i + chunk].float()  # (b, C, H, W)
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
-    if not out:
-        return images.new_zeros((0, images.shape[1], size, size))
-    return torch.cat(out)
+def image_hw(size: Union[int, Sequence[int], None], default: int = 32) -> Tuple[int, int]:
+    """``data.image_size`` as ``(H, W)``: an int is square, ``[H, W]`` is taken as is."""
+    if size is None:
+        return default, default
+    if isinstance(size, int) and not isinstance(size, bool):
+        return int(size), int(size)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in size):
+        return int(size[0]), int(size[1])
+    raise UserError(f"image size must be a positive integer or [height, width], got {size!r}")
 
 
 def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
-                 image_size: Optional[int] = None, download: bool = True,
-                 cache_dir: Optional[str] = None, test_fraction: float = 0.2) -> ImageData:
+                 image_size: Union[int, Sequence[int], None] = None, download: bool = True,
+                 cache_dir: Optional[str] = None, test_fraction: float = 0.2, resize: str = "stretch",
+                 channels: Optional[int] = None, limit: Optional[int] = None) -> ImageData:
     """Load one split of a dataset as uint8 tensors.
 
     Args:
         name: one of :data:`DATASETS` (``-`` and case are ignored).
         split: ``"train"`` or ``"test"``.
         data_dir: where the files are; ``None`` uses the cache (and downloads if allowed).
-        image_size: resize every image to this square size (bilinear, antialiased); for
-            ``imagefolder`` it is the decode size (default 32).
+        image_size: ``H`` (square) or ``[H, W]``; images of another size are fitted by
+            ``resize``. For ``imagefolder`` it is the decode size (default 32).
         download: allow torchvision downloads into the cache when ``data_dir`` is ``None``.
         cache_dir: download cache; default :func:`default_cache_dir`.
         test_fraction: share of each class held out as test by ``imagefolder`` when the
-            folder has no ``test/`` (or ``val/``) subfolder.
+            folder has no ``test/`` (or ``val/``) subfolder; 1.0 makes every image of a folder
+            without ``train/`` the test split (``enas evaluate --data-dir``).
+        resize: ``stretch``, ``pad`` (keep the aspect ratio, pad with black) or ``crop``
+            (keep the aspect ratio, centre crop); see :mod:`enas.imaging`.
+        channels: 1 or 3 to convert every image (colour to luminance, gray repeated);
+            ``None`` keeps the data's own (an image folder is 1-channel if all its
+            images are grayscale).
+        limit: at most this many training images, a stratified subset (same share of
+            every class, seeded, identical across runs); the test split is never cut.
 
     Returns:
         The split, with ``mean``/``std`` of the training split (known constants for CIFAR).
@@ -196,34 +203,61 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
     Raises:
         UserError: for any problem with the name, the folder or its files.
     """
+    from enas.dataprep import check_options, convert_channels, limit_subset, resize_images
+
     key = canonical_name(name)
     if split not in ("train", "test"):
         raise UserError(f"unknown split {split!r}; use 'train' or 'test'")
-    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)
-                                   or image_size < 1):
-        raise UserError(f"image size must be a positive integer, got {image_size!r}")
+    size = image_hw(image_size) if image_size is not None else None
+    check_options(size, resize, channels, limit)
     if data_dir is not None:
         data_dir = os.path.expanduser(str(data_dir))
         if not os.path.isdir(data_dir):
             raise UserError(f"data dir {data_dir} does not exist or is not a folder")
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    from enas.data_sources import _load_cifar, _load_fashion_mnist, _load_imagefolder
+    from enas.data_sources import _load_cifar, _load_digits, _load_fashion_mnist
+    from enas.imagefolder import _load_imagefolder
 
-    if key in ("cifar10", "cifar100"):
-        data = _load_cifar(key, split, data_dir, download, cache)
-    elif key == "fashion_mnist":
-        data = _load_fashion_mnist(split, data_dir, download, cache)
-    elif key == "digits":
-        data = _load_digits(split)
-    else:
+    if key == "imagefolder":
         if data_dir is None:
             raise UserError("dataset 'imagefolder' needs a data dir (a folder of class folders)")
-        data = _load_imagefolder(data_dir, split, image_size or 32, test_fraction)
-    if image_size is not None and key != "imagefolder":
-        data = replace(data, images=resize_images(data.images, int(image_size)))
+        data = _load_imagefolder(data_dir, split, size or (32, 32), test_fraction, resize, channels,
+                                 limit)
+    else:
+        if key in ("cifar10", "cifar100"):
+            data = _load_cifar(key, split, data_dir, download, cache)
+        elif key == "fashion_mnist":
+            data = _load_fashion_mnist(split, data_dir, download, cache)
+        else:
+            data = _load_digits(split)
+        if channels is not None and channels != data.channels:
+            # New channels need new statistics, always those of the training split.
+            train = data if split == "train" else load_dataset(key, "train", data_dir, None, download,
+                                                                 cache_dir, channels=channels)
+            data = convert_channels(data, channels, train if split == "test" else None)
+        if split == "train" and limit is not None:
+            data = limit_subset(data, limit)
+        if size is not None:
+            data = resize_images(data, size, resize)
     logger.info("loaded %s/%s: %d images %s, %d classes", key, split, len(data),
                 tuple(data.images.shape[1:]), data.num_classes)
+    if data.summary and key != "imagefolder":  # an image folder logs its decode once, when it decodes
+        logger.info("%s/%s: %s", key, split, data.summary)
     return data
+
+
+def load_config_data(d: Any, split: str, data_dir: Optional[str] = None) -> ImageData:
+    """One split as a config's ``data`` section says (``data_dir`` overrides ``d.data_dir``)."""
+    return load_dataset(d.dataset, split, data_dir or d.data_dir, d.image_size, resize=d.resize,
+                        channels=d.channels, limit=d.limit)
+
+
+def data_info(data: ImageData, dataset: str) -> dict:
+    """Plain-data description of a training split: what checkpoints carry (``data_info``) and,
+    with the decode summary, a run's ``data.json``. ``image_size`` is ``[H, W]``."""
+    return {"dataset": dataset, "num_classes": data.num_classes, "in_channels": data.channels,
+            "image_size": list(data.image_size), "classes": list(data.classes),
+            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}
 
 
 def search_split(data: ImageData, dataset: str, valid_fraction: float = 0.1,
@@ -265,21 +299,5 @@ def search_split(data: ImageData, dataset: str, valid_fraction: float = 0.1,
     train_idx, _ = perm[:n - n_valid].sort()
     valid_idx, _ = perm[n - n_valid:].sort()
     return data.subset(train_idx), data.subset(valid_idx)
-
-
-def _load_digits(split: str) -> ImageData:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    # The bundled values are counts (0..16) of set pixels in 4x4 blocks; scale to the uint8 range.
-    scaled = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
-    images = torch.from_numpy(scaled).unsqueeze(1)  # (1797, 1, 8, 8)
-    labels = torch.from_numpy(digits.target.astype(np.int64))
-    mean, std = channel_stats(images[:DIGITS_NUM_TRAIN])
-    part = slice(0, DIGITS_NUM_TRAIN) if split == "train" else slice(DIGITS_NUM_TRAIN, None)
-    return ImageData(images[part].contiguous(), labels[part].contiguous(),
-                     [str(d) for d in range(10)], mean, std)
-
-
 # ----------------------------------------------------------------------------- imagefolder
 

@@ -1,21 +1,20 @@
 """Dataset readers behind :func:`enas.data.load_dataset`: CIFAR through torchvision,
-Fashion-MNIST IDX files and image folders (ImageFolder layout), all to uint8 tensors.
+Fashion-MNIST IDX files and scikit-learn's digits, to uint8 tensors (image folders:
+:mod:`enas.imagefolder`).
 """
 from __future__ import annotations
 
 import gzip
 import logging
-import math
-import os
 import struct
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from enas.data import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DEBIAN_FASHION_MNIST,
-                       FASHION_MNIST_CLASSES, IMG_EXTENSIONS, ImageData, channel_stats)
+                       DIGITS_NUM_TRAIN, FASHION_MNIST_CLASSES, ImageData, channel_stats)
 from enas.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -163,131 +162,15 @@ def _load_fashion_mnist(split: str, data_dir: Optional[str], download: bool,
 
 # ----------------------------------------------------------------------------- digits
 
+def _load_digits(split: str) -> ImageData:
+    from sklearn.datasets import load_digits
 
-
-# Decoded image folders, keyed by path, size and file times: test needs train's statistics.
-_FOLDER_MEMO: Dict[tuple, Tuple[ImageData, ImageData]] = {}
-
-_GRAY_MODES = ("L", "1")
-
-
-def _scan_classes(folder: Path) -> Dict[str, List[Path]]:
-    """Class name -> sorted image files below ``folder/<class>/`` (torchvision ImageFolder layout)."""
-    try:
-        classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes:
-            raise UserError(f"{folder} has no class folders (expected {folder}/<class name>/<images>)")
-        return {c: sorted(p for p in (folder / c).rglob("*")
-                          if p.suffix.lower() in IMG_EXTENSIONS and p.is_file()
-                          and not p.name.startswith("."))
-                for c in classes}
-    except OSError as e:
-        raise UserError(f"cannot list the image folder {folder} ({_one_line(e)})") from e
-
-
-def _check_train_classes(files: Dict[str, List[Path]], folder: Path) -> None:
-    if not any(files.values()):
-        raise UserError(f"no images ({', '.join(IMG_EXTENSIONS)}) found in the class folders of {folder}")
-    empty = [c for c, fs in files.items() if not fs]
-    if empty:
-        raise UserError(f"class folder(s) without images in {folder}: {', '.join(empty[:10])}")
-    if len(files) < 2:
-        raise UserError(f"imagefolder needs at least 2 classes, found 1 ({next(iter(files))!r}) in {folder}")
-
-
-def _holdout(files: Dict[str, List[Path]], fraction: float, folder: Path
-             ) -> Tuple[Dict[str, List[Path]], Dict[str, List[Path]]]:
-    """Hold out ``fraction`` of every class (seeded, so identical across runs) as test."""
-    if not 0.0 < float(fraction) < 1.0:
-        raise UserError(f"test fraction must be between 0 and 1, got {fraction}")
-    train, test = {}, {}
-    for i, (c, fs) in enumerate(files.items()):
-        perm = np.random.default_rng([0, i]).permutation(len(fs))
-        n_test = min(int(math.floor(len(fs) * fraction + 0.5)), len(fs) - 1)
-        test_idx = set(perm[:n_test].tolist())
-        train[c] = [f for j, f in enumerate(fs) if j not in test_idx]
-        test[c] = [f for j, f in enumerate(fs) if j in test_idx]
-    if not any(test.values()):
-        raise UserError(f"too few images in {folder} to hold out a test fraction of {fraction}; "
-                        f"add images or provide train/ and test/ folders")
-    return train, test
-
-
-def _decode(path: Path, size: int) -> Tuple[np.ndarray, bool]:
-    """Decode one image to ``(size, size)`` or ``(size, size, 3)`` uint8; flag grayscale sources."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            gray = im.mode in _GRAY_MODES
-            im = im.convert("L" if gray else "RGB")
-            # PIL's bilinear filter widens its support when shrinking, i.e. it antialiases.
-            arr = np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UserError(f"cannot read image {path} ({_one_line(e)})") from e
-    return arr, gray
-
-
-def _to_tensors(parts: Sequence[Dict[str, List[Path]]], classes: List[str], size: int
-                ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """Decode every split; one channel only if ALL images of all splits are grayscale."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    jobs = [[(f, k) for k, c in enumerate(classes) for f in part.get(c, [])] for part in parts]
-    flat = [f for job in jobs for f, _ in job]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = list(pool.map(lambda p: _decode(p, size), flat))  # PIL releases the GIL while decoding
-    all_gray = all(g for _, g in decoded)
-    arrays = [a[None] if all_gray else (np.repeat(a[None], 3, 0) if g else a.transpose(2, 0, 1))
-              for a, g in decoded]  # each (C, size, size)
-    out, start = [], 0
-    for job in jobs:
-        chunk = arrays[start:start + len(job)]
-        start += len(job)
-        c = 1 if all_gray else 3
-        if chunk:
-            images = torch.from_numpy(np.stack(chunk))  # (n, C, size, size)
-        else:
-            images = torch.zeros((0, c, size, size), dtype=torch.uint8)
-        labels = torch.tensor([k for _, k in job], dtype=torch.int64)
-        out.append((images, labels))
-    return out
-
-
-def _load_imagefolder(data_dir: str, split: str, size: int, test_fraction: float) -> ImageData:
-    root = Path(data_dir)
-    test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is not None:
-        train_files = _scan_classes(root / "train")
-        _check_train_classes(train_files, root / "train")
-        test_files = _scan_classes(test_dir)
-        if set(test_files) != set(train_files):
-            only_train = sorted(set(train_files) - set(test_files))[:5]
-            only_test = sorted(set(test_files) - set(train_files))[:5]
-            raise UserError(f"class folders of {root / 'train'} and {test_dir} differ (only in train: "
-                            f"{only_train or '-'}; only in {test_dir.name}: {only_test or '-'})")
-        if not any(test_files.values()):
-            raise UserError(f"no images found in the class folders of {test_dir}")
-        missing = [c for c, fs in test_files.items() if not fs]
-        if missing:
-            logger.warning("test classes without images in %s: %s", test_dir, ", ".join(missing[:10]))
-    else:
-        base = root / "train" if (root / "train").is_dir() else root
-        files = _scan_classes(base)
-        _check_train_classes(files, base)
-        train_files, test_files = _holdout(files, test_fraction, base)
-        logger.info("%s has no train/ + test/ (or val/) folders: holding out %.3g of each class "
-                    "as test", root, test_fraction)
-    classes = sorted(train_files)
-    listing = tuple((str(f), f.stat().st_mtime_ns)
-                    for part in (train_files, test_files) for c in classes for f in part[c])
-    key = (str(root.resolve()), size, listing)
-    if key not in _FOLDER_MEMO:
-        # Train and test are decoded together: the test split needs the train statistics and
-        # both must agree on the channel count; the memo spares a second decode.
-        (tr_x, tr_y), (te_x, te_y) = _to_tensors([train_files, test_files], classes, size)
-        mean, std = channel_stats(tr_x)
-        _FOLDER_MEMO.clear()
-        _FOLDER_MEMO[key] = (ImageData(tr_x, tr_y, classes, mean, std),
-                             ImageData(te_x, te_y, list(classes), mean, std))
-    return _FOLDER_MEMO[key][0 if split == "train" else 1]
+    digits = load_digits()
+    # The bundled values are counts (0..16) of set pixels in 4x4 blocks; scale to the uint8 range.
+    scaled = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
+    images = torch.from_numpy(scaled).unsqueeze(1)  # (1797, 1, 8, 8)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    mean, std = channel_stats(images[:DIGITS_NUM_TRAIN])
+    part = slice(0, DIGITS_NUM_TRAIN) if split == "train" else slice(DIGITS_NUM_TRAIN, None)
+    return ImageData(images[part].contiguous(), labels[part].contiguous(),
+                     [str(d) for d in range(10)], mean, std)

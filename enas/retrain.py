@@ -16,6 +16,7 @@ and ``enas export`` rebuild the network from the checkpoint alone.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +28,15 @@ from torch import nn
 from enas.augment import DeviceLoader
 from enas.checkpoint import atomic_write_text, rng_state, save_checkpoint, set_rng_state
 from enas.configlib import to_dict
-from enas.data import load_dataset
+from enas.data import load_config_data
 from enas.errors import UserError
+from enas.progress import RunClock, duration
 from enas.runlog import RunLog
 from enas.runtime import use_channels_last
-from enas.schedules import epoch_lr
+from enas.schedules import epoch_lr, sgdr_boundaries  # noqa: F401  (sgdr_boundaries kept importable here)
 from enas.search.trainer import ChildTrainer
 from enas.train_config import TrainConfig, validate_train_config
-from enas.trained import KIND, data_info, evaluate_model, load_train_checkpoint, make_child
+from enas.trained import KIND, data_info, evaluate_model, input_shape, load_train_checkpoint, make_child
 from shared_model.profile import count_macs, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -62,36 +64,36 @@ class RetrainSetup:
     test_loader: DeviceLoader
     generators: Dict[str, torch.Generator]
     info: Dict[str, Any]
+    described: Dict[str, Any]
 
 
-def sgdr_boundaries(t0: int, tmul: int, up_to: int) -> list:
-    """Epoch counts at which an SGDR period ends (ENAS: 10, 30, 70, 150, 310, 630 ...)."""
-    ends, period, total = [], t0, t0
-    while total <= up_to:
-        ends.append(total)
-        period *= tmul
-        total += period
-    return ends
+def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect: Any = None) -> RetrainSetup:
+    """Composition root of a retrain run: data, network, optimizer, trainer.
 
-
-def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device) -> RetrainSetup:
-    """Composition root of a retrain run: data, network, optimizer, trainer."""
+    ``expect``: ``(data.json, folder)`` of the search run whose data this retrain carries over;
+    data that no longer matches it (classes, channels, size) is refused.
+    """
     validate_train_config(cfg)
     o, d = cfg.optim, cfg.data
     if o.schedule == "sgdr" and cfg.epochs not in sgdr_boundaries(o.sgdr_t0, o.sgdr_tmul, cfg.epochs):
         logger.warning("optim.schedule sgdr: %d epochs end inside a restart period (periods end at %s), so the "
                        "reported last epoch runs at a high learning rate", cfg.epochs,
                        ", ".join(map(str, sgdr_boundaries(o.sgdr_t0, o.sgdr_tmul, 2 * cfg.epochs + o.sgdr_t0)[:8])))
-    train = load_dataset(d.dataset, "train", d.data_dir, d.image_size)
-    test = load_dataset(d.dataset, "test", d.data_dir, d.image_size)
-    _, _, height, width = train.images.shape
-    if height != width:
-        raise UserError(f"images must be square, got {height}x{width}; set data.image_size")
+    train = load_config_data(d, "train")
+    test = load_config_data(d, "test")
     if len(train) < d.batch_size:
         raise UserError(f"data.batch_size {d.batch_size} is larger than the {len(train)} training images")
     if len(test) == 0:
         raise UserError(f"dataset {d.dataset} has no test images")
     info = data_info(train, d.dataset)
+    if expect:
+        from enas.train_run import check_same_data
+
+        check_same_data(info, *expect)
+    # data.json: the checkpoint's data_info plus where it came from and how it was decoded.
+    data_dir = d.data_dir and os.path.abspath(os.path.expanduser(d.data_dir))
+    described = dict(info, data_dir=data_dir, train_images=len(train), test_images=len(test),
+                     decode=train.summary)
     model = make_child(genotype, cfg, info).to(device)
     channels_last = use_channels_last(device, cfg.run.channels_last, amp=cfg.run.amp)
     if channels_last:
@@ -108,7 +110,7 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device) -> Retr
                                 weight_decay=o.weight_decay)
     trainer = ChildTrainer(_FixedArch(model), optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=o.grad_clip, amp=cfg.run.amp, max_nonfinite=cfg.run.max_nonfinite)
-    return RetrainSetup(model, trainer, train_loader, test_loader, generators, info)
+    return RetrainSetup(model, trainer, train_loader, test_loader, generators, info, described)
 
 
 @dataclass
@@ -147,6 +149,7 @@ class Retrainer:
         self._steps_here = 0
         self._t0 = time.monotonic()
         self._last_ckpt_time, self._last_ckpt_step = time.monotonic(), 0
+        self.clock = RunClock(cfg.epochs)
 
     # -- checkpoints -----------------------------------------------------------
     def _payload(self) -> Dict[str, Any]:
@@ -201,6 +204,7 @@ class Retrainer:
         self._t0 = time.monotonic()
         try:
             if not resume:
+                atomic_write_text(self.run_dir / "data.json", _json(self.setup.described))
                 self._log_start()
                 self.checkpoint()
             while self.pos.epoch < self.cfg.epochs:
@@ -229,6 +233,7 @@ class Retrainer:
         setup.trainer.set_lr(lr)
         if self.pos.batch == 0:
             self.sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+        self.clock.start_epoch()
         bar = self.progress(total=self.steps_per_epoch, initial=self.pos.batch,
                             desc=f"epoch {epoch + 1}/{cfg.epochs}") if self.progress else None
         try:
@@ -247,8 +252,10 @@ class Retrainer:
                                     {"loss": metrics["loss"], "acc": metrics["acc"], "lr": lr, "drop_path_prob": p,
                                      "grad_norm": metrics["grad_norm"]}, tb_prefix="retrain")
                 if bar is not None:
+                    eta = self.clock.eta(epoch, self.pos.batch / self.steps_per_epoch)
+                    bar.set_postfix(**{"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['acc']:.3f}",
+                                       "run ETA": duration(eta)})
                     bar.update(1)
-                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
                 self._steps_here += 1
                 if self.stop_after is not None and self._steps_here >= self.stop_after:
                     raise KeyboardInterrupt("stop_after reached")
@@ -268,7 +275,10 @@ class Retrainer:
         last = epoch + 1 == self.cfg.epochs
         best = False
         if last or (epoch + 1) % self.cfg.run.test_every == 0:
-            test = evaluate_model(self.setup.model, self.setup.test_loader, self.setup.trainer.device, self.cfg.run.amp)
+            bar = self.progress(total=len(self.setup.test_loader), initial=0,
+                                desc=f"epoch {epoch + 1}/{self.cfg.epochs} test") if self.progress else None
+            test = evaluate_model(self.setup.model, self.setup.test_loader, self.setup.trainer.device,
+                                  self.cfg.run.amp, bar)
             self.last_test = {"epoch": epoch + 1, **test}
             values = {"test_acc": test["top1"], "test_loss": test["loss"]}
             if test["top5"] is not None:
@@ -279,14 +289,19 @@ class Retrainer:
             if best:
                 self.best_test_acc, self.best_epoch = test["top1"], epoch + 1
         self.log.record(self.pos.step, epoch + 1, "epoch", summary, tb_prefix="epoch")
-        logger.info("epoch %d/%d: %s", epoch + 1, self.cfg.epochs,
-                    ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+        self.clock.end_epoch()
+        test = f", test {summary['test_acc']:.4f}" if "test_acc" in summary else ""
+        top5 = f" (top-5 {summary['test_top5']:.4f})" if "test_top5" in summary else ""
+        eta = f", run ETA {duration(self.clock.after_epoch(epoch))}" if epoch + 1 < self.cfg.epochs else ""
+        logger.info("epoch %d/%d: loss %.4f, acc %.4f%s%s, lr %.3g (%s%s)", epoch + 1, self.cfg.epochs,
+                    summary["train_loss"], summary["train_acc"], test, top5, lr,
+                    duration(self.clock.epoch_times[-1]), eta)
         self.pos = Position(epoch + 1, 0, self.pos.step)
         self.checkpoint(best=best)
 
     def _result(self) -> Dict[str, Any]:
         model, info, test = self.setup.model, self.setup.info, self.last_test or {}
-        shape = (info["in_channels"], info["image_size"], info["image_size"])
+        shape = input_shape(info)
         params = count_parameters(model)
         return {
             "test_acc": test.get("top1"), "test_top5": test.get("top5"), "test_loss": test.get("loss"),
@@ -313,8 +328,8 @@ def _json(data: Dict[str, Any]) -> str:
 
 def run_retrain(cfg: TrainConfig, genotype: Any, source: str, run_dir: Path, device: torch.device,
                 resume: bool = False, progress: Optional[Callable[..., Any]] = None,
-                stop_after: Optional[int] = None, tensorboard: bool = True) -> Dict[str, Any]:
+                stop_after: Optional[int] = None, tensorboard: bool = True, expect: Any = None) -> Dict[str, Any]:
     """Build and run a retrain in ``run_dir`` (already prepared); returns the result dict."""
-    setup = build_retrain(cfg, genotype, device)
+    setup = build_retrain(cfg, genotype, device, expect)
     trainer = Retrainer(cfg, genotype, source, setup, run_dir, progress=progress, stop_after=stop_after)
     return trainer.run(resume=resume, tensorboard=tensorboard)

@@ -30,3 +30,13 @@ def epoch_lr(schedule: str, epoch: int, epochs: int, lr_max: float, lr_min: floa
     if schedule == "cosine":
         return cosine_lr(epoch, epochs, lr_max, lr_min)
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def sgdr_boundaries(t0: int, tmul: int, up_to: int) -> list:
+    """Epoch counts at which an SGDR period ends (ENAS: 10, 30, 70, 150, 310, 630 ...)."""
+    ends, period, total = [], t0, t0
+    while total <= up_to:
+        ends.append(total)
+        period *= tmul
+        total += period
+    return ends

@@ -10,21 +10,24 @@ minutes on a laptop CPU on the built-in digits set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-from controller.tpe import require_optuna
 from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
                                   shared_checks)
 from enas.configlib import layer_config
 from enas.errors import UserError
-from shared_model.spaces import get_space
 
 
 @dataclass
 class DataConfig:
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
-    image_size: Optional[int] = None  # None: the dataset's own size
+    # H or [H, W]; None: the dataset's own size (an image folder: 32). Other sizes are fitted by
+    # resize: stretch | pad (keep the aspect ratio, black borders) | crop (keep it, centre crop).
+    image_size: Optional[Union[int, List[int]]] = None
+    resize: str = "stretch"
+    channels: Optional[int] = None  # 1 | 3 converts every image; None: the data's own
+    limit: Optional[int] = None  # a stratified subset of this many training images; None: all
     valid_fraction: float = 0.1  # ignored for cifar10 (last 5k of train)
     batch_size: int = 160
     eval_batch_size: Optional[int] = None  # None: batch_size
@@ -248,6 +251,8 @@ def default_aux_trainable(strategy: str, space: str) -> bool:
 
 def _enas_network(space: str) -> bool:
     """Whether sampling strategies run the official ENAS search network on ``space`` (a space hint)."""
+    from shared_model.spaces import get_space
+
     try:
         return bool(get_space(space).enas_network)
     except ValueError:
@@ -257,8 +262,8 @@ def _enas_network(space: str) -> bool:
 # A small-device search (README "Searching for a device"): the quick search, pricing the network
 # `enas train --preset quick` retrains by its latency at batch 1 on one CPU thread (measured into
 # RUN/latency_table.json), every architecture within 3 ms (hard constraint) and ranked by
-# MnasNet's soft reward inside the budget. The table is
-# timed with the thread's CPU clock, which other processes on a shared machine do not inflate.
+# MnasNet's soft reward inside the budget. The table is timed with the thread's CPU clock,
+# which other processes on a shared machine do not inflate.
 _MOBILE: Dict[str, Any] = {
     **_QUICK, "cost.model": "latency", "cost.target": 3.0, "cost.constraint": "both", "cost.batch_size": 1,
     "cost.device": "cpu", "cost.threads": 1, "cost.clock": "cpu",
@@ -273,6 +278,8 @@ def _mobile_network(space: Any) -> Dict[str, Any]:
 
     train = {**train_preset("quick"), **space.train_overrides("quick")}
     return {"cost.channels": train["model.channels"], "cost.layers": train["model.layers"]}
+
+
 #: Largest ``run.seed``: the run derives generators from ``seed + 1`` and ``seed + 2``, and
 #: torch seeds must fit 64 bits; 2**63 - 3 keeps every derived seed a signed 64-bit value.
 
@@ -311,6 +318,8 @@ def build_search_config(strategy: str, preset: str, file_data: Dict[str, Any] | 
         out = dict(preset_overrides(preset, strategy))
         name = flags.get("model.space") or (model.get("space") if isinstance(model, dict) else None)
         name = name if isinstance(name, str) else DEFAULT_SPACE.get(strategy)
+        from shared_model.spaces import get_space
+
         try:
             # The mobile preset is the quick search with a cost: the space's quick sizes.
             space = get_space(str(name))
@@ -385,6 +394,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:
         raise UserError("model.num_nodes must be >= 1")
     if cfg.strategy == "bo":  # before a run folder exists (new run, resume or derive)
+        from controller.tpe import require_optuna
+
         try:
             require_optuna()
         except ImportError as exc:
@@ -394,6 +405,8 @@ def validate_search_config(cfg: SearchConfig) -> None:
 
 def _check_network(cfg: SearchConfig) -> None:
     """The space's refusals (e.g. DARTS on the macro space, an aux head it lacks), before any run folder exists."""
+    from shared_model.spaces import get_space
+
     m = cfg.model
     try:
         space = get_space(m.space)

@@ -28,7 +28,7 @@ Config flows one way: defaults -> preset -> ``--config`` file -> flags.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from enas.configlib import layer_config
 from enas.errors import UserError
@@ -40,7 +40,12 @@ from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_fi
 class TrainDataConfig:
     dataset: str = "cifar10"
     data_dir: Optional[str] = None
-    image_size: Optional[int] = None  # None: the dataset's own size
+    # H or [H, W]; None: the dataset's own size (an image folder: 32). Other sizes are fitted by
+    # resize: stretch | pad (keep the aspect ratio, black borders) | crop (keep it, centre crop).
+    image_size: Optional[Union[int, List[int]]] = None
+    resize: str = "stretch"
+    channels: Optional[int] = None  # 1 | 3 converts every image; None: the data's own
+    limit: Optional[int] = None  # a stratified subset of this many training images; None: all
     batch_size: int = 96
     eval_batch_size: Optional[int] = None  # None: batch_size
     pad: int = 4
@@ -186,9 +191,10 @@ def _space_name(file_data: Dict[str, Any], flags: Dict[str, Any]) -> Optional[st
 
 
 def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
-                       preset: Optional[str] = None, arch_space: Any = None, arch: Any = None) -> TrainConfig:
-    """Defaults -> preset (+ the space's additions, + what ``arch`` fixes) -> config file -> CLI
-    flags (``None`` flags ignored), then validation.
+                       preset: Optional[str] = None, arch_space: Any = None, arch: Any = None,
+                       carried: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """Defaults -> preset (+ the space's additions, + what ``arch`` fixes) -> ``carried`` (a
+    search run's data keys) -> config file -> CLI flags (``None`` flags ignored), then validation.
 
     The space is ``model.space`` if given, else ``arch_space`` (the space the architecture
     came from); without a preset its default is used (``darts`` for cell spaces).
@@ -210,6 +216,7 @@ def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
             out.update(space.train_overrides(preset))
             if arch is not None:
                 out.update(space.arch_overrides(arch))
+        out.update(carried or {})
         return out
 
     cfg = layer_config(TrainConfig(), {"preset": preset}, overrides, file_data, flags)

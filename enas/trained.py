@@ -18,7 +18,7 @@ from torch import nn
 from enas.augment import DeviceLoader
 from enas.checkpoint import load_checkpoint
 from enas.configlib import load_saved_config
-from enas.data import ImageData
+from enas.data import data_info  # noqa: F401  (checkpoints' data_info; kept importable here)
 from enas.errors import UserError
 from enas.runtime import autocast
 from enas.train_config import TrainConfig
@@ -40,6 +40,9 @@ def make_child(genotype: Any, cfg: TrainConfig, info: Dict[str, Any], inference:
 
     ``inference`` drops the auxiliary head (and drop path), as for evaluation and export.
 
+    Non-square images: the network is sized by the shorter side (every layer after the stem
+    is size-agnostic; the reductions and the auxiliary head's pooling must fit that side).
+
     Raises:
         UserError: sizes the network cannot be built with (e.g. images too small
             for the two reduction cells).
@@ -50,7 +53,7 @@ def make_child(genotype: Any, cfg: TrainConfig, info: Dict[str, Any], inference:
         raise UserError(f"a {type(genotype).__name__} is not an architecture of the {space.name} space")
     try:
         return space.build_child(genotype, m.channels, m.layers, int(info["num_classes"]),
-                                 in_channels=int(info["in_channels"]), image_size=int(info["image_size"]),
+                                 in_channels=int(info["in_channels"]), image_size=min(input_shape(info)[1:]),
                                  auxiliary=m.auxiliary and not inference, stem_multiplier=m.stem_multiplier,
                                  dropout=m.dropout, drop_path_depth_scaled=m.drop_path_schedule == "enas",
                                  aux_position=m.aux_position, final_relu=m.final_relu,
@@ -62,11 +65,12 @@ def make_child(genotype: Any, cfg: TrainConfig, info: Dict[str, Any], inference:
         raise UserError(str(exc)) from None
 
 
-def data_info(data: ImageData, dataset: str) -> Dict[str, Any]:
-    """Plain-data description of the input that a checkpoint carries."""
-    return {"dataset": dataset, "num_classes": data.num_classes, "in_channels": data.channels,
-            "image_size": data.image_size[0], "classes": list(data.classes),
-            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}
+def input_shape(info: Dict[str, Any]) -> Tuple[int, int, int]:
+    """``(C, H, W)`` of a checkpoint's ``data_info``; ``image_size`` is ``[H, W]`` or, before
+    non-square images, one int (square). The networks size their heads by the shorter side."""
+    size = info["image_size"]
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return int(info["in_channels"]), h, w
 
 
 def load_train_checkpoint(path: str | Path) -> Tuple[Dict[str, Any], Path]:
@@ -112,10 +116,12 @@ def network_from_checkpoint(state: Dict[str, Any], inference: bool = True
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "auto") -> Dict[str, float]:
+def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "auto",
+                   bar: Any = None) -> Dict[str, float]:
     """Mean loss, top-1 and top-5 accuracy over a whole (unshuffled) loader, eval mode.
 
-    ``top5`` is None with 5 classes or fewer (it would always be 1).
+    ``top5`` is None with 5 classes or fewer (it would always be 1). ``bar``: a tqdm-like
+    progress bar advanced per batch (closed at the end).
     """
     was_training = model.training
     model.eval()
@@ -131,6 +137,10 @@ def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device,
         if k:
             sums[2] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
         n += y.numel()
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     loss, top1, top5 = (sums / max(n, 1)).tolist()
     return {"loss": loss, "top1": top1, "top5": top5 if k else None, "n": n}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -31,6 +31,16 @@ from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op
 from shared_model.profile import count_call_macs, count_parameters
 
 Shape = Tuple[int, int, int]  # (C, H, W) of one image
+HW = Tuple[int, int]  # (H, W) of a feature map
+
+
+def half(hw: HW) -> HW:
+    """The size after a stride-2 op, a factorized reduction or a ceil-mode 2x2 pool."""
+    return (hw[0] + 1) // 2, (hw[1] + 1) // 2
+
+
+def shape(c: int, hw: HW) -> Shape:
+    return (c, hw[0], hw[1])
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,8 @@ class NetSpec:
         layers: the space's ``layers`` (cells; NAS-Bench-201: cells per stage).
         num_classes: classifier outputs.
         in_channels: image channels.
-        image_size: image height and width.
+        image_size: image height (and width unless ``image_width`` is given).
+        image_width: image width of non-square inputs (None: square).
         options: ``build_child`` options that change the eval-mode network,
             as sorted ``(name, value)`` pairs (e.g. ``stem_multiplier``).
     """
@@ -53,30 +64,45 @@ class NetSpec:
     in_channels: int = 3
     image_size: int = 32
     options: Tuple[Tuple[str, Any], ...] = field(default=())
+    image_width: Optional[int] = None
 
     def __post_init__(self) -> None:
-        for name in ("channels", "layers", "num_classes", "in_channels", "image_size"):
+        if self.image_width == self.image_size:
+            object.__setattr__(self, "image_width", None)
+        for name in ("channels", "layers", "num_classes", "in_channels", "image_size", "image_width"):
             value = getattr(self, name)
+            if name == "image_width" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
 
+    @property
+    def hw(self) -> HW:
+        """``(H, W)`` of the input images."""
+        return self.image_size, self.image_width or self.image_size
+
     @classmethod
     def make(cls, channels: int, layers: int, num_classes: int = 10, in_channels: int = 3,
-             image_size: int = 32, **options: Any) -> "NetSpec":
-        return cls(channels, layers, num_classes, in_channels, image_size, tuple(options.items()))
+             image_size: Union[int, Sequence[int]] = 32, **options: Any) -> "NetSpec":
+        """A spec; ``image_size`` is ``H`` (square) or ``(H, W)``."""
+        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        return cls(channels, layers, num_classes, in_channels, int(h), tuple(options.items()), int(w))
 
     def option(self, name: str, default: Any) -> Any:
         return dict(self.options).get(name, default)
 
     def to_dict(self) -> Dict[str, Any]:
+        size: Any = self.image_size if self.image_width is None else list(self.hw)
         return {"channels": self.channels, "layers": self.layers, "num_classes": self.num_classes,
-                "in_channels": self.in_channels, "image_size": self.image_size, "options": dict(self.options)}
+                "in_channels": self.in_channels, "image_size": size, "options": dict(self.options)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NetSpec":
-        return cls(int(data["channels"]), int(data["layers"]), int(data["num_classes"]),
-                   int(data["in_channels"]), int(data["image_size"]), tuple(dict(data.get("options", {})).items()))
+        size = data["image_size"]
+        return cls.make(int(data["channels"]), int(data["layers"]), int(data["num_classes"]),
+                        int(data["in_channels"]), size if isinstance(size, int) else [int(v) for v in size],
+                        **dict(data.get("options", {})))
 
 
 @dataclass(frozen=True)
@@ -182,9 +208,9 @@ def register_op_kind(kind: str) -> None:
     OP_KINDS.add(kind)
 
 
-def op_block(name: str, channels: int, stride: int, size: int) -> Block:
-    """A searchable op reading a ``(channels, size, size)`` tensor."""
-    return Block("op", (name, channels, stride), ((channels, size, size),))
+def op_block(name: str, channels: int, stride: int, hw: HW) -> Block:
+    """A searchable op reading a ``(channels, H, W)`` tensor."""
+    return Block("op", (name, channels, stride), (shape(channels, hw),))
 
 
 def build_block(block: Block) -> nn.Module:

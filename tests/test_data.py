@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from enas import data as D
-from enas import data_sources
+from enas import data_sources, imagefolder
 from enas.data import ImageData, load_dataset, search_split
 from enas.errors import UserError
 
@@ -199,7 +199,7 @@ def test_imagefolder_holdout_is_deterministic_and_disjoint(tmp_path):
     assert len(train) == 8 and len(test) == 2 and test.labels.tolist() == [0, 1]
     values = sorted(train.images[:, 0, 0, 0].tolist() + test.images[:, 0, 0, 0].tolist())
     assert values == [1, 2, 3, 4, 5, 11, 12, 13, 14, 15]
-    data_sources._FOLDER_MEMO.clear()
+    imagefolder._FOLDER_MEMO.clear()
     again = load_dataset("imagefolder", "test", data_dir=str(tmp_path), image_size=4)
     assert torch.equal(again.images, test.images)
 

@@ -29,11 +29,11 @@ def test_dot_text_has_nodes_and_labelled_edges():
     g = ZOO["ENAS_RELEASED"]
     text = cell_to_dot(g, "reduce")
     assert text.startswith("digraph reduce {") and text.rstrip().endswith("}")
-    for name in ("c_{k-2}", "c_{k-1}", "0", "4", "c_{k}"):
+    for name in ("c_{k-2}", "c_{k-1}", "node 2", "node 6", "c_{k}"):
         assert f'"{name}"' in text
     assert text.count("->") == len(g.reduce) + len(g.reduce_concat)
     assert text.count("label=") == len(g.reduce)
-    assert '"c_{k-2}" -> "1" [label="max_pool_3x3"]' in text
+    assert '"c_{k-2}" -> "node 3" [label="max_pool_3x3"]' in text
 
 
 @pytest.mark.parametrize("name,cell", [("DARTS_V2", "normal"), ("AmoebaNet", "reduce"), ("ENAS_RELEASED", "normal")])
@@ -82,3 +82,78 @@ def test_cell_image_array_is_hwc_uint8():
     arr = cell_image_array(ZOO["NASNet"], "normal")
     assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3
     assert arr.min() < 100 and arr.max() == 255  # something dark drawn on white
+
+
+# ----------------------------------------------------------------------------- layout geometry
+
+NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+def _all_graphs():
+    from shared_model.spaces import get_space, space_for_arch
+
+    for name, g in ZOO.items():
+        for cell, graph in space_for_arch(g).graphs(g).items():
+            yield f"{name}/{cell}", graph
+    nb = get_space("nb201")
+    yield "nb201", nb.graphs(nb.arch_from_string(NB201_ARCH))["cell"]
+
+
+def _box(it, pad=0.0):
+    return (it.x - it.w / 2 - pad, it.y - it.h / 2 - pad, it.x + it.w / 2 + pad, it.y + it.h / 2 + pad)
+
+
+def _inside(p, box):
+    return box[0] < p[0] < box[2] and box[1] < p[1] < box[3]
+
+
+@pytest.mark.parametrize("name,graph", list(_all_graphs()), ids=lambda v: v if isinstance(v, str) else "")
+def test_edges_never_cross_boxes_and_labels_never_overlap(name, graph):
+    from enas.draw_layout import sample
+
+    lay = draw._layout(graph, draw._font())
+    boxes = [it for it in lay.items if it.kind in ("node", "label")]
+    for a in range(len(boxes)):  # boxes and labels are pairwise apart
+        for b in range(a + 1, len(boxes)):
+            x0, y0, x1, y1 = _box(boxes[a])
+            u0, v0, u1, v1 = _box(boxes[b])
+            assert min(x1, u1) <= max(x0, u0) or min(y1, v1) <= max(y0, v0), (name, boxes[a].text, boxes[b].text)
+    for e, (segs, label, tip) in enumerate(lay.edges):
+        src, dst, op = graph.edges[e]
+        own = {graph.labels[src], graph.labels[dst]}
+        points = [p for seg in segs for p in sample(seg, 60)]
+        for it in boxes:
+            if it.kind == "node" and it.text in own or it.kind == "label" and it.edge == e:
+                continue
+            hits = [p for p in points if _inside(p, _box(it, -1.0))]
+            assert not hits, f"{name}: edge {graph.labels[src]} -> {graph.labels[dst]} crosses {it.text!r}"
+        if op:  # the label sits on its own edge, right before the target
+            mine = [it for it in lay.items if it.kind == "label" and it.edge == e]
+            assert len(mine) == 1 and mine[0].text == op
+            assert any(_inside(p, _box(mine[0], 0.5)) for p in points)
+        target = next(it for it in lay.items if it.kind == "node" and it.node == dst)
+        x0, y0, x1, y1 = _box(target)
+        on_side = min(abs(tip[0] - x0), abs(tip[0] - x1), abs(tip[1] - y0), abs(tip[1] - y1)) < 1e-6
+        assert on_side and x0 - 1e-6 <= tip[0] <= x1 + 1e-6 and y0 - 1e-6 <= tip[1] <= y1 + 1e-6  # ends on its box
+
+
+def test_drawings_number_nodes_as_the_text_does():
+    from shared_model.spaces.cell import describe_cell, genotype_graph
+
+    g = ZOO["ENAS_RELEASED"]
+    graph = genotype_graph(g, "reduce")
+    text = " ".join(node["text"] for node in describe_cell(g, "reduce")["nodes"])
+    computed = [lb for lb, kind in zip(graph.labels, graph.kinds) if kind == "node"]
+    assert computed == [f"node {i}" for i in range(2, 7)] and all(lb in text for lb in computed)
+    for src, dst, op in graph.edges:  # every drawn edge is a term of the text
+        if op:
+            assert f"{graph.labels[dst]} = " in text and f"{op}({graph.labels[src]})" in text
+
+
+def test_drawing_files_have_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in render_cell(ZOO["DARTS_V2"], "normal", tmp_path / "cell", use_dot=False):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from enas.cli import cli
-from enas.trained import load_train_checkpoint, network_from_checkpoint
+from enas.trained import input_shape, load_train_checkpoint, network_from_checkpoint
 
 TINY = ["--preset", "quick", "--channels", "4", "--layers", "3", "--epochs", "1", "--batch-size", "128",
         "--set", "run.threads=1", "--set", "run.channels_last=off", "--set", "model.drop_path_prob=0.2"]
@@ -48,8 +48,7 @@ def reference(run):
     model, _, _, info = network_from_checkpoint(state)
     assert not hasattr(model, "auxiliary_head")
     model.eval()
-    x = torch.randn(5, info["in_channels"], info["image_size"], info["image_size"],
-                    generator=torch.Generator().manual_seed(3))  # (5, 1, 8, 8)
+    x = torch.randn(5, *input_shape(info), generator=torch.Generator().manual_seed(3))  # (5, 1, 8, 8)
     with torch.no_grad():
         logits, _ = model(x)
     return x, logits

@@ -150,7 +150,7 @@ def test_enas_search_step_leaves_the_aux_head_alone_but_its_loss_trains_the_cell
 
 
 def test_search_checkpoint_without_aux_trainable_resumes_with_a_trained_head(tmp_path):
-    from enas.commands.search import _load_run
+    from enas.search_run import load_run as _load_run
 
     cfg = tiny_config("enas", **{"model.auxiliary": True, "model.aux_trainable": True})
     setup = build_search(cfg, torch.device("cpu"))

@@ -2,80 +2,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any, Dict
 
 import click
 
-from enas.errors import UserError
-
-
-def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
-    from enas.augment import DeviceLoader
-    from enas.data import load_dataset
-
-    test = load_dataset(info["dataset"], "test", data_dir or cfg.data.data_dir, cfg.data.image_size)
-    got = (test.channels, test.image_size[0], test.num_classes)
-    want = (info["in_channels"], info["image_size"], info["num_classes"])
-    if got != want:
-        raise UserError(f"the test data (channels, size, classes) {got} do not match the checkpoint's {want}; "
-                        "check --data-dir")
-    # Normalise exactly as in training (the checkpoint's statistics, e.g. for image folders).
-    test = replace(test, mean=tuple(info["mean"]), std=tuple(info["std"]))
-    return DeviceLoader(test, batch_size or cfg.data.eval_batch_size or cfg.data.batch_size, device, train=False)
-
-
-def _table_latency(lut: str, cfg, genotype, info: Dict[str, Any], model, repeats: int) -> Dict[str, Any]:
-    """Predicted (from the table) and measured latency of the checkpoint's network."""
-    from enas.cost.lut import read_table
-    from enas.cost.report import latency_report
-    from enas.trained import train_space
-    from shared_model.cost_blocks import NetSpec
-    from shared_model.spaces.cell_cost import EVAL_OPTIONS
-
-    m = cfg.model
-    # The eval-mode options of the retrained network; defaults are left out, as a table records them.
-    options = {k: getattr(m, k) for k, default in EVAL_OPTIONS.items()
-               if k != "stem_multiplier" and getattr(m, k, default) != default}
-    spec = NetSpec.make(m.channels, m.layers, int(info["num_classes"]), int(info["in_channels"]),
-                        int(info["image_size"]), stem_multiplier=m.stem_multiplier, **options)
-    return latency_report(train_space(cfg, genotype), genotype, read_table(lut), spec, model, max(repeats, 20))
-
-
-def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, latency_batch: int,
-                        repeats: int, lut: str | None = None) -> Dict[str, Any]:
-    """Everything ``enas evaluate`` reports, as a JSON-ready dict."""
-    from enas.trained import evaluate_model, load_train_checkpoint, network_from_checkpoint
-    from enas.runtime import resolve_device
-    from shared_model.profile import count_macs, count_parameters, measure_latency
-
-    if batch_size is not None and batch_size < 1:
-        raise UserError("--batch-size must be >= 1")
-    if latency_batch < 1 or repeats < 1:
-        raise UserError("--latency-batch and --repeats must be >= 1")
-    state, ckpt = load_train_checkpoint(path)
-    model, cfg, genotype, info = network_from_checkpoint(state, inference=True)
-    device = resolve_device(device_name)
-    model.to(device).eval()
-    loader = _test_loader(cfg, info, data_dir, batch_size, device)
-    test = evaluate_model(model, loader, device, cfg.run.amp)
-    shape = (info["in_channels"], info["image_size"], info["image_size"])
-    latency = {}
-    for b in sorted({1, latency_batch}):
-        lat = measure_latency(model, shape, device=device, batch_size=b, warmup=min(5, repeats), repeats=repeats)
-        lat["images_per_s"] = b * 1000.0 / lat["median_ms"] if lat["median_ms"] > 0 else None
-        latency[f"batch_{b}"] = lat
-    pos = state.get("position", {})
-    table_latency = _table_latency(lut, cfg, genotype, info, model, repeats) if lut else None
-    return {
-        "checkpoint": str(ckpt), "epoch": pos.get("epoch"), "epochs": cfg.epochs, "step": pos.get("step"),
-        "genotype_source": state.get("genotype_source"), "dataset": info["dataset"], "split": "test",
-        "test_images": test["n"], "top1": test["top1"], "top5": test["top5"], "test_loss": test["loss"],
-        "params": count_parameters(model), "multiply_adds": count_macs(model, shape), "input_shape": list(shape),
-        "device": str(device), "precision": "bf16 autocast" if device.type == "cuda" and cfg.run.amp != "off"
-        else "fp32", "latency": latency, "genotype": genotype.to_dict(),
-        **({"table_latency": table_latency} if table_latency else {}),
-    }
+from enas.commands import options as opt
 
 
 def _print_table(r: Dict[str, Any]) -> None:
@@ -111,15 +42,15 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("checkpoint")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-    @click.option("--data-dir", default=None, metavar="DIR", help="Folder holding the dataset (default: the run's).")
-    @click.option("--batch-size", type=int, default=None, help="Test batch size (default: the run's).")
+    @opt.device("auto")
+    @opt.data_dir("Folder holding the dataset (default: the run's); its class names must be the run's.")
+    @opt.option("--batch-size", type=int, default=None, help="Test batch size (default: the run's).")
     @click.option("--latency-batch", type=int, default=64, show_default=True,
                   help="Larger batch for the latency measurement (batch 1 is always measured).")
     @click.option("--repeats", type=int, default=20, show_default=True, help="Timed forward passes per batch size.")
-    @click.option("--lut", type=click.Path(dir_okay=False), default=None,
-                  help="Latency table (`enas latency-table`) of this network: its predicted latency next to "
-                       "one measured at the table's batch, device, threads and runtime.")
+    @opt.option("--lut", default=None,
+                help="Latency table (`enas latency-table`) of this network: its predicted latency next to "
+                     "one measured at the table's batch, device, threads, runtime and clock.")
     def evaluate(checkpoint, as_json, device, data_dir, batch_size, latency_batch, repeats, lut):
         """Test a retrained CHECKPOINT (a .pt file or a train run folder).
 
@@ -127,7 +58,10 @@ def register(cli: click.Group) -> None:
         parameters (auxiliary head excluded), multiply-adds per image and
         forward latency (median, 10th and 90th percentile) on this device.
         """
-        result = evaluate_checkpoint(checkpoint, device, data_dir, batch_size, latency_batch, repeats, lut)
+        import enas
+
+        result = enas.evaluate(checkpoint, device=device, data_dir=data_dir, batch_size=batch_size,
+                               latency_batch=latency_batch, repeats=repeats, lut=lut)
         if as_json:
             click.echo(json.dumps(result, indent=1))
         else:

@@ -6,11 +6,7 @@ from functools import lru_cache
 
 import click
 
-from enas.train_config import PRESETS
-from shared_model.genotype import Genotype
-from shared_model.profile import count_parameters
-from shared_model.spaces import space_for_arch
-from shared_model.zoo import ZOO, ZOO_INFO
+from enas.commands import options as opt
 
 REF_CLASSES, REF_IMAGE_SIZE, REF_IN_CHANNELS = 10, 32, 3  # the CIFAR-10 network
 
@@ -19,6 +15,8 @@ REF_CLASSES, REF_IMAGE_SIZE, REF_IN_CHANNELS = 10, 32, 3  # the CIFAR-10 network
 def _params_at_reference(name: str, preset: str) -> tuple:
     """``(params, channels, layers)`` of the preset's CIFAR-10 network for a zoo genotype."""
     from enas.commands.show import counting_network
+    from shared_model.profile import count_parameters
+    from shared_model.zoo import ZOO
 
     model, cfg = counting_network(ZOO[name], preset, num_classes=REF_CLASSES, image_size=REF_IMAGE_SIZE,
                                   in_channels=REF_IN_CHANNELS)
@@ -34,6 +32,10 @@ def zoo_table(preset: str = "darts") -> list:
     preset is ``quick``), 10 classes, auxiliary head excluded. ``nodes`` is per cell
     type for genotypes and ``{"layers": L}`` for a macro network.
     """
+    from shared_model.genotype import Genotype
+    from shared_model.spaces import space_for_arch
+    from shared_model.zoo import ZOO, ZOO_INFO
+
     rows = []
     for name, g in ZOO.items():
         params, channels, layers = _params_at_reference(name, preset)
@@ -55,7 +57,7 @@ def _nodes_text(nodes: dict) -> str:
 
 def register(cli: click.Group) -> None:
     @cli.command()
-    @click.option("--preset", default="darts", show_default=True, metavar="|".join(PRESETS),
+    @opt.option("--preset", default="darts", show_default=True,
                   help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR, C 36, "
                        "20 cells), enas (the official ENAS fixed network, C 36, 17 cells) or quick (C 8, 5 cells).")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")

@@ -5,23 +5,24 @@ from pathlib import Path
 
 import click
 
+from enas.commands import options as opt
 from enas.errors import UserError
-from shared_model.spaces import get_space, list_spaces
 
 
 def register(cli: click.Group) -> None:
     @cli.command("latency-table")
-    @click.option("--space", type=click.Choice(list_spaces()), default="micro", show_default=True,
-                  help="Search space whose blocks are measured.")
+    @opt.option("--space", type=opt.SpaceName(), default="micro", show_default=True,
+                help="Search space whose blocks are measured (any registered one).")
     @click.option("--num-nodes", type=int, default=None, help="Nodes per cell (cell spaces; default the space's).")
     @click.option("--ops", default=None, metavar="OP,OP,...", help="Op list (cell spaces; default the space's).")
-    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N: the target device.")
+    @opt.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N: the target device.")
     @click.option("--runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
                   help="Run each block with PyTorch eager or with ONNX Runtime (pip install 'enas[export]').")
     @click.option("--image-size", type=int, default=32, show_default=True, help="Input height and width.")
-    @click.option("--channels", type=int, default=16, show_default=True, help="Initial channels C of the child network.")
-    @click.option("--layers", type=int, default=8, show_default=True,
-                  help="The space's layers (cell spaces: cells, reductions included; nb201: cells per stage).")
+    @opt.option("--channels", type=int, default=16, show_default=True, help="Initial channels C of the child network.")
+    @opt.option("--layers", type=int, default=8, show_default=True,
+                help="The space's layers (cell spaces: cells, reductions included; nb201: cells per stage; "
+                     "macro: layers).")
     @click.option("--classes", "num_classes", type=int, default=10, show_default=True, help="Classifier outputs.")
     @click.option("--in-channels", type=int, default=3, show_default=True, help="Image channels.")
     @click.option("--stem-multiplier", type=int, default=3, show_default=True, help="Stem width / C (cell spaces).")
@@ -34,11 +35,11 @@ def register(cli: click.Group) -> None:
                   help="Interleaved passes over all blocks the repeats are split into.")
     @click.option("--calibrate", type=int, default=5, show_default=True,
                   help="Random networks measured end to end to calibrate the overhead (0: none).")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Seed of inputs and calibration networks.")
+    @opt.option("--seed", type=int, default=0, show_default=True, help="Seed of inputs and calibration networks.")
     @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
                   help="wall: elapsed time; cpu: the measuring thread's CPU time (--device cpu --threads 1), "
                        "which other processes on a busy machine do not inflate.")
-    @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The table (JSON) to write.")
+    @opt.option("--out", required=True, metavar="FILE", help="The table (JSON) to write.")
     @click.option("--force", is_flag=True, help="Replace an existing --out file.")
     def latency_table(space, num_nodes, ops, device, runtime, image_size, channels, layers, num_classes,
                       in_channels, stem_multiplier, batch_size, threads, warmup, repeats, rounds, calibrate,
@@ -54,6 +55,7 @@ def register(cli: click.Group) -> None:
         from enas.cost.measure import measure_table
         from enas.cost.models import cost_spec
         from enas.runtime import resolve_device
+        from shared_model.spaces import get_space
 
         for name, value, low in (("--batch", batch_size, 1), ("--threads", threads, 1), ("--warmup", warmup, 0),
                                  ("--repeats", repeats, 1), ("--rounds", rounds, 1), ("--calibrate", calibrate, 0)):

@@ -11,15 +11,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import click
-import torch
 
+from enas.commands import options as opt
 from enas.errors import UserError
-from enas.train_config import PRESETS
-from torch import nn
-
-from shared_model.profile import count_macs, count_parameters
-from shared_model.spaces import space_for_arch
-from shared_model.spaces.cell import describe_cell  # noqa: F401  (kept importable from here)
 
 
 def _too_large(cfg: Any, image_size: int, in_channels: int) -> UserError:
@@ -29,7 +23,7 @@ def _too_large(cfg: Any, image_size: int, in_channels: int) -> UserError:
 
 def counting_network(genotype: Any, preset: Optional[str] = None, channels: Optional[int] = None,
                      layers: Optional[int] = None, num_classes: int = 10, image_size: int = 32,
-                     in_channels: int = 3) -> Tuple[nn.Module, Any]:
+                     in_channels: int = 3) -> Tuple[Any, Any]:
     """The network ``enas train --preset PRESET`` builds for ``genotype``, on the meta device.
 
     Built by the same config and builder as retraining (``build_train_config``,
@@ -45,14 +39,17 @@ def counting_network(genotype: Any, preset: Optional[str] = None, channels: Opti
         UserError: an unknown preset, or sizes the network cannot have (e.g. too
             many reductions for the image, or fewer than 3 layers).
     """
+    import torch
+
     from enas.train_config import build_train_config
     from enas.trained import make_child
+    from shared_model.spaces import space_for_arch
 
     # The head is excluded from the counts; without it no aux-position check applies.
     cfg = build_train_config(None, {"model.channels": channels, "model.layers": layers,
                                     "model.auxiliary": False}, preset=preset,
                              arch_space=space_for_arch(genotype), arch=genotype)
-    info = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+    info = {"num_classes": num_classes, "in_channels": in_channels, "image_size": _hw(image_size)}
     try:
         with torch.device("meta"):
             model = make_child(genotype, cfg, info, inference=True)
@@ -69,15 +66,46 @@ def network_size(genotype: Any, channels: Optional[int], layers: Optional[int], 
     Raises:
         UserError: see :func:`counting_network`.
     """
+    from shared_model.profile import count_macs, count_parameters
+
     model, cfg = counting_network(genotype, preset, channels, layers, num_classes, image_size, in_channels)
     try:
-        macs = count_macs(model, (in_channels, image_size, image_size))
+        macs = count_macs(model, (in_channels, *_hw(image_size)))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     except (TypeError, RuntimeError, OverflowError):
         raise _too_large(cfg, image_size, in_channels) from None
     return {"params": count_parameters(model), "multiply_adds": macs, "preset": cfg.preset,
             "channels": cfg.model.channels, "layers": cfg.model.layers}
+
+
+def _hw(size: Any) -> List[int]:
+    return [size, size] if isinstance(size, int) else [int(v) for v in size]
+
+
+def run_sizes(arg: str) -> Dict[str, Any]:
+    """The sizes of the network a run folder trains (empty for anything else).
+
+    A train run: its preset, channels, layers and data; a search run: the preset and data
+    ``enas train RUN`` would use (its data.json).
+    """
+    from enas.train_run import search_run_info
+
+    folder = Path(arg).expanduser()
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        data = json.loads((folder / "data.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not (isinstance(config, dict) and isinstance(data, dict)):
+        return {}
+    out: Dict[str, Any] = {k: data[k] for k in ("num_classes", "in_channels", "image_size") if k in data}
+    if search_run_info(arg) is not None:
+        out["preset"] = "quick" if config.get("preset") == "quick" else None
+    elif isinstance(config.get("model"), dict):
+        out.update(preset=config.get("preset"), channels=config["model"].get("channels"),
+                   layers=config["model"].get("layers"))
+    return out
 
 
 def _human(n: float) -> str:
@@ -90,38 +118,47 @@ def _human(n: float) -> str:
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("genotype")
-    @click.option("--preset", default=None, metavar="|".join(PRESETS),
-                  help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR; the "
-                       "default for cell spaces), enas (the official ENAS fixed network), quick, nb201 "
-                       "(the default for NAS-Bench-201 cells) or enas_macro (the official ENAS macro fixed "
-                       "network; the default for macro architectures).")
-    @click.option("--channels", type=int, default=None,
-                  help="Initial channels C  [default: the preset's: 36, quick 8]")
-    @click.option("--layers", type=int, default=None,
-                  help="Cells, reductions included  [default: the preset's: darts 20, enas 17, quick 5; "
-                       "a macro architecture's own depth]")
-    @click.option("--classes", "num_classes", type=int, default=10, show_default=True, help="Classifier outputs.")
-    @click.option("--image-size", type=int, default=32, show_default=True, help="Input height and width.")
-    @click.option("--in-channels", type=int, default=3, show_default=True, help="Image channels.")
+    @opt.option("--preset", default=None,
+                help="Count the network `enas train --preset` builds: darts (DARTS NetworkCIFAR; the "
+                     "default for cell spaces), enas (the official ENAS fixed network), quick, nb201 "
+                     "(the default for NAS-Bench-201 cells) or enas_macro (the official ENAS macro fixed "
+                     "network; the default for macro architectures). A run folder: the run's own.")
+    @opt.option("--channels", type=int, default=None,
+                help="Initial channels C  [default: a train run's own, else the preset's: 36, quick 8]")
+    @opt.option("--layers", type=int, default=None,
+                help="Cells, reductions included  [default: a train run's own, else the preset's: darts 20, "
+                     "enas 17, quick 5; a macro architecture's own depth]")
+    @opt.option("--classes", "num_classes", type=int, default=None,
+                help="Classifier outputs  [default: a run's own, else 10]")
+    @opt.option("--image-size", type=int, default=None, help="Input height and width  [default: a run's own, else 32]")
+    @opt.option("--in-channels", type=int, default=None, help="Image channels  [default: a run's own, else 3]")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-    @click.option("--out", default=None, metavar="DIR",
-                  help="Draw the cells to OUT/normal.png/.svg and OUT/reduce.png/.svg.")
-    @click.option("--lut", type=click.Path(dir_okay=False), default=None,
-                  help="Latency table (`enas latency-table`): print the predicted latency of the table's "
-                       "network for GENOTYPE next to a measurement on this machine.")
+    @opt.out("Draw the cells to OUT/normal.png/.svg and OUT/reduce.png/.svg.")
+    @opt.option("--lut", default=None,
+                help="Latency table (`enas latency-table`): print the predicted latency of the table's "
+                     "network for GENOTYPE next to a measurement on this machine.")
     def show(genotype, preset, channels, layers, num_classes, image_size, in_channels, as_json, out, lut):
         """Print GENOTYPE cell by cell with the size of its network.
 
         GENOTYPE is a zoo name, a genotype JSON file or a run folder. Inputs
-        c_{k-2} and c_{k-1} are indices 0 and 1, computed nodes start at 2.
-        Parameters are those of the network `enas train --preset PRESET`
-        builds, auxiliary head excluded (DARTS convention).
+        c_{k-2} and c_{k-1} are indices 0 and 1, computed nodes start at 2
+        (in the drawings too). Parameters are those of the network
+        `enas train --preset PRESET` builds, auxiliary head excluded (DARTS
+        convention); for a run folder, at the run's own sizes.
         """
         from enas.genotype_io import resolve_arch
 
         space, geno, source = resolve_arch(genotype)
-        size = network_size(geno, channels, layers, num_classes, image_size, in_channels, preset=preset)
+        own = run_sizes(genotype)
+        given = {"preset": preset, "channels": channels, "layers": layers, "num_classes": num_classes,
+                 "image_size": image_size, "in_channels": in_channels}
+        sizes = {**{"num_classes": 10, "image_size": 32, "in_channels": 3}, **{k: v for k, v in own.items()},
+                 **{k: v for k, v in given.items() if v is not None}}
+        size = network_size(geno, sizes.get("channels"), sizes.get("layers"), sizes["num_classes"],
+                            sizes["image_size"], sizes["in_channels"], preset=sizes.get("preset"))
         channels, layers = size["channels"], size["layers"]
+        num_classes, in_channels = sizes["num_classes"], sizes["in_channels"]
+        image_size = _hw(sizes["image_size"])
         files: List[str] = []
         if out:
             from enas.draw import render_graph
@@ -141,14 +178,16 @@ def register(cli: click.Group) -> None:
             click.echo(json.dumps({
                 "source": source, "space": space.name, "genotype": space.arch_to_json(geno),
                 **space.describe_json(geno), "num_classes": num_classes,
-                "image_size": image_size, "in_channels": in_channels, **size, "files": files,
-                **({"latency": latency} if latency else {})}, indent=1))
+                "image_size": image_size[0] if image_size[0] == image_size[1] else image_size,
+                "in_channels": in_channels, **size, "sizes_from": "run" if own else "defaults",
+                "files": files, **({"latency": latency} if latency else {})}, indent=1))
             return
         click.echo(f"genotype: {source}")
         for line in space.describe(geno):
             click.echo(line)
+        whose = " (the run's own sizes)" if own else ""
         click.echo(f"{size['preset']} network at C {channels}, {layers} layers, {num_classes} classes, "
-                   f"{in_channels}x{image_size}x{image_size} input:")
+                   f"{in_channels}x{image_size[0]}x{image_size[1]} input{whose}:")
         click.echo(f"  params        {size['params']:,} ({_human(size['params'])}, auxiliary head excluded)")
         click.echo(f"  multiply-adds {size['multiply_adds']:,} ({_human(size['multiply_adds'])}) per image")
         for line in format_latency(latency) if latency else []:

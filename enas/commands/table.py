@@ -38,9 +38,9 @@ def register(cli: click.Group) -> None:
         """
 
     @table.command("nb201")
-    @click.option("--benchmark", type=click.Path(dir_okay=False), default=None,
+    @click.option("--benchmark", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                   help="The benchmark CSV (from `enas table synthetic` or `enas table import-nats`).")
-    @click.option("--seeds", type=int, default=None, help="Runs per method, seeds 0..N-1 (default 10; with --weight-sharing 1).")
+    @click.option("--seeds", type=int, default=None, metavar="N", help="Runs per method, seeds 0..N-1 (default 10; with --weight-sharing 1).")
     @click.option("--budget-queries", type=int, default=None,
                   help="Budget in queries; every proposal counts, duplicates too.")
     @click.option("--budget-seconds", type=float, default=None,
@@ -55,13 +55,13 @@ def register(cli: click.Group) -> None:
     @click.option("--enas-preset", type=click.Choice(["benchmark", "search"]), default=None,
                   help="Controller settings: benchmark (default, learns from every query) or search (the "
                        "official ENAS search-time values).")
-    @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                   help="JSON or TOML file with table config keys (see enas/benchmark/table_config.py).")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Override a config key, e.g. --set enas.lr=0.01 or --set columns.reward=valid_acc.")
-    @click.option("--out", type=click.Path(file_okay=False), default=None,
+    @click.option("--out", type=click.Path(file_okay=False), default=None, metavar="DIR",
                   help="Run folder (default runs/table-nb201-TIME).")
-    @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+    @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
                   help="Finish the runs in this folder (its saved config is used).")
     @click.option("--force", is_flag=True, help="Replace the run already in --out.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -74,11 +74,11 @@ def register(cli: click.Group) -> None:
                        "C 16, N 5, CIFAR-10; needs a GPU, days on a CPU), cpu (reduced: 16 px, C 8, N 1, "
                        "10 epochs, DARTS 5; minutes for all three methods and one seed on 2 CPU cores), tiny "
                        "(tests only: digits, seconds). See enas/benchmark/ws_protocols.py.")
-    @click.option("--data-dir", default=None, help="With --weight-sharing: folder holding the dataset (no download).")
-    @click.option("--dataset", default=None,
+    @click.option("--data-dir", default=None, metavar="DIR", help="With --weight-sharing: folder holding the dataset (no download).")
+    @click.option("--dataset", default=None, metavar="NAME",
                   help="With --weight-sharing: dataset of the searches (default: the protocol's, cifar10; "
                        "tiny: digits).")
-    @click.option("--device", default=None,
+    @click.option("--device", default=None, metavar="DEVICE",
                   help="With --weight-sharing: auto (default), cpu, cuda or cuda:N (may change on --resume).")
     def nb201(benchmark, seeds, budget_queries, budget_seconds, methods, enas_preset, config_file, sets, out,
               resume_dir, force, as_json, weight_sharing, protocol, data_dir, dataset, device):
@@ -170,8 +170,8 @@ def register(cli: click.Group) -> None:
             click.echo(f"results: {run_dir / 'results.json'}")
 
     @table.command("synthetic")
-    @click.option("--out", type=click.Path(dir_okay=False), required=True, help="CSV file to write.")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic table.")
+    @click.option("--out", type=click.Path(dir_okay=False), required=True, metavar="FILE", help="CSV file to write.")
+    @click.option("--seed", type=int, default=0, show_default=True, metavar="N", help="Seed of the synthetic table.")
     @click.option("--force", is_flag=True, help="Replace an existing file.")
     def synthetic(out, seed, force):
         """Write a synthetic NAS-Bench-201 table (all 15,625 cells; NOT real benchmark data).
@@ -190,12 +190,12 @@ def register(cli: click.Group) -> None:
 
     @table.command("import-nats", help="Convert the official NATS-Bench topology files (the NAS-Bench-201 "
                    "cells) into a benchmark CSV for DATASET.\n\n" + _TRUST + " Needs pip install 'enas[nats]'.")
-    @click.option("--source", type=click.Path(), required=True,
+    @click.option("--source", type=click.Path(), required=True, metavar="PATH",
                   help="NATS-tss-v1_0-3ffb9.pickle.pbz2 or the NATS-tss-v1_0-3ffb9-simple folder (official only).")
-    @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "ImageNet16-120"]), default="cifar10",
+    @click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "ImageNet16-120"]), default="cifar10", metavar="NAME",
                   show_default=True, help="Which results to export.")
-    @click.option("--out", type=click.Path(dir_okay=False), required=True, help="CSV file to write.")
-    @click.option("--limit", type=int, default=None, help="Only the first N cells (a partial table).")
+    @click.option("--out", type=click.Path(dir_okay=False), required=True, metavar="FILE", help="CSV file to write.")
+    @click.option("--limit", type=int, default=None, metavar="N", help="Only the first N cells (a partial table).")
     @click.option("--force", is_flag=True, help="Replace an existing file.")
     def import_nats_cmd(source, dataset, out, limit, force):
         from enas.benchmark.nats_import import import_nats
@@ -209,7 +209,7 @@ def register(cli: click.Group) -> None:
 
     @table.command("score")
     @click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False))
-    @click.option("--benchmark", type=click.Path(dir_okay=False), required=True,
+    @click.option("--benchmark", type=click.Path(dir_okay=False), required=True, metavar="FILE",
                   help="The benchmark CSV (from `enas table synthetic` or `enas table import-nats`).")
     @click.option("--column", default="test_acc", show_default=True,
                   help="Table column that scores and ranks the cells.")

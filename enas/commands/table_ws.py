@@ -70,7 +70,7 @@ def run_weight_sharing(*, benchmark: Optional[str], seeds: Optional[int], method
     from enas.benchmark.table import read_table
     from enas.benchmark.ws_protocols import DEFAULT_DATASET, WS_METHODS, search_args
     from enas.benchmark.ws_runs import COLUMN, format_summary, run_all
-    from enas.rundir import attach_log_file, is_run_dir
+    from enas.rundir import MARKER, attach_log_file, is_run_dir, written_by_enas
 
     given = [name for name, value in table_only.items() if value not in (None, False, ())]
     if given:
@@ -117,11 +117,15 @@ def run_weight_sharing(*, benchmark: Optional[str], seeds: Optional[int], method
         table = read_table(benchmark)
         table.require([COLUMN])
         cfg["benchmark"], cfg["benchmark_sha256"] = str(Path(benchmark).resolve()), table.sha256
+        if force and is_run_dir(run_dir) and not (written_by_enas(run_dir) or is_ws_run(run_dir)):
+            raise UserError(f"{run_dir} holds files but no enas run; --force only replaces runs enas wrote: "
+                            "choose another --out")
         if force and run_dir.is_dir():
             for old in (*cfg["methods"], *WS_METHODS, "results.json", "config.json", "log.txt"):
                 target = run_dir / old
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / MARKER, json.dumps({"kind": "table-ws"}) + "\n")
         atomic_write_text(run_dir / "config.json", json.dumps(cfg, indent=2) + "\n")
     attach_log_file(run_dir)
     logger.info("weight-sharing table run: %s, %d seed(s), protocol %s on %s, table %s, run folder %s",

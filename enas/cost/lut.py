@@ -75,7 +75,8 @@ class LatencyTable:
 
     def describe(self) -> str:
         n = self.network
-        return (f"{self.space.get('name')} space, C {n.channels}, {n.layers} layers, {n.image_size} px, "
+        px = n.image_size if n.image_width is None else f"{n.hw[0]}x{n.hw[1]}"
+        return (f"{self.space.get('name')} space, C {n.channels}, {n.layers} layers, {px} px, "
                 f"batch {self.batch_size}, {self.device.get('type')} ({self.device.get('threads')} thread(s)), "
                 f"{self.runtime}, {self.clock} clock")
 

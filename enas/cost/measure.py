@@ -137,7 +137,7 @@ def load_average() -> List[float]:
 def build_child(space: Space, arch: Any, spec: NetSpec) -> nn.Module:
     """The eval-mode child network of ``arch`` at ``spec`` (random weights)."""
     return space.build_child(arch, spec.channels, spec.layers, spec.num_classes, in_channels=spec.in_channels,
-                             image_size=spec.image_size, **dict(spec.options)).eval()
+                             image_size=min(spec.hw), **dict(spec.options)).eval()
 
 
 def check_clock(clock: str, device: torch.device, threads: Optional[int]) -> None:
@@ -152,7 +152,7 @@ def measure_networks(space: Space, archs: Sequence[Any], spec: NetSpec, batch_si
     """Measured end-to-end latency of each architecture's child network: ``median``, ``p10``, ``p90`` (ms)."""
     check_clock(clock, device, threads)
     gen = torch.Generator().manual_seed(seed)
-    shape = (batch_size, spec.in_channels, spec.image_size, spec.image_size)
+    shape = (batch_size, spec.in_channels) + spec.hw
     with torch_threads(threads):
         runs = [runner(build_child(space, a, spec), [torch.randn(shape, generator=gen)], runtime, device, threads)
                 for a in archs]

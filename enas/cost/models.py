@@ -40,9 +40,10 @@ BUILTIN = ("params", "macs", "latency")
 UNITS = {"params": "params", "macs": "MACs", "latency": "ms"}
 
 
-def cost_spec(channels: int, layers: int, num_classes: int, in_channels: int, image_size: int,
+def cost_spec(channels: int, layers: int, num_classes: int, in_channels: int, image_size: Any,
               stem_multiplier: int = 3) -> NetSpec:
-    """The child network a search prices (one helper, so tables and searches agree)."""
+    """The child network a search prices (one helper, so tables and searches agree); ``image_size``
+    is ``H`` or ``(H, W)``."""
     try:
         return NetSpec.make(channels, layers, num_classes, in_channels, image_size, stem_multiplier=stem_multiplier)
     except ValueError as exc:
@@ -110,14 +111,14 @@ class CostModel:
     def describe(self) -> str:
         s = self.spec
         return (f"{self.name} ({self.unit}) of the {self.space.name} child network at C {s.channels}, "
-                f"{s.layers} layers, {s.in_channels}x{s.image_size}x{s.image_size}, {s.num_classes} classes")
+                f"{s.layers} layers, {s.in_channels}x{s.hw[0]}x{s.hw[1]}, {s.num_classes} classes")
 
 
 def _whole_network(space: Space, spec: NetSpec, count: Callable[[torch.nn.Module], int]) -> Callable[[Any], float]:
     def price(arch: Any) -> float:
         with torch.device("meta"):
             model = space.build_child(arch, spec.channels, spec.layers, spec.num_classes, spec.in_channels,
-                                      spec.image_size, **dict(spec.options))
+                                      min(spec.hw), **dict(spec.options))
         return float(count(model))
 
     return price
@@ -159,7 +160,7 @@ def build_cost_model(name: str, space: Space, spec: NetSpec, lut: Optional[str] 
         if space.exact_cost_blocks:
             return CostModel(space, spec, name, UNITS[name], per_block)
         counter = count_parameters if name == "params" else (
-            lambda m: count_macs(m, (spec.in_channels, spec.image_size, spec.image_size)))
+            lambda m: count_macs(m, (spec.in_channels,) + spec.hw))
         return CostModel(space, spec, name, UNITS[name], whole=_whole_network(space, spec, counter))
     try:
         plugin = load_plugin(name)(space=space, spec=spec)

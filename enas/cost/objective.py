@@ -136,7 +136,7 @@ class SearchCost:
         return [scored[i] for i in pareto_front(scored, acc_key=score_key)]
 
 
-def build_search_cost(cfg: Any, space: Space, num_classes: int, in_channels: int, image_size: int,
+def build_search_cost(cfg: Any, space: Space, num_classes: int, in_channels: int, image_size: Any,
                       run_dir: Optional[Path] = None) -> Optional[SearchCost]:
     """The search's :class:`SearchCost` from ``cfg.cost`` (None without a cost model).
 

@@ -43,7 +43,7 @@ def latency_report(space: Space, arch: Any, table: LatencyTable, spec: Optional[
         out["note"] = "not measured: the table's device is not on this machine" if device is None else None
         return out
     threads = int(table.device.get("threads") or 0) or None
-    shape = (table.batch_size, spec.in_channels, spec.image_size, spec.image_size)
+    shape = (table.batch_size, spec.in_channels) + spec.hw
     net = (model if model is not None else build_child(space, arch, spec)).eval()
     with torch_threads(threads):
         run = runner(net, [torch.randn(shape)], table.runtime, device, threads)
@@ -53,6 +53,23 @@ def latency_report(space: Space, arch: Any, table: LatencyTable, spec: Optional[
                           "device": device_info(device, threads)}
     out["error_pct"] = 100.0 * (predicted["total_ms"] - median) / median if median > 0 else None
     return out
+
+
+def checkpoint_latency(lut: str, cfg: Any, genotype: Any, info: Dict[str, Any], model: nn.Module,
+                       repeats: int) -> Dict[str, Any]:
+    """:func:`latency_report` of a retrained checkpoint's network (``enas evaluate --lut``)."""
+    from enas.cost.lut import read_table
+    from enas.trained import input_shape, train_space
+    from shared_model.spaces.cell_cost import EVAL_OPTIONS
+
+    m = cfg.model
+    # The eval-mode options of the retrained network; defaults are left out, as a table records them.
+    options = {k: getattr(m, k) for k, default in EVAL_OPTIONS.items()
+               if k != "stem_multiplier" and getattr(m, k, default) != default}
+    channels, height, width = input_shape(info)
+    spec = NetSpec.make(m.channels, m.layers, int(info["num_classes"]), channels, (height, width),
+                        stem_multiplier=m.stem_multiplier, **options)
+    return latency_report(train_space(cfg, genotype), genotype, read_table(lut), spec, model, max(repeats, 20))
 
 
 def format_latency(report: Dict[str, Any]) -> List[str]:

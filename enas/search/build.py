@@ -6,7 +6,8 @@ every component below it receives explicit arguments.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -15,7 +16,7 @@ import torch
 from controller import Controller, ExtraLoss, LSTMPolicy, MacroController, Reinforce, UniformPolicy
 from controller.reinforce import LossTerm
 from enas.augment import DeviceLoader
-from enas.data import ImageData, load_dataset, search_split
+from enas.data import ImageData, data_info, load_config_data, search_split
 from enas.errors import UserError
 from enas.runtime import use_channels_last
 from enas.search.base import Strategy
@@ -35,6 +36,7 @@ class SearchSetup:
     trainer: ChildTrainer
     generators: Dict[str, torch.Generator]
     num_classes: int
+    data_info: Dict[str, Any] = field(default_factory=dict)  # the run's data.json
     cost: Optional[Any] = None  # enas.cost.objective.SearchCost
 
 
@@ -66,14 +68,15 @@ def build_controller(space: Space, c: ControllerConfig) -> tuple[LSTMPolicy, Dic
 
 def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
     """Training images split into the search train / validation parts."""
-    data = load_dataset(cfg.data.dataset, "train", cfg.data.data_dir, cfg.data.image_size)
+    data = load_config_data(cfg.data, "train")
     if cfg.strategy in ("darts", "random"):
         # DARTS: the first ``train_portion`` trains weights, the rest the architecture (in the
         # stored order for CIFAR, which is shuffled on disk; a seeded permutation elsewhere).
         # Li & Talwalkar's random search keeps DARTS's split (train_portion 0.5) for its scores.
         return search_split(data, "custom", 1.0 - cfg.darts.train_portion,
                             ordered=cfg.data.dataset in ("cifar10", "cifar100"))
-    return search_split(data, cfg.data.dataset, cfg.data.valid_fraction)
+    # A limited CIFAR-10 is no longer the official 50,000: the generic seeded split applies.
+    return search_split(data, "custom" if cfg.data.limit else cfg.data.dataset, cfg.data.valid_fraction)
 
 
 def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path] = None) -> SearchSetup:
@@ -91,10 +94,8 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
         raise UserError(str(exc)) from None
     train_data, valid_data = load_search_data(cfg)
     _, channels, height, width = train_data.images.shape
-    if height != width:
-        raise UserError(f"images must be square, got {height}x{width}; set data.image_size")
-    if height < 4:
-        raise UserError(f"{height} px images are too small for the two reduction cells (need >= 4 px)")
+    if min(height, width) < 4:
+        raise UserError(f"{height}x{width} px images are too small for the two reduction cells (need >= 4 px)")
     if len(train_data.labels) < cfg.data.batch_size:
         raise UserError(f"data.batch_size {cfg.data.batch_size} is larger than the "
                         f"{len(train_data.labels)} search training images")
@@ -112,7 +113,7 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
                                 seed=cfg.run.seed + 1)
     try:
         model = space.build_supernet(m.channels, m.layers, num_classes, in_channels=channels,
-                                     image_size=height, **options).to(device)
+                                     image_size=min(height, width), **options).to(device)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     if channels_last:
@@ -132,7 +133,7 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
                            update_off_path=cfg.optim.update_off_path)
     from enas.cost.objective import build_search_cost
 
-    search_cost = build_search_cost(cfg, space, num_classes, channels, height, run_dir)
+    search_cost = build_search_cost(cfg, space, num_classes, channels, (height, width), run_dir)
     strategy: Strategy
     if cfg.strategy == "enas":
         c = cfg.controller
@@ -189,4 +190,7 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
                                         arch_betas=(d.arch_beta1, d.arch_beta2),
                                         arch_weight_decay=d.arch_weight_decay, unrolled_r=d.unrolled_r,
                                         cost=search_cost)
-    return SearchSetup(space, model, strategy, trainer, generators, num_classes, search_cost)
+    data_dir = cfg.data.data_dir and os.path.abspath(os.path.expanduser(cfg.data.data_dir))
+    info = dict(data_info(train_data, cfg.data.dataset), data_dir=data_dir,
+                train_images=len(train_data), valid_images=len(valid_data), decode=train_data.summary)
+    return SearchSetup(space, model, strategy, trainer, generators, num_classes, info, search_cost)

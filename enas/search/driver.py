@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Optional
 from enas.checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from enas.configlib import to_dict
 from enas.errors import UserError
+from enas.progress import RunClock, duration
 from enas.runlog import RunLog
 from enas.schedules import epoch_lr
 from enas.search.build import SearchSetup
@@ -67,6 +68,7 @@ class SearchDriver:
         self.epoch_sums: Dict[str, Dict[str, float]] = {}
         self.log: Optional[RunLog] = None
         self.save_checkpoints = True
+        self.clock = RunClock(cfg.epochs)
 
     # -- checkpoints -----------------------------------------------------------
     def _payload(self) -> Dict[str, Any]:
@@ -138,9 +140,10 @@ class SearchDriver:
     def run(self, resume: bool = False, tensorboard: bool = True) -> Path:
         offset = self.restore() if resume else None
         self.log = RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step + 1 if resume else None,
-                          tensorboard=tensorboard)
+                          tensorboard=tensorboard, purge_steps=self._unit_purge_steps() if resume else None)
         try:
             if not resume:
+                atomic_write_text(self.run_dir / "data.json", json.dumps(self.setup.data_info, indent=1) + "\n")
                 self.checkpoint()
             while self.pos.stage == "search" and self.pos.epoch < self.cfg.epochs:
                 self._run_epoch()
@@ -166,9 +169,25 @@ class SearchDriver:
             self.log.close()
         return self.run_dir / "genotype.json"
 
+    def _unit_purge_steps(self) -> Dict[str, int]:
+        """Per non-step phase (TensorBoard sub-run ``tb/<phase>``, one step per unit) the first
+        step after the checkpoint being resumed."""
+        out = {}
+        epoch = min(self.pos.epoch, self.cfg.epochs - 1)
+        for i, phase in enumerate(self.strategy.phases(epoch)):
+            if phase.steps:
+                continue
+            if self.pos.stage != "search":
+                done = self.cfg.epochs * phase.length
+            else:
+                done = self.pos.epoch * phase.length + (
+                    self.pos.unit if i == self.pos.phase else phase.length if i < self.pos.phase else 0)
+            out[phase.name] = done + 1
+        return out
+
     def _run_phase(self, phase: Phase, epoch: int, on_unit: Callable[[Dict[str, Any]], None]) -> None:
-        bar = self.progress(total=phase.length, initial=self.pos.unit,
-                            desc=f"epoch {epoch + 1}/{self.cfg.epochs} {phase.name}") if self.progress else None
+        desc = f"epoch {epoch + 1}/{self.cfg.epochs} {phase.name}" if phase.name != "derive" else "derive"
+        bar = self.progress(total=phase.length, initial=self.pos.unit, desc=desc) if self.progress else None
         try:
             for metrics in phase.run(self.pos.unit):
                 self.pos.unit += 1
@@ -176,9 +195,16 @@ class SearchDriver:
                     self.pos.step += 1
                 on_unit(metrics)
                 if bar is not None:
-                    bar.update(1)
+                    post = {}
                     if "loss" in metrics:
-                        bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics.get('acc', 0):.3f}")
+                        post = {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics.get('acc', 0):.3f}"}
+                    elif "reward" in metrics:
+                        post = {"reward": f"{metrics['reward']:.3f}"}
+                    if phase.name != "derive":
+                        fraction = self.pos.unit / phase.length if phase.steps else 1.0
+                        post["run ETA"] = duration(self.clock.eta(epoch, fraction))
+                    bar.set_postfix(**post)
+                    bar.update(1)
                 self._tick()
                 self._maybe_checkpoint()
         finally:
@@ -193,6 +219,7 @@ class SearchDriver:
         if self.pos.phase == 0 and self.pos.unit == 0:
             self.strategy.begin_epoch(epoch)
             self.epoch_sums = {}
+        self.clock.start_epoch()
         phases = self.strategy.phases(epoch)
         sums = self.epoch_sums
         while self.pos.phase < len(phases):
@@ -205,9 +232,13 @@ class SearchDriver:
                 for k, v in metrics.items():
                     acc[k] = acc.get(k, 0.0) + float(v)
                 acc["_n"] = acc.get("_n", 0) + 1
-                if not phase.steps or self.pos.step % self.cfg.run.log_every == 0 or \
-                        self.pos.unit == phase.length:
+                if phase.steps and (self.pos.step % self.cfg.run.log_every == 0 or self.pos.unit == phase.length):
                     self.log.record(self.pos.step, epoch + 1, phase.name, row, tb_prefix=prefix)
+                elif not phase.steps:
+                    # Its own TensorBoard sub-run and step per unit: all 30 controller updates of an
+                    # epoch happen at one training step and would hide each other there.
+                    self.log.record(self.pos.step, epoch + 1, phase.name, row, tb_prefix=prefix,
+                                    tb_step=epoch * phase.length + self.pos.unit, tb_run=phase.name)
 
             self._run_phase(phase, epoch, on_unit)
             self.pos.phase += 1
@@ -231,13 +262,27 @@ class SearchDriver:
         for tag, image in self.strategy.epoch_images().items():
             self.log.image(tag, image, self.pos.step)
         self.log.record(self.pos.step, epoch + 1, "epoch", summary)
-        logger.info("epoch %d/%d done: %s", epoch + 1, self.cfg.epochs,
-                    ", ".join(f"{k}={v:.4f}" for k, v in summary.items() if isinstance(v, float)))
+        self.clock.end_epoch()
+        logger.info("%s", self._epoch_line(epoch, summary))
         self.pos = Position(epoch + 1, 0, 0, self.pos.step, "search")
         self.epoch_sums = {}
         best = score > self.best_score
         self.best_score = max(self.best_score, score)
         self.checkpoint(best=best)
+
+    def _epoch_line(self, epoch: int, summary: Dict[str, Any]) -> str:
+        """A short human line; every value is in metrics.jsonl and TensorBoard."""
+        shown = [("loss", "train_loss_mean", ".3f"), ("acc", "train_acc_mean", ".3f"),
+                 ("valid acc", "train_valid_acc_mean", ".3f"), ("reward", "controller_reward_mean", ".3f"),
+                 ("reward", "score_reward_mean", ".3f"), ("reward", "evolution_reward_mean", ".3f"),
+                 ("reward", "bo_reward_mean", ".3f"), ("entropy", "controller_entropy_mean", ".2f"),
+                 ("best", "best_reward", ".3f")]
+        parts = [f"{name} {summary[key]:{fmt}}" for name, key, fmt in shown
+                 if isinstance(summary.get(key), (int, float))]
+        took = duration(self.clock.epoch_times[-1]) if self.clock.epoch_times else "?"
+        left = self.clock.after_epoch(epoch)
+        eta = f", run ETA {duration(left)}" if epoch + 1 < self.cfg.epochs else ""
+        return f"epoch {epoch + 1}/{self.cfg.epochs}: {', '.join(parts)} ({took}{eta})"
 
     def _log_cells(self, genotype) -> None:
         from enas.draw import graph_image_array

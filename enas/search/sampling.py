@@ -86,8 +86,10 @@ class SamplingStrategy(Strategy):
         self.epoch_best = (None, -1.0)
 
     def phases(self, epoch: int) -> List[Phase]:
+        # Random search has no controller: its per-epoch scoring round is the "score" phase.
         return [Phase("train", len(self.train_loader), lambda start: self._train(epoch, start), steps=True),
-                Phase("controller", self.updates_per_epoch, self._controller)]
+                Phase("controller" if self.reinforce is not None else "score", self.updates_per_epoch,
+                      self._controller)]
 
     def _sample(self, greedy: bool = False, raw: bool = False) -> List[int]:
         """The policy's next architecture (``raw``: without the budget wrapper, for derive)."""

@@ -274,8 +274,8 @@ class Space:
         from shared_model.cost_trace import traced_blocks
 
         return traced_blocks(lambda: self.build_child(arch, spec.channels, spec.layers, spec.num_classes,
-                                                      spec.in_channels, spec.image_size, **dict(spec.options)),
-                             (spec.in_channels, spec.image_size, spec.image_size))
+                                                      spec.in_channels, min(spec.hw), **dict(spec.options)),
+                             (spec.in_channels,) + spec.hw)
 
     #: whether :meth:`cost_blocks` is the space's own exact decomposition (not the traced default)
     @property

@@ -266,10 +266,11 @@ class SearchSpace(Space):
 
 
 def genotype_graph(genotype: Genotype, cell: str) -> CellGraph:
-    """One cell of a genotype as a drawable graph; computed nodes are labelled from 0."""
+    """One cell of a genotype as a drawable graph; computed nodes are labelled as ``describe``
+    numbers them, ``node 2`` .. ``node n+1`` (the genotype's input indices)."""
     entries, concat = genotype.cell(cell)
     n = len(entries) // 2
-    labels = ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(n)] + ["c_{k}"]
+    labels = ["c_{k-2}", "c_{k-1}"] + [_state_name(i + 2) for i in range(n)] + ["c_{k}"]
     edges: List[Tuple[int, int, Any]] = [(inp, k // 2 + 2, op) for k, (op, inp) in enumerate(entries)]
     edges += [(c, n + 2, None) for c in concat]
     return CellGraph("normal cell" if cell == "normal" else "reduction cell", labels,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, List, Sequence, Tuple
 
-from shared_model.cost_blocks import Block, NetSpec, op_block
+from shared_model.cost_blocks import HW, Block, NetSpec, half, op_block, shape
 from shared_model.genotype import CELL_TYPES, Entry, Genotype
 
 #: ``build_child`` options that change the eval-mode network (with the ChildNetwork defaults).
@@ -30,24 +30,24 @@ def _check(spec: NetSpec) -> None:
         raise ValueError(f"the cell child network takes no option(s) {', '.join(unknown)}")
 
 
-def positions(spec: NetSpec) -> List[Tuple[bool, int, int, int]]:
-    """Per cell ``(reduction, C, H_in, H_out)`` of the child network (independent of the genotype)."""
+def positions(spec: NetSpec) -> List[Tuple[bool, int, HW, HW]]:
+    """Per cell ``(reduction, C, (H, W) in, (H, W) out)`` of the child network (independent of the genotype)."""
     reductions = {spec.layers // 3, 2 * spec.layers // 3}
-    out, c, size = [], spec.channels, spec.image_size
+    out, c, size = [], spec.channels, spec.hw
     for i in range(spec.layers):
         reduction = i in reductions
         if reduction:
-            if size < 2:
+            if min(size) < 2:
                 raise ValueError(f"image size {spec.image_size} is too small for the reduction cells")
             c *= 2
-        h_out = (size + 1) // 2 if reduction else size
-        out.append((reduction, c, size, h_out))
-        size = h_out
+        size_out = half(size) if reduction else size
+        out.append((reduction, c, size, size_out))
+        size = size_out
     return out
 
 
-def _op_blocks(entries: Sequence[Entry], reduction: bool, c: int, h_in: int, h_out: int) -> List[Block]:
-    return [op_block(op, c, 2 if reduction and inp < 2 else 1, h_in if inp < 2 else h_out)
+def _op_blocks(entries: Sequence[Entry], reduction: bool, c: int, hw_in: HW, hw_out: HW) -> List[Block]:
+    return [op_block(op, c, 2 if reduction and inp < 2 else 1, hw_in if inp < 2 else hw_out)
             for op, inp in entries]
 
 
@@ -55,9 +55,9 @@ def cell_blocks(genotype: Genotype, spec: NetSpec) -> List[Block]:
     """The blocks of ``genotype``'s child network at ``spec`` (see the module docstring)."""
     _check(spec)
     opt = {k: spec.option(k, v) for k, v in EVAL_OPTIONS.items()}
-    c_stem, size = opt["stem_multiplier"] * spec.channels, spec.image_size
-    blocks = [Block("conv_bn", (spec.in_channels, c_stem, 3, 1, 1), ((spec.in_channels, size, size),))]
-    s0 = s1 = (c_stem, size, size)  # shapes of the cell inputs k-2 and k-1
+    c_stem = opt["stem_multiplier"] * spec.channels
+    blocks = [Block("conv_bn", (spec.in_channels, c_stem, 3, 1, 1), (shape(spec.in_channels, spec.hw),))]
+    s0 = s1 = shape(c_stem, spec.hw)  # shapes of the cell inputs k-2 and k-1
     reduction_prev = False
     for reduction, c, h_in, h_out in positions(spec):
         entries, concat = genotype.cell("reduce" if reduction else "normal")
@@ -67,16 +67,16 @@ def cell_blocks(genotype: Genotype, spec: NetSpec) -> List[Block]:
             blocks.append(Block("relu_conv_bn", (s0[0], c, 1, 1, 0), (s0,)))
         blocks.append(Block("relu_conv_bn", (s1[0], c, 1, 1, 0), (s1,)))
         if opt["base_conv"]:
-            blocks.append(Block("relu_conv_bn", (c, c, 1, 1, 0), ((c, h_in, h_in),)))
+            blocks.append(Block("relu_conv_bn", (c, c, 1, 1, 0), (shape(c, h_in),)))
         blocks += _op_blocks(entries, reduction, c, h_in, h_out)
-        blocks += [Block("add", (), ((c, h_out, h_out),) * 2)] * (len(entries) // 2)
+        blocks += [Block("add", (), (shape(c, h_out),) * 2)] * (len(entries) // 2)
         read = {inp for _, inp in entries}
         loose = [i for i in (0, 1) if opt["loose_inputs"] and i not in read]
         if reduction:
-            blocks += [Block("factorized_reduce", (c, c, False), ((c, h_in, h_in),))] * len(loose)
+            blocks += [Block("factorized_reduce", (c, c, False), (shape(c, h_in),))] * len(loose)
         width = len(loose) + len(concat)
-        blocks.append(Block("concat", (), ((c, h_out, h_out),) * width))
-        s0, s1 = s1, (width * c, h_out, h_out)
+        blocks.append(Block("concat", (), (shape(c, h_out),) * width))
+        s0, s1 = s1, shape(width * c, h_out)
         reduction_prev = reduction
     pre = "relu" if opt["final_relu"] else "none"
     blocks.append(Block("head", (s1[0], spec.num_classes, bool(opt["classifier_bias"]), pre), (s1,)))

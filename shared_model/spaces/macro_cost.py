@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterator, List
 
-from shared_model.cost_blocks import BLOCK_KINDS, Block, NetSpec, register_op_kind
+from shared_model.cost_blocks import BLOCK_KINDS, Block, NetSpec, half, register_op_kind, shape
 from shared_model.macro import fixed_op
 from shared_model.macro_arch import MACRO_OPS, MacroArch, pool_layers
 
@@ -26,21 +26,21 @@ def macro_blocks(arch: MacroArch, spec: NetSpec) -> List[Block]:
     if spec.layers != arch.num_layers:
         raise ValueError(f"the macro architecture has {arch.num_layers} layers, the priced network {spec.layers}")
     sep_as_conv = bool(spec.option("sep_as_conv", False))
-    c, h = spec.channels, spec.image_size
-    blocks = [Block("conv_bn", (spec.in_channels, c, 3, 1, 1), ((spec.in_channels, h, h),))]
+    c, hw = spec.channels, spec.hw
+    blocks = [Block("conv_bn", (spec.in_channels, c, 3, 1, 1), (shape(spec.in_channels, hw),))]
     pools = pool_layers(arch.num_layers)
     for j, op in enumerate(arch.ops):
-        blocks.append(Block("macro_op", (op, c, sep_as_conv), ((c, h, h),)))
+        blocks.append(Block("macro_op", (op, c, sep_as_conv), (shape(c, hw),)))
         if j > 0:
             terms = len(arch.skip_sources(j)) + 1
-            blocks.append(Block("concat", (), ((c, h, h),) * terms))
-            blocks.append(Block("relu_conv_bn", (terms * c, c, 1, 1, 0), ((terms * c, h, h),)))
+            blocks.append(Block("concat", (), (shape(c, hw),) * terms))
+            blocks.append(Block("relu_conv_bn", (terms * c, c, 1, 1, 0), (shape(terms * c, hw),)))
         if j in pools:  # every state so far (the stem and layers 0..j) is halved and widened
-            blocks += [Block("factorized_reduce", (c, 2 * c, False), ((c, h, h),))] * (j + 2)
-            c, h = 2 * c, (h + 1) // 2
+            blocks += [Block("factorized_reduce", (c, 2 * c, False), (shape(c, hw),))] * (j + 2)
+            c, hw = 2 * c, half(hw)
     pre = "relu" if spec.option("final_relu", False) else "none"
     blocks.append(Block("head", (c, spec.num_classes, bool(spec.option("classifier_bias", False)), pre),
-                        ((c, h, h),)))
+                        (shape(c, hw),)))
     return blocks
 
 

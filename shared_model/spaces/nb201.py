@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from shared_model.cost_blocks import Block, NetSpec, op_block
+from shared_model.cost_blocks import HW, Block, NetSpec, half, op_block, shape
 from shared_model.nb201 import NB201Network, NB201Supernet
 from shared_model.nb201_arch import EDGES, NB201_OPS, NUM_EDGES, NUM_NODES, NB201Arch
 from shared_model.spaces.base import CellGraph, Decision, Space
@@ -111,15 +111,15 @@ class NB201Space(Space):
         return NB201Network(arch, channels, layers, num_classes, in_channels, image_size)
 
     # -- cost -------------------------------------------------------------------
-    def _stages(self, spec: NetSpec) -> List[Tuple[int, int]]:
-        """``(C, H)`` of the three stages (each stride-2 block halves H, rounding up)."""
+    def _stages(self, spec: NetSpec) -> List[Tuple[int, HW]]:
+        """``(C, (H, W))`` of the three stages (each stride-2 block halves H and W, rounding up)."""
         _check_options(dict(spec.options))
-        if spec.image_size < 4:
+        if min(spec.hw) < 4:
             raise ValueError(f"images of {spec.image_size} px are too small for two reductions (need >= 4)")
-        out, c, h = [], spec.channels, spec.image_size
+        out, c, hw = [], spec.channels, spec.hw
         for _ in range(3):
-            out.append((c, h))
-            c, h = 2 * c, (h + 1) // 2
+            out.append((c, hw))
+            c, hw = 2 * c, half(hw)
         return out
 
     def cost_blocks(self, arch: NB201Arch, spec: NetSpec) -> List[Block]:
@@ -130,22 +130,21 @@ class NB201Space(Space):
         any (``zeros``), as :class:`~shared_model.nb201.NB201Cell` runs it.
         """
         stages = self._stages(spec)
-        c0, h0 = stages[0]
-        blocks = [Block("conv_bn", (spec.in_channels, c0, 3, 1, 1), ((spec.in_channels, h0, h0),))]
-        for s, (c, h) in enumerate(stages):
+        blocks = [Block("conv_bn", (spec.in_channels, stages[0][0], 3, 1, 1), (shape(spec.in_channels, spec.hw),))]
+        for s, (c, hw) in enumerate(stages):
             if s:
-                c_prev, h_prev = stages[s - 1]
-                blocks.append(Block("resblock", (c_prev, c), ((c_prev, h_prev, h_prev),)))
-            cell = [op_block(op, c, 1, h) for op in arch.ops if op != "none"]
+                c_prev, hw_prev = stages[s - 1]
+                blocks.append(Block("resblock", (c_prev, c), (shape(c_prev, hw_prev),)))
+            cell = [op_block(op, c, 1, hw) for op in arch.ops if op != "none"]
             for target in range(1, NUM_NODES):
                 terms = sum(arch.ops[EDGES.index((target, src))] != "none" for src in range(target))
                 if terms >= 2:
-                    cell.append(Block("add", (), ((c, h, h),) * terms))
+                    cell.append(Block("add", (), (shape(c, hw),) * terms))
                 elif terms == 0:
-                    cell.append(Block("zeros", (), ((c, h, h),)))
+                    cell.append(Block("zeros", (), (shape(c, hw),)))
             blocks += cell * spec.layers
-        c, h = stages[-1]
-        blocks.append(Block("head", (c, spec.num_classes, True, "bn_relu"), ((c, h, h),)))
+        c, hw = stages[-1]
+        blocks.append(Block("head", (c, spec.num_classes, True, "bn_relu"), (shape(c, hw),)))
         return blocks
 
     def cost_cover(self, spec: NetSpec) -> Iterable[NB201Arch]:
@@ -154,7 +153,7 @@ class NB201Space(Space):
 
     def mixing_cost_blocks(self, spec: NetSpec) -> Dict[str, List[List[List[Block]]]]:
         stages = self._stages(spec)
-        return {CELL: [[[] if op == "none" else [op_block(op, c, 1, h) for c, h in stages] * spec.layers
+        return {CELL: [[[] if op == "none" else [op_block(op, c, 1, hw) for c, hw in stages] * spec.layers
                         for op in NB201_OPS] for _ in EDGES]}
 
     # -- DARTS ----------------------------------------------------------------

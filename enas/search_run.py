@@ -1,0 +1,180 @@
+"""Start, resume and re-derive a search run folder (behind ``enas.run_search`` / ``enas.derive``).
+
+Builds the config (defaults -> preset -> config file -> flags), prepares the
+run folder, runs the :class:`~enas.search.driver.SearchDriver` and, for
+NAS-Bench-201 runs with a benchmark table, scores the result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from enas.configlib import load_saved_config, read_config_file, save_config
+from enas.errors import UserError
+from enas.rundir import attach_log_file, prepare_run_dir
+from enas.search_config import SearchConfig, build_search_config, validate_search_config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchResult:
+    """What a search or a derive left in its run folder.
+
+    Attributes:
+        run_dir: the run folder.
+        genotype: the derived architecture (the space's frozen type, e.g. ``Genotype``).
+        genotype_path: ``run_dir/genotype.json``.
+        best_valid_acc: the winning candidate's search-time validation accuracy (shared
+            weights: it ranks candidates, it is not a result).
+        replaced: ``derive`` replaced an existing ``genotype.json``; ``changed``: with another
+            architecture.
+        benchmark: ``benchmark.json``'s content when the run was scored against a table.
+    """
+
+    run_dir: Path
+    genotype: Any
+    genotype_path: Path
+    best_valid_acc: float
+    replaced: bool = False
+    changed: bool = False
+    benchmark: Optional[Dict[str, Any]] = None
+
+
+def load_run(run_dir: Path) -> Tuple[SearchConfig, Dict[str, Any]]:
+    """The saved config and last checkpoint of a search run."""
+    from enas.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt", kind="search")
+    cfg = load_saved_config(SearchConfig, state["config"])
+    saved_model = state["config"].get("model") if isinstance(state["config"], dict) else None
+    if isinstance(saved_model, dict) and "aux_trainable" not in saved_model:
+        # Saved before the key existed: the head was trained, and the saved optimizer holds it.
+        cfg.model.aux_trainable = True
+    validate_search_config(cfg)
+    return cfg, state
+
+
+def check_benchmark(cfg: SearchConfig):
+    """Read and check ``cfg.benchmark`` before anything runs; None when the run has none."""
+    if cfg.benchmark is None:
+        return None
+    from enas.benchmark.table import read_table
+
+    if cfg.model.space != "nb201":
+        raise UserError(f"--benchmark scores NAS-Bench-201 cells; this search runs the {cfg.model.space!r} "
+                        "space (use --space nb201)")
+    table = read_table(cfg.benchmark)
+    table.require([cfg.benchmark_column])
+    return table
+
+
+def _driver(cfg: SearchConfig, run_dir: Path, progress: Any, stop_after: Optional[int] = None):
+    from enas.progress import progress_factory
+    from enas.runtime import configure_threads, describe_device, resolve_device, set_determinism
+    from enas.search.build import build_search
+    from enas.search.driver import SearchDriver
+
+    configure_threads(cfg.run.threads)
+    set_determinism(cfg.run.seed, cfg.run.deterministic)
+    device = resolve_device(cfg.run.device)
+    attach_log_file(run_dir)
+    logger.info("search: strategy %s, space %s, dataset %s, device %s, run folder %s",
+                cfg.strategy, cfg.model.space, cfg.data.dataset, describe_device(device), run_dir)
+    setup = build_search(cfg, device, run_dir)
+    factory = progress_factory(cfg.run.progress_seconds) if progress is True else progress or None
+    return SearchDriver(cfg, setup, run_dir, progress=factory, stop_after=stop_after)
+
+
+def _result(run_dir: Path, cfg: SearchConfig, table, replaced: bool = False, previous: Any = None
+            ) -> SearchResult:
+    from enas.genotype_io import load_arch_file
+
+    details = json.loads((run_dir / "derive.json").read_text())
+    space, arch = load_arch_file(run_dir / "genotype.json", cfg.model.space)
+    scored = None
+    if table is not None:
+        from enas.benchmark.score import score_run
+
+        scored = score_run(run_dir, table, cfg.benchmark_column)
+    return SearchResult(run_dir, arch, run_dir / "genotype.json", float(details.get("best_valid_acc", float("nan"))),
+                        replaced=replaced, changed=replaced and previous != space.arch_to_json(arch),
+                        benchmark=scored)
+
+
+def start_search(flags: Mapping[str, Any], config: Any = None, out: Optional[str] = None, force: bool = False,
+                 progress: Any = True, stop_after: Optional[int] = None) -> SearchResult:
+    """A new search: ``flags`` are dotted config keys (``None`` ignored), ``config`` a file or a dict."""
+    from enas.runtime import resolve_device
+
+    file_data = read_config_file(config) if isinstance(config, (str, Path)) else dict(config or {})
+    cfg = build_search_config("enas", "paper", file_data, dict(flags))
+    resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
+    table = check_benchmark(cfg)  # so is a bad table
+    run_dir = Path(out or f"runs/search-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = prepare_run_dir(run_dir, resume=False, force=force, kind="search")
+    driver = _driver(cfg, run_dir, progress, stop_after)
+    from enas.cost.objective import check_feasible
+
+    check_feasible(driver.setup.strategy, driver.setup.generators["sample"])  # a hard budget nothing meets
+    save_config(cfg, run_dir / "config.json")
+    driver.run(resume=False)
+    return _result(run_dir, cfg, table)
+
+
+def resume_search(run_dir: str | Path, device: Optional[str] = None, progress: Any = True) -> SearchResult:
+    """Continue a search run from its last checkpoint with its saved config."""
+    run_dir = prepare_run_dir(Path(run_dir), resume=True, force=False)
+    cfg, _ = load_run(run_dir)
+    if device:
+        cfg.run.device = device
+    table = check_benchmark(cfg)
+    _driver(cfg, run_dir, progress).run(resume=True)
+    return _result(run_dir, cfg, table)
+
+
+def derive_run(run_dir: str | Path, samples: Optional[int] = None, device: Optional[str] = None,
+               progress: Any = True, target: Optional[float] = None, constraint: Optional[str] = None
+               ) -> SearchResult:
+    """Re-derive a search run's genotype from its last checkpoint (says when it replaces one);
+    ``target`` / ``constraint`` derive under another cost budget."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"{run_dir} is not a search run folder (no checkpoints/last.pt)")
+    cfg, _ = load_run(run_dir)
+    if samples is not None:
+        if samples < 1:
+            raise UserError("--samples must be >= 1")
+        cfg.derive.samples = samples
+    if device:
+        cfg.run.device = device
+    if target is not None or constraint is not None:
+        if cfg.cost.model is None:
+            raise UserError("--target and --constraint need a run searched with a cost (--cost)")
+        cfg.cost.target = target if target is not None else cfg.cost.target
+        cfg.cost.constraint = constraint or cfg.cost.constraint
+        validate_search_config(cfg)
+    table = check_benchmark(cfg)
+    old = run_dir / "genotype.json"
+    previous = None
+    if old.is_file():
+        try:
+            previous = json.loads(old.read_text())
+        except (OSError, ValueError):
+            previous = "unreadable"
+    _driver(cfg, run_dir, progress).derive_only()
+    result = _result(run_dir, cfg, table, replaced=previous is not None, previous=previous)
+    if result.replaced:
+        logger.info("replaced the previous %s (%s)", old,
+                    "with a different architecture" if result.changed else "same architecture")
+    return result
+
+
+def honesty(run_dir: Path) -> str:
+    return ("Search-time accuracy uses shared weights and is far below the accuracy of the retrained "
+            f"network; it ranks candidates, it is not a result. Retrain with `enas train {run_dir}`.")
+
