@@ -92,7 +92,8 @@ def run_search(out: Optional[PathLike] = None, *, resume: Optional[PathLike] = N
                device: Optional[str] = None, deterministic: Optional[bool] = None,
                config: Union[PathLike, Mapping[str, Any], None] = None,
                overrides: Optional[Mapping[str, Any]] = None, benchmark: Optional[PathLike] = None,
-               progress: Any = True) -> SearchResult:
+               cost: Optional[str] = None, lut: Optional[PathLike] = None, target: Optional[float] = None,
+               constraint: Optional[str] = None, progress: Any = True) -> SearchResult:
     """Search an architecture (``enas search``): train the shared weights, derive ``genotype.json``.
 
     Args:
@@ -105,6 +106,9 @@ def run_search(out: Optional[PathLike] = None, *, resume: Optional[PathLike] = N
         dataset, data_dir, epochs, batch_size, seed, device, deterministic: as the flags.
         config: a JSON/TOML file or a dict of config sections; overrides: ``{"section.key": value}``.
         benchmark: a NAS-Bench-201 table to score the run with (``--space nb201``).
+        cost, lut, target, constraint: price the child networks and search under a budget
+            (``params``, ``macs``, ``latency`` with a latency table, or ``package.module:factory``;
+            ``soft``, ``hard`` or ``both``), README "Searching for a device".
         progress: True: tqdm bars on a terminal, log lines elsewhere; False: none; or a factory
             ``progress(total=, initial=, desc=)`` returning a tqdm-like object.
 
@@ -117,27 +121,32 @@ def run_search(out: Optional[PathLike] = None, *, resume: Optional[PathLike] = N
         _given({"out": out, "force": force, "preset": preset, "strategy": strategy, "space": space,
                 "order": order, "dataset": dataset, "data_dir": data_dir, "epochs": epochs,
                 "batch_size": batch_size, "seed": seed, "deterministic": deterministic, "config": config,
-                "overrides": overrides, "benchmark": benchmark}, "changed")
+                "overrides": overrides, "benchmark": benchmark, "cost": cost, "lut": lut, "target": target,
+                "constraint": constraint}, "changed")
         return resume_search(resume, device=device, progress=progress)
     flags = _flags({"strategy": strategy, "preset": preset, "model.space": space,
                     "darts.order": int(order) if order else None, "data.dataset": dataset,
                     "data.data_dir": str(data_dir) if data_dir is not None else None, "epochs": epochs,
                     "data.batch_size": batch_size, "run.seed": seed, "run.device": device,
                     "run.deterministic": deterministic,
-                    "benchmark": str(Path(benchmark).resolve()) if benchmark else None}, overrides)
+                    "benchmark": str(Path(benchmark).resolve()) if benchmark else None,
+                    "cost.model": cost, "cost.lut": str(Path(lut).resolve()) if lut else None,
+                    "cost.target": target, "cost.constraint": constraint}, overrides)
     return start_search(flags, config, str(out) if out is not None else None, force, progress)
 
 
 def derive(run_dir: PathLike, *, samples: Optional[int] = None, device: Optional[str] = None,
-           progress: Any = True) -> SearchResult:
+           target: Optional[float] = None, constraint: Optional[str] = None, progress: Any = True) -> SearchResult:
     """Re-derive a search run's genotype from its last checkpoint (``enas derive``).
 
-    ``samples``: candidates to score (default: the run's ``derive.samples``). An existing
+    ``samples``: candidates to score (default: the run's ``derive.samples``). ``target`` /
+    ``constraint``: derive under another cost budget (a run searched with a cost). An existing
     ``genotype.json`` is replaced; the result says so (``replaced``, ``changed``).
     """
     from enas.search_run import derive_run
 
-    return derive_run(run_dir, samples=samples, device=device, progress=progress)
+    return derive_run(run_dir, samples=samples, device=device, target=target, constraint=constraint,
+                      progress=progress)
 
 
 def train(genotype: Optional[PathLike] = None, out: Optional[PathLike] = None, *,
@@ -172,13 +181,15 @@ def train(genotype: Optional[PathLike] = None, out: Optional[PathLike] = None, *
 
 
 def evaluate(checkpoint: PathLike, *, device: str = "auto", data_dir: Optional[PathLike] = None,
-             batch_size: Optional[int] = None, latency_batch: int = 64, repeats: int = 20) -> Dict[str, Any]:
+             batch_size: Optional[int] = None, latency_batch: int = 64, repeats: int = 20,
+             lut: Optional[PathLike] = None) -> Dict[str, Any]:
     """Test a retrained checkpoint (a ``.pt`` or a train run folder; ``enas evaluate``): top-1/5,
-    loss, parameters, multiply-adds and latency, as the ``--json`` object."""
+    loss, parameters, multiply-adds and latency, as the ``--json`` object; with ``lut`` (a latency
+    table) also ``table_latency``, its prediction next to a measurement."""
     from enas.evaluator import evaluate_checkpoint
 
     return evaluate_checkpoint(str(checkpoint), device, str(data_dir) if data_dir is not None else None,
-                               batch_size, latency_batch, repeats)
+                               batch_size, latency_batch, repeats, str(lut) if lut is not None else None)
 
 
 def export(checkpoint: PathLike, format: str = "onnx", out: Optional[PathLike] = None, *,  # noqa: A002

@@ -85,9 +85,9 @@ def cli(verbose: bool, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from enas.commands import evaluate, export, genotypes, search, show, table, train
+    from enas.commands import evaluate, export, genotypes, latency, search, show, table, train
 
-    for module in (search, train, evaluate, show, export, genotypes, table):
+    for module in (search, train, evaluate, show, export, genotypes, table, latency):
         module.register(cli)
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from enas.errors import UserError
 
@@ -31,8 +31,9 @@ def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
 
 
 def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, latency_batch: int,
-                        repeats: int) -> Dict[str, Any]:
-    """Everything ``enas evaluate`` reports, as a JSON-ready dict."""
+                        repeats: int, lut: Optional[str] = None) -> Dict[str, Any]:
+    """Everything ``enas evaluate`` reports, as a JSON-ready dict (with ``lut``: ``table_latency``,
+    the table's prediction next to a measurement, README "Searching for a device")."""
     from enas.trained import evaluate_model, input_shape, load_train_checkpoint, network_from_checkpoint
     from enas.runtime import resolve_device
     from shared_model.profile import count_macs, count_parameters, measure_latency
@@ -54,6 +55,11 @@ def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, laten
         lat["images_per_s"] = b * 1000.0 / lat["median_ms"] if lat["median_ms"] > 0 else None
         latency[f"batch_{b}"] = lat
     pos = state.get("position", {})
+    table_latency = None
+    if lut:
+        from enas.cost.report import checkpoint_latency
+
+        table_latency = checkpoint_latency(lut, cfg, genotype, info, model, repeats)
     return {
         "checkpoint": str(ckpt), "epoch": pos.get("epoch"), "epochs": cfg.epochs, "step": pos.get("step"),
         "genotype_source": state.get("genotype_source"), "dataset": info["dataset"], "split": "test",
@@ -61,4 +67,5 @@ def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, laten
         "params": count_parameters(model), "multiply_adds": count_macs(model, shape), "input_shape": list(shape),
         "device": str(device), "precision": "bf16 autocast" if device.type == "cuda" and cfg.run.amp != "off"
         else "fp32", "latency": latency, "genotype": genotype.to_dict(),
+        **({"table_latency": table_latency} if table_latency else {}),
     }

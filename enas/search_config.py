@@ -10,7 +10,7 @@ minutes on a laptop CPU on the built-in digits set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
                                   shared_checks)
@@ -130,6 +130,28 @@ class DeriveConfig:
 
 
 @dataclass
+class CostConfig:
+    """Hardware-aware search (README "Searching for a device"): what a child network costs and the budget."""
+
+    model: Optional[str] = None  # params | macs | latency | package.module:factory; None: no cost
+    target: Optional[float] = None  # in the model's unit (params, MACs, ms); None: costs are only logged
+    constraint: str = "soft"  # soft (MnasNet reward) | hard (reject and resample) | both
+    reward: str = "mnasnet"  # mnasnet: acc * (c/T)^w, w = alpha if c <= T else beta | proxyless: acc * (T/c)^exponent
+    alpha: float = -0.07  # MnasNet Sec. 3
+    beta: float = -0.07
+    exponent: float = 0.1  # ProxylessNAS Sec. 3.3
+    max_tries: int = 1000  # hard constraint: draws per architecture before the budget counts as infeasible
+    darts_weight: float = 0.1  # DARTS: loss + darts_weight * expected cost / target
+    lut: Optional[str] = None  # latency table; None with model latency: measured into RUN/latency_table.json
+    channels: Optional[int] = None  # the priced child network; None: model.channels
+    layers: Optional[int] = None  # None: model.layers
+    batch_size: int = 1  # the table measured when cost.lut is unset: batch, device, threads
+    device: str = "cpu"
+    threads: int = 1
+    clock: str = "wall"  # wall | cpu (the measuring thread's CPU time: robust on a busy machine, 1 thread)
+
+
+@dataclass
 class SearchConfig:
     strategy: str = "enas"  # enas | darts | random | evolution | bo
     preset: str = "paper"
@@ -143,6 +165,7 @@ class SearchConfig:
     bo: BOConfig = field(default_factory=BOConfig)
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     # A benchmark table (CSV, README "Benchmarking with NAS-Bench-201") to score the run's
     # architectures with at the end (nb201 only); None: no scoring.
     benchmark: Optional[str] = None
@@ -236,7 +259,27 @@ def _enas_network(space: str) -> bool:
         return False  # an unknown space is refused with its name when the space is built
 
 
-PRESETS = ("paper", "quick")
+# A small-device search (README "Searching for a device"): the quick search, pricing the network
+# `enas train --preset quick` retrains by its latency at batch 1 on one CPU thread (measured into
+# RUN/latency_table.json), every architecture within 3 ms (hard constraint) and ranked by
+# MnasNet's soft reward inside the budget. The table is timed with the thread's CPU clock,
+# which other processes on a shared machine do not inflate.
+_MOBILE: Dict[str, Any] = {
+    **_QUICK, "cost.model": "latency", "cost.target": 3.0, "cost.constraint": "both", "cost.batch_size": 1,
+    "cost.device": "cpu", "cost.threads": 1, "cost.clock": "cpu",
+}
+
+PRESETS = ("paper", "quick", "mobile")
+
+
+def _mobile_network(space: Any) -> Dict[str, Any]:
+    """The mobile preset prices the network ``enas train --preset quick`` retrains (not the supernet)."""
+    from enas.train_config import preset_overrides as train_preset
+
+    train = {**train_preset("quick"), **space.train_overrides("quick")}
+    return {"cost.channels": train["model.channels"], "cost.layers": train["model.layers"]}
+
+
 #: Largest ``run.seed``: the run derives generators from ``seed + 1`` and ``seed + 2``, and
 #: torch seeds must fit 64 bits; 2**63 - 3 keeps every derived seed a signed 64-bit value.
 
@@ -252,8 +295,8 @@ def preset_overrides(preset: str, strategy: str) -> Dict[str, Any]:
         out.update(_DARTS_PAPER)
     elif strategy == "random":
         out.update(_RANDOM_PAPER)
-    if preset == "quick":
-        out.update(_QUICK)
+    if preset in ("quick", "mobile"):
+        out.update(_QUICK if preset == "quick" else _MOBILE)
         if strategy in ("darts", "random"):
             out.update({"optim.lr_max": 0.05})
         if strategy == "random":
@@ -278,7 +321,11 @@ def build_search_config(strategy: str, preset: str, file_data: Dict[str, Any] | 
         from shared_model.spaces import get_space
 
         try:
-            out.update(get_space(str(name)).search_overrides(preset))
+            # The mobile preset is the quick search with a cost: the space's quick sizes.
+            space = get_space(str(name))
+            out.update(space.search_overrides("quick" if preset == "mobile" else preset))
+            if preset == "mobile":
+                out.update(_mobile_network(space))
         except ValueError:
             pass  # an unknown space is refused with its name when the space is built
         return out
@@ -343,7 +390,7 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (cfg.bo.startup_trials >= 0, "bo.startup_trials must be >= 0"),
         (cfg.bo.ei_candidates >= 1, "bo.ei_candidates must be >= 1"),
     ]
-    raise_first_failure(checks)
+    raise_first_failure(checks + cost_checks(cfg.cost))
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:
         raise UserError("model.num_nodes must be >= 1")
     if cfg.strategy == "bo":  # before a run folder exists (new run, resume or derive)
@@ -370,3 +417,32 @@ def _check_network(cfg: SearchConfig) -> None:
                            auxiliary=m.auxiliary, dropout=m.dropout, cell_output=m.cell_output)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def cost_checks(k: CostConfig) -> List[Tuple[bool, str]]:
+    """(condition, message) pairs of the ``cost`` section."""
+    from controller.constraints import REWARDS
+
+    model_ok = k.model is None or k.model in ("params", "macs", "latency") or (
+        isinstance(k.model, str) and ":" in k.model)
+    return [
+        (model_ok, "cost.model must be params, macs, latency or package.module:factory (or null)"),
+        (k.target is None or k.target > 0, "cost.target must be > 0 (or null)"),
+        (k.target is None or k.model is not None, "cost.target needs a cost model (--cost)"),
+        (k.constraint in CONSTRAINTS, f"cost.constraint must be one of {', '.join(CONSTRAINTS)}"),
+        (k.constraint == "soft" or k.target is not None, "a hard cost constraint needs cost.target (--target)"),
+        (k.reward in REWARDS, f"cost.reward must be one of {', '.join(REWARDS)}"),
+        (k.exponent > 0, "cost.exponent must be > 0"),
+        (k.max_tries >= 1, "cost.max_tries must be >= 1"),
+        (k.darts_weight >= 0, "cost.darts_weight must be >= 0"),
+        (k.channels is None or k.channels >= 1, "cost.channels must be >= 1 (or null)"),
+        (k.layers is None or k.layers >= 1, "cost.layers must be >= 1 (or null)"),
+        (k.batch_size >= 1 and k.threads >= 1, "cost.batch_size and cost.threads must be >= 1"),
+        (k.device in ("cpu", "cuda") or k.device.startswith("cuda:"), "cost.device must be cpu, cuda or cuda:N"),
+        (k.clock in ("wall", "cpu"), "cost.clock must be wall or cpu"),
+        (k.clock == "wall" or (k.device == "cpu" and k.threads == 1), "cost.clock cpu needs cost.device cpu and "
+         "cost.threads 1"),
+    ]
+
+
+CONSTRAINTS = ("soft", "hard", "both")

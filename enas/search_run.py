@@ -85,7 +85,7 @@ def _driver(cfg: SearchConfig, run_dir: Path, progress: Any, stop_after: Optiona
     attach_log_file(run_dir)
     logger.info("search: strategy %s, space %s, dataset %s, device %s, run folder %s",
                 cfg.strategy, cfg.model.space, cfg.data.dataset, describe_device(device), run_dir)
-    setup = build_search(cfg, device)
+    setup = build_search(cfg, device, run_dir)
     factory = progress_factory(cfg.run.progress_seconds) if progress is True else progress or None
     return SearchDriver(cfg, setup, run_dir, progress=factory, stop_after=stop_after)
 
@@ -118,6 +118,9 @@ def start_search(flags: Mapping[str, Any], config: Any = None, out: Optional[str
     run_dir = Path(out or f"runs/search-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = prepare_run_dir(run_dir, resume=False, force=force, kind="search")
     driver = _driver(cfg, run_dir, progress, stop_after)
+    from enas.cost.objective import check_feasible
+
+    check_feasible(driver.setup.strategy, driver.setup.generators["sample"])  # a hard budget nothing meets
     save_config(cfg, run_dir / "config.json")
     driver.run(resume=False)
     return _result(run_dir, cfg, table)
@@ -135,8 +138,10 @@ def resume_search(run_dir: str | Path, device: Optional[str] = None, progress: A
 
 
 def derive_run(run_dir: str | Path, samples: Optional[int] = None, device: Optional[str] = None,
-               progress: Any = True) -> SearchResult:
-    """Re-derive a search run's genotype from its last checkpoint (says when it replaces one)."""
+               progress: Any = True, target: Optional[float] = None, constraint: Optional[str] = None
+               ) -> SearchResult:
+    """Re-derive a search run's genotype from its last checkpoint (says when it replaces one);
+    ``target`` / ``constraint`` derive under another cost budget."""
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"{run_dir} is not a search run folder (no checkpoints/last.pt)")
@@ -147,6 +152,12 @@ def derive_run(run_dir: str | Path, samples: Optional[int] = None, device: Optio
         cfg.derive.samples = samples
     if device:
         cfg.run.device = device
+    if target is not None or constraint is not None:
+        if cfg.cost.model is None:
+            raise UserError("--target and --constraint need a run searched with a cost (--cost)")
+        cfg.cost.target = target if target is not None else cfg.cost.target
+        cfg.cost.constraint = constraint or cfg.cost.constraint
+        validate_search_config(cfg)
     table = check_benchmark(cfg)
     old = run_dir / "genotype.json"
     previous = None

@@ -31,6 +31,11 @@ def _print_table(r: Dict[str, Any]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+    if r.get("table_latency"):
+        from enas.cost.report import format_latency
+
+        for line in format_latency(r["table_latency"]):
+            click.echo(line)
 
 
 def register(cli: click.Group) -> None:
@@ -43,7 +48,10 @@ def register(cli: click.Group) -> None:
     @click.option("--latency-batch", type=int, default=64, show_default=True,
                   help="Larger batch for the latency measurement (batch 1 is always measured).")
     @click.option("--repeats", type=int, default=20, show_default=True, help="Timed forward passes per batch size.")
-    def evaluate(checkpoint, as_json, device, data_dir, batch_size, latency_batch, repeats):
+    @opt.option("--lut", default=None,
+                help="Latency table (`enas latency-table`) of this network: its predicted latency next to "
+                     "one measured at the table's batch, device, threads, runtime and clock.")
+    def evaluate(checkpoint, as_json, device, data_dir, batch_size, latency_batch, repeats, lut):
         """Test a retrained CHECKPOINT (a .pt file or a train run folder).
 
         Reports top-1/top-5 on the test split of the checkpoint's dataset,
@@ -53,7 +61,7 @@ def register(cli: click.Group) -> None:
         import enas
 
         result = enas.evaluate(checkpoint, device=device, data_dir=data_dir, batch_size=batch_size,
-                               latency_batch=latency_batch, repeats=repeats)
+                               latency_batch=latency_batch, repeats=repeats, lut=lut)
         if as_json:
             click.echo(json.dumps(result, indent=1))
         else:

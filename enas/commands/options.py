@@ -14,7 +14,7 @@ import click
 METAVARS = {"--dataset": "NAME", "--data-dir": "DIR", "--config": "FILE", "--out": "DIR", "--resume": "DIR",
             "--device": "DEVICE", "--benchmark": "FILE", "--set": "KEY=VALUE", "--space": "NAME",
             "--strategy": "NAME", "--preset": "NAME", "--seed": "N", "--epochs": "N", "--batch-size": "N",
-            "--channels": "N", "--layers": "N", "--samples": "N"}
+            "--channels": "N", "--layers": "N", "--samples": "N", "--lut": "FILE"}
 
 
 def option(name: str, *decls: str, **kwargs: Any) -> Callable:

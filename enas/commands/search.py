@@ -4,7 +4,21 @@ from __future__ import annotations
 import click
 
 from enas.commands import options as opt
-from enas.search_config import PRESETS, STRATEGIES
+from enas.search_config import CONSTRAINTS, PRESETS, STRATEGIES
+
+
+def _echo_cost(run_dir) -> None:
+    """The derived architecture's cost and the Pareto front's size, when the run has a cost."""
+    import json
+
+    details = json.loads((run_dir / "derive.json").read_text())
+    cost = details.get("cost")
+    if not cost:
+        return
+    target = f" (target {cost['target']:g}, {cost['constraint']} constraint)" if cost.get("target") else ""
+    front = details.get("pareto_front")
+    click.echo(f"cost ({cost['model']}): {details['best_cost']:.6g} {cost['unit']}{target}"
+               + (f"; Pareto front of {len(front)} candidates in derive.json" if front is not None else ""))
 
 
 def _report(result, derived: bool = False) -> None:
@@ -19,6 +33,7 @@ def _report(result, derived: bool = False) -> None:
     else:
         click.echo(f"derived genotype: {result.genotype_path}")
         click.echo(f"candidate scores: {result.run_dir / 'derive.json'} (best search-time valid acc {acc})")
+    _echo_cost(result.run_dir)
     click.echo(honesty(result.run_dir))
     if result.benchmark is not None:
         from enas.benchmark.score import format_score
@@ -30,7 +45,8 @@ def _report(result, derived: bool = False) -> None:
 def register(cli: click.Group) -> None:
     @cli.command()
     @opt.option("--preset", type=click.Choice(PRESETS), default=None,
-                help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data.")
+                help="paper: official values of the strategy (default); quick: minutes on a CPU, digits data; "
+                     "mobile: quick under a 3 ms latency budget at batch 1 on one CPU thread.")
     @opt.option("--strategy", type=click.Choice(STRATEGIES), default=None,
                 help="enas (default): LSTM controller + REINFORCE; darts: gradient-based; random: uniform; "
                      "evolution: regularized (aging) evolution; bo: Bayesian optimisation with Optuna's TPE "
@@ -54,8 +70,20 @@ def register(cli: click.Group) -> None:
     @opt.option("--benchmark", default=None,
                 help="Benchmark table (CSV) to score the run's cells with at the end (--space nb201): "
                      "RUN/benchmark.json, see README \"Scoring a weight-sharing run\".")
+    @click.option("--cost", "cost_model", default=None, metavar="params|macs|latency|MODULE:FACTORY",
+                  help="Price every child network (README \"Searching for a device\"): parameters, "
+                       "multiply-adds, latency from a table (--lut), or a plug-in factory.")
+    @opt.option("--lut", default=None,
+                help="Latency table from `enas latency-table` (--cost latency; without it one is measured "
+                     "into RUN/latency_table.json).")
+    @click.option("--target", type=float, default=None,
+                  help="Target cost in the cost's unit (params, MACs, ms); without it costs are only logged.")
+    @click.option("--constraint", type=click.Choice(CONSTRAINTS), default=None,
+                  help="soft: MnasNet reward acc*(cost/target)^w (default); hard: reject and resample "
+                       "architectures over the target; both.")
     def search(preset, strategy, space, order, dataset, data_dir, epochs, batch_size, seed, device,
-               deterministic, config_file, sets, out, resume_dir, force, benchmark):
+               deterministic, config_file, sets, out, resume_dir, force, benchmark, cost_model, lut, target,
+               constraint):
         """Search an architecture; writes RUN/genotype.json (see README "Run folder")."""
         import enas
 
@@ -63,7 +91,8 @@ def register(cli: click.Group) -> None:
                                  space=space, order=int(order) if order else None, dataset=dataset,
                                  data_dir=data_dir, epochs=epochs, batch_size=batch_size, seed=seed,
                                  device=device, deterministic=deterministic, config=config_file,
-                                 overrides=opt.parse_sets(sets), benchmark=benchmark)
+                                 overrides=opt.parse_sets(sets), benchmark=benchmark, cost=cost_model, lut=lut,
+                                 target=target, constraint=constraint)
         _report(result)
 
     @cli.command()
@@ -71,7 +100,11 @@ def register(cli: click.Group) -> None:
     @opt.option("--samples", type=int, default=None,
                 help="Architectures to score (default: the run's derive.samples).")
     @opt.device()
-    def derive(run_dir, samples, device):
+    @click.option("--target", type=float, default=None,
+                  help="Derive under this cost target instead of the run's (needs a run with --cost).")
+    @click.option("--constraint", type=click.Choice(CONSTRAINTS), default=None,
+                  help="With --target: hard keeps only candidates within it; soft ranks by the MnasNet reward.")
+    def derive(run_dir, samples, device, target, constraint):
         """Derive the final genotype of a search run from its last checkpoint.
 
         ENAS: the greedy architecture plus N samples from the trained controller;
@@ -79,8 +112,11 @@ def register(cli: click.Group) -> None:
         shared weights. Evolution and BO: the final population, then the best rewarded
         architectures of the search up to N, re-scored on one validation minibatch.
         DARTS: the top-2 non-`none` edges per node. Writes RUN/genotype.json
-        (replacing the previous one, and saying so) and RUN/derive.json.
+        (replacing the previous one, and saying so) and RUN/derive.json. With a cost,
+        only candidates within the budget compete and derive.json lists the
+        accuracy-cost Pareto front.
         """
         import enas
 
-        _report(enas.derive(run_dir, samples=samples, device=device), derived=True)
+        _report(enas.derive(run_dir, samples=samples, device=device, target=target, constraint=constraint),
+                derived=True)

@@ -134,7 +134,10 @@ def register(cli: click.Group) -> None:
     @opt.option("--in-channels", type=int, default=None, help="Image channels  [default: a run's own, else 3]")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     @opt.out("Draw the cells to OUT/normal.png/.svg and OUT/reduce.png/.svg.")
-    def show(genotype, preset, channels, layers, num_classes, image_size, in_channels, as_json, out):
+    @opt.option("--lut", default=None,
+                help="Latency table (`enas latency-table`): print the predicted latency of the table's "
+                     "network for GENOTYPE next to a measurement on this machine.")
+    def show(genotype, preset, channels, layers, num_classes, image_size, in_channels, as_json, out, lut):
         """Print GENOTYPE cell by cell with the size of its network.
 
         GENOTYPE is a zoo name, a genotype JSON file or a run folder. Inputs
@@ -165,13 +168,19 @@ def register(cli: click.Group) -> None:
                     files += [str(p) for p in render_graph(graph, Path(out) / cell, name=cell)]
                 except OSError as exc:
                     raise UserError(f"cannot write drawings to {out}: {exc.strerror or exc}") from None
+        latency = None
+        if lut:
+            from enas.cost.lut import read_table
+            from enas.cost.report import format_latency, latency_report
+
+            latency = latency_report(space, geno, read_table(lut))
         if as_json:
             click.echo(json.dumps({
                 "source": source, "space": space.name, "genotype": space.arch_to_json(geno),
                 **space.describe_json(geno), "num_classes": num_classes,
                 "image_size": image_size[0] if image_size[0] == image_size[1] else image_size,
                 "in_channels": in_channels, **size, "sizes_from": "run" if own else "defaults",
-                "files": files}, indent=1))
+                "files": files, **({"latency": latency} if latency else {})}, indent=1))
             return
         click.echo(f"genotype: {source}")
         for line in space.describe(geno):
@@ -181,5 +190,7 @@ def register(cli: click.Group) -> None:
                    f"{in_channels}x{image_size[0]}x{image_size[1]} input{whose}:")
         click.echo(f"  params        {size['params']:,} ({_human(size['params'])}, auxiliary head excluded)")
         click.echo(f"  multiply-adds {size['multiply_adds']:,} ({_human(size['multiply_adds'])}) per image")
+        for line in format_latency(latency) if latency else []:
+            click.echo(line)
         for path in files:
             click.echo(f"wrote {path}")

@@ -60,5 +60,9 @@ class Strategy:
         """Extra TensorBoard images of the epoch: tag -> (H, W, 3) uint8 array."""
         return {}
 
+    def derive_images(self) -> Dict[str, Any]:
+        """Extra TensorBoard images of the derive: tag -> (H, W, 3) uint8 array."""
+        return {}
+
     def begin_epoch(self, epoch: int) -> None:
         """Reset per-epoch bookkeeping (not called when resuming mid-epoch)."""

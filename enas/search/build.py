@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -36,6 +37,7 @@ class SearchSetup:
     generators: Dict[str, torch.Generator]
     num_classes: int
     data_info: Dict[str, Any] = field(default_factory=dict)  # the run's data.json
+    cost: Optional[Any] = None  # enas.cost.objective.SearchCost
 
 
 def build_space(cfg: SearchConfig) -> Space:
@@ -77,8 +79,11 @@ def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
     return search_split(data, "custom" if cfg.data.limit else cfg.data.dataset, cfg.data.valid_fraction)
 
 
-def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
-    """Build data loaders, supernet, optimizer, policy and strategy."""
+def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path] = None) -> SearchSetup:
+    """Build data loaders, supernet, optimizer, policy, cost and strategy.
+
+    ``run_dir`` receives the latency table a ``latency`` cost without ``cost.lut`` measures.
+    """
     space = build_space(cfg)
     m = cfg.model
     options = {"stem_multiplier": m.stem_multiplier, "auxiliary": m.auxiliary, "dropout": m.dropout,
@@ -126,22 +131,30 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
                            max_nonfinite=cfg.run.max_nonfinite,
                            update_off_path=cfg.optim.update_off_path)
+    from enas.cost.objective import build_search_cost
+
+    search_cost = build_search_cost(cfg, space, num_classes, channels, (height, width), run_dir)
     strategy: Strategy
     if cfg.strategy == "enas":
         c = cfg.controller
         controller, loss_terms = build_controller(space, c)
+        if search_cost is not None:
+            controller = search_cost.budgeted(controller, space)  # hard constraint: resample over budget
         reinforce = Reinforce(controller, lr=c.lr, betas=(c.beta1, 0.999), eps=c.eps,
                               baseline_decay=c.baseline_decay, entropy_weight=c.entropy_weight,
                               samples_per_update=c.samples_per_update, loss_terms=loss_terms)
         strategy = SamplingStrategy(space, controller, trainer, train_loader, valid_loader,
-                                    generators["sample"], reinforce, c.updates_per_epoch)
+                                    generators["sample"], reinforce, c.updates_per_epoch, cost=search_cost)
     elif cfg.strategy == "random":
         # Li & Talwalkar's derive budget: one round per 10,000 training steps.
         rounds = cfg.derive.rounds or max(1, cfg.epochs * len(train_loader) // 10_000)
         policy = UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)
+        if search_cost is not None:
+            policy = search_cost.budgeted(policy, space)
         strategy = SamplingStrategy(space, policy, trainer, train_loader, valid_loader, generators["sample"],
                                     eval_samples=cfg.controller.samples_per_update, derive_rounds=rounds,
-                                    derive_eval_batches=cfg.derive.eval_batches, derive_top_k=cfg.derive.top_k)
+                                    derive_eval_batches=cfg.derive.eval_batches, derive_top_k=cfg.derive.top_k,
+                                    cost=search_cost)
     elif cfg.strategy in ("evolution", "bo"):
         from enas.search.population import build_population_strategy
 
@@ -149,14 +162,14 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         strategy = (build_population_strategy("evolution", space, trainer, train_loader, valid_loader,
                                               generators["sample"], keep=cfg.derive.samples,
                                               population=e.population, cycles=e.cycles_per_epoch,
-                                              explore=e.explore, sample=e.sample)
+                                              explore=e.explore, sample=e.sample, cost=search_cost)
                     if cfg.strategy == "evolution" else
                     build_population_strategy("bo", space, trainer, train_loader, valid_loader,
                                               generators["sample"], keep=cfg.derive.samples,
                                               population=b.population, cycles=b.trials_per_epoch,
                                               explore=b.explore, startup_trials=b.startup_trials,
                                               ei_candidates=b.ei_candidates, multivariate=b.multivariate,
-                                              history=b.history))
+                                              history=b.history, cost=search_cost))
     else:
         from enas.search.darts import build_darts_strategy
         from shared_model.arch_params import ArchParameters
@@ -175,8 +188,9 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         strategy = build_darts_strategy(space, model, arch, trainer, train_loader, arch_loader,
                                         order=d.order, arch_lr=d.arch_lr,
                                         arch_betas=(d.arch_beta1, d.arch_beta2),
-                                        arch_weight_decay=d.arch_weight_decay, unrolled_r=d.unrolled_r)
+                                        arch_weight_decay=d.arch_weight_decay, unrolled_r=d.unrolled_r,
+                                        cost=search_cost)
     data_dir = cfg.data.data_dir and os.path.abspath(os.path.expanduser(cfg.data.data_dir))
     info = dict(data_info(train_data, cfg.data.dataset), data_dir=data_dir,
                 train_images=len(train_data), valid_images=len(valid_data), decode=train_data.summary)
-    return SearchSetup(space, model, strategy, trainer, generators, num_classes, info)
+    return SearchSetup(space, model, strategy, trainer, generators, num_classes, info, search_cost)

@@ -15,6 +15,12 @@ minibatch through the mixed supernet. The architecture gradient is
 The weights are restored bit for bit after the virtual step. The validation
 loader runs in lockstep with the training loader, so both are resumable from
 any unit. Derive is the DARTS parse (:meth:`ArchParameters.derive`).
+
+With a cost (README "Searching for a device") the architecture loss gains
+``darts_weight * E[cost] / T`` (ProxylessNAS Eq. 4 with the expectation of
+FBNet Sec. 3.2): ``E[cost]`` sums, over every edge, the softmaxed op weights
+times each op's cost in the child network (:func:`controller.constraints.expected_cost`),
+and ``T`` is the target (without one: ``E[cost]`` at uniform weights).
 """
 from __future__ import annotations
 
@@ -126,13 +132,14 @@ class DartsStrategy(Strategy):
         arch_optimizer: optimizer over ``arch.parameters()`` (DARTS: Adam 3e-4, (0.5, 0.999), wd 1e-3).
         order: 1 (first-order) or 2 (second-order, unrolled).
         unrolled_r: norm of the finite-difference perturbation (DARTS: 0.01).
+        cost: an :class:`~enas.cost.objective.SearchCost` adding the expected-cost term, or None.
     """
 
     name = "darts"
 
     def __init__(self, space: Space, model: nn.Module, arch: ArchParameters, trainer: ChildTrainer,
                  train_loader, valid_loader, arch_optimizer: torch.optim.Optimizer, order: int = 1,
-                 unrolled_r: float = 0.01):
+                 unrolled_r: float = 0.01, cost=None):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
         if tuple(getattr(model, "ops", space.mixing_ops)) != tuple(space.mixing_ops):
@@ -143,6 +150,7 @@ class DartsStrategy(Strategy):
         self.train_loader, self.valid_loader = train_loader, valid_loader
         self.arch_optimizer, self.order, self.unrolled_r = arch_optimizer, order, float(unrolled_r)
         self.derive_details: Dict[str, Any] = {}
+        self.cost = cost
 
     # -- phases ------------------------------------------------------------
     def phases(self, epoch: int) -> List[Phase]:
@@ -229,14 +237,29 @@ class DartsStrategy(Strategy):
         grads = _zeros_for_none(torch.autograd.grad(loss_v, alphas, allow_unused=True), alphas)
         return grads, loss_v, logits_v
 
+    def cost_term(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(darts_weight * E[cost] / scale, E[cost])`` of the current logits, or None without a cost."""
+        if self.cost is None:
+            return None
+        return self.cost.darts_term({c: F.softmax(self.arch.alpha(c), dim=-1) for c in self.arch.cells})
+
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor,
                   yv: torch.Tensor) -> Dict[str, float]:
         """One architecture update; skipped (and counted) if the gradient is not finite."""
         grads, loss_v, logits_v = self.arch_grads(x, y, xv, yv)
+        logged: List[torch.Tensor] = []
+        term = self.cost_term()
+        if term is not None:
+            # The cost term depends on alpha only: its gradient adds to either order's.
+            penalty, expected = term
+            alphas = [self.arch.alpha(c) for c in self.arch.cells]
+            grads = [g + p for g, p in zip(grads, torch.autograd.grad(penalty, alphas))]
+            logged = [expected.detach().float(), penalty.detach().float()]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         acc = (logits_v.detach().argmax(1) == yv).float().mean()
         # One host sync for the logged values and the finiteness check.
-        loss, acc, norm = torch.stack([loss_v.detach().float(), acc, norm.float()]).cpu().tolist()
+        loss, acc, norm, *costs = torch.stack([loss_v.detach().float(), acc, norm.float()] + logged).cpu().tolist()
+        extra = dict(zip(("expected_cost", "cost_penalty"), costs))
         finite = all(v == v and abs(v) != float("inf") for v in (loss, norm))
         if finite:
             for p, g in zip(self.arch.parameters(), grads):
@@ -247,12 +270,15 @@ class DartsStrategy(Strategy):
             self.trainer.note_nonfinite("architecture loss or gradient", kind="architecture")
         self.arch_optimizer.zero_grad(set_to_none=True)
         return {"valid_loss": loss, "valid_acc": acc, "arch_grad_norm": norm,
-                "arch_skipped": float(not finite)}
+                "arch_skipped": float(not finite), **extra}
 
     def _summary(self) -> Dict[str, float]:
         out = {}
         for cell in self.arch.cells:
             out[f"alpha_entropy_{cell}"] = self.arch.entropy(cell)
+        if self.cost is not None:
+            out["derived_cost"] = self.cost.cost(self.arch.derive(self.space))
+            out["expected_cost"] = float(self.cost_term()[1].detach())
         return out
 
     def epoch_result(self) -> Tuple[Optional[Any], Dict[str, Any]]:
@@ -278,6 +304,8 @@ class DartsStrategy(Strategy):
             "alphas": {c: self.arch.weights_table(c).cpu().tolist() for c in self.arch.cells},
             "chosen": {c: self.arch.choices(self.space, c) for c in self.arch.cells},
             "genotype": self.space.arch_to_json(genotype), **self._summary(),
+            # DARTS has no scored candidates, so no Pareto front: the derived cell's cost.
+            **(self.cost.derived_details(genotype) if self.cost is not None else {}),
         }
 
     def _derive(self, start: int) -> Iterator[Dict[str, Any]]:
@@ -309,9 +337,9 @@ class DartsStrategy(Strategy):
 def build_darts_strategy(space: Space, model: nn.Module, arch: ArchParameters, trainer: ChildTrainer,
                          train_loader, valid_loader, order: int = 1, arch_lr: float = 3e-4,
                          arch_betas: Tuple[float, float] = (0.5, 0.999), arch_weight_decay: float = 1e-3,
-                         unrolled_r: float = 0.01) -> DartsStrategy:
+                         unrolled_r: float = 0.01, cost=None) -> DartsStrategy:
     """DARTS strategy with its Adam optimizer over the op logits (DARTS defaults)."""
     arch_optimizer = torch.optim.Adam(arch.parameters(), lr=arch_lr, betas=tuple(arch_betas),
                                       weight_decay=arch_weight_decay)
     return DartsStrategy(space, model, arch, trainer, train_loader, valid_loader, arch_optimizer,
-                         order=order, unrolled_r=unrolled_r)
+                         order=order, unrolled_r=unrolled_r, cost=cost)

@@ -311,6 +311,8 @@ class SearchDriver:
         self.log.record(self.pos.step, self.cfg.epochs, "derived", dict(values, genotype=arch_json),
                         tb_prefix="derive")
         self.log.text("derive/genotype", f"```\n{text}\n```", self.pos.step)
+        for tag, image in self.strategy.derive_images().items():
+            self.log.image(tag, image, self.pos.step)
         self._log_cells(genotype)
         self.pos = Position(self.cfg.epochs, 0, 0, self.pos.step, DONE)
         self.checkpoint()

@@ -22,9 +22,10 @@ re-scores the final population and the best rewarded architectures of the whole 
 on one validation minibatch with the final weights (the same batch for all) and keeps the
 best, so the choice never mixes rewards of different weights.
 
-Hooks for cost-aware search: :attr:`reward_fn` is the one reward callable (a transform may
-wrap it) and :meth:`propose` the one place a candidate is drawn (a hard constraint may
-``reject`` and propose again).
+Cost-aware search (``cost``, README "Searching for a device"): :attr:`reward_fn` becomes the
+MnasNet reward of accuracy and cost, :meth:`propose` rejects proposals over a hard budget
+(``Proposer.reject``) and proposes again, training steps draw uniform architectures within
+the budget, and derive chooses among candidates within it and lists the Pareto front.
 """
 from __future__ import annotations
 
@@ -62,16 +63,23 @@ class PopulationStrategy(Strategy):
         cycles: proposals per epoch.
         explore: probability of a uniform random architecture for a training step.
         keep: size of the hall of fame of best rewarded architectures (derive candidates).
+        cost: an :class:`~enas.cost.objective.SearchCost`, or None.
     """
 
     def __init__(self, name: str, space: Space, proposer: Proposer, trainer: ChildTrainer, train_loader,
-                 valid_loader, generator: torch.Generator, cycles: int, explore: float, keep: int) -> None:
+                 valid_loader, generator: torch.Generator, cycles: int, explore: float, keep: int,
+                 cost: Any = None) -> None:
         self.name, self.space, self.proposer, self.trainer = name, space, proposer, trainer
         self.train_loader, self.valid_loader, self.generator = train_loader, valid_loader, generator
         self.cycles, self.explore, self.keep = int(cycles), float(explore), int(keep)
         self.uniform = UniformPolicy(space.decisions, distinct_inputs=space.distinct_inputs)
         #: The reward of one proposal: wrap it to transform rewards (e.g. cost-aware ones).
         self.reward_fn: Callable[[List[int]], float] = self.valid_batch_reward
+        self.cost = cost
+        if cost is not None:
+            self.uniform = cost.budgeted(self.uniform, space)
+            self.reward_fn = lambda actions: cost.reward(self.valid_batch_reward(actions),
+                                                          cost.cost(space.decode(actions)))
         self.hall: List[Tuple[float, int, List[int]]] = []  # min-heap (reward, proposal index, actions)
         self.proposals = 0
         self.best: Tuple[Optional[List[int]], float] = (None, -float("inf"))
@@ -95,12 +103,29 @@ class PopulationStrategy(Strategy):
         return member if member is not None else list(self.uniform.sample(self.generator).actions)
 
     def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
+        from enas.search.sampling import budget_errors
+
         for x, y in self.train_loader.epoch_batches(epoch, start):
-            yield self.trainer.train_step(x, y, self.space.decode(self.training_actions()))
+            with budget_errors():  # a uniform draw within a hard cost budget may fail
+                actions = self.training_actions()
+            yield self.trainer.train_step(x, y, self.space.decode(actions))
 
     def propose(self) -> List[int]:
-        """The next candidate of the policy (a hard constraint would reject and call this again)."""
-        return self.proposer.propose(self.generator)
+        """The next candidate of the policy; one over a hard budget is rejected and proposed again."""
+        if self.cost is None or not self.cost.hard:
+            return self.proposer.propose(self.generator)
+        from controller.constraints import propose_within_budget
+        from enas.search.sampling import budget_errors
+
+        def cost_or_reject(actions: List[int]) -> float:
+            value = self.cost.cost(self.space.decode(actions))
+            if not self.cost.fits(value):
+                self.proposer.reject(actions)
+            return value
+
+        with budget_errors():
+            return propose_within_budget(lambda: self.proposer.propose(self.generator), cost_or_reject,
+                                         self.cost.target, self.cost.max_tries)[0]
 
     def valid_batch_reward(self, actions: List[int]) -> float:
         """ENAS's reward: shared-weight accuracy on one fresh validation minibatch."""
@@ -114,7 +139,8 @@ class PopulationStrategy(Strategy):
             self.proposer.tell(actions, reward)
             self._remember(actions, reward)
             best = self.best[1] if self.best[0] is not None else math.nan
-            yield dict(self.proposer.stats(), reward=reward, best_reward=best)
+            extra = {} if self.cost is None else {"cost": self.cost.cost(self.space.decode(actions))}
+            yield dict(self.proposer.stats(), reward=reward, best_reward=best, **extra)
 
     def _remember(self, actions: List[int], reward: float) -> None:
         self.proposals += 1
@@ -127,6 +153,10 @@ class PopulationStrategy(Strategy):
         if self.keep > 0 and all(a != actions for _, _, a in self.hall):
             item = (reward, -self.proposals, list(actions))  # equal rewards: the earlier one stays
             (heapq.heappush if len(self.hall) < self.keep else heapq.heappushpop)(self.hall, item)
+
+    def derive_images(self) -> Dict[str, Any]:
+        """The accuracy-cost scatter of the scored candidates with the Pareto front (with a cost)."""
+        return {} if self.cost is None else self.cost.pareto_images(self.derive_scores)
 
     def epoch_result(self) -> Tuple[Optional[Any], Dict[str, Any]]:
         actions, reward = self.epoch_best
@@ -178,9 +208,17 @@ class PopulationStrategy(Strategy):
         if not finite:
             raise UserError("every derive candidate scored NaN: the shared weights are not finite "
                             "(learning rate too high or bad data); the checkpoints are kept")
-        best = max(finite, key=lambda s: s["valid_acc"])  # the first wins ties: the newest member
+        details: Dict[str, Any] = {}
+        if self.cost is None:
+            best = max(finite, key=lambda s: s["valid_acc"])  # the first wins ties: the newest member
+        else:
+            for s in finite:
+                s["cost"] = self.cost.cost(self.space.arch_from_json(s["genotype"]))
+            best = self.cost.choose(finite)
+            details = {"best_cost": best["cost"], "best_reward": best["reward"], "cost": self.cost.summary(),
+                       "pareto_front": self.cost.pareto(finite)}
         return self.space.arch_from_json(best["genotype"]), {
-            "strategy": self.name, "selection": SELECTION, "best_valid_acc": best["valid_acc"],
+            **details, "strategy": self.name, "selection": SELECTION, "best_valid_acc": best["valid_acc"],
             "best_source": best["source"], "proposals": self.proposals,
             "best_search_reward": self.best[1] if self.best[0] is not None else None,
             "best_search_genotype": (self.space.arch_to_json(self.space.decode(self.best[0]))
@@ -211,7 +249,7 @@ def build_population_strategy(name: str, space: Space, trainer: ChildTrainer, tr
                               generator: torch.Generator, keep: int, population: int, cycles: int,
                               explore: float, sample: int = 1, startup_trials: int = 10,
                               ei_candidates: int = 24, multivariate: bool = True,
-                              history: Optional[int] = None) -> PopulationStrategy:
+                              history: Optional[int] = None, cost: Any = None) -> PopulationStrategy:
     """Evolution (``sample`` is its tournament size) or TPE (``startup_trials`` .. ``history``).
 
     Raises:
@@ -232,4 +270,4 @@ def build_population_strategy(name: str, space: Space, trainer: ChildTrainer, tr
         except ImportError as exc:
             raise UserError(str(exc)) from None
     return PopulationStrategy(name, space, proposer, trainer, train_loader, valid_loader, generator,
-                              cycles=cycles, explore=explore, keep=keep)
+                              cycles=cycles, explore=explore, keep=keep, cost=cost)

@@ -15,15 +15,24 @@ Derive follows their ``get_eval_arch`` (``searchers/random_weight_share.py``):
 candidate, as their validation iterator runs on), then re-scoring the round's
 ``top_k`` best on the whole validation split; the best full-split score over
 all rounds wins (with ``top_k = 0``: the best minibatch score).
+
+With a cost (:class:`~enas.cost.objective.SearchCost`, README "Searching for a
+device") the reward is MnasNet's soft objective of accuracy and cost, the
+policy proposes only architectures within a hard budget, and derive scores only
+the candidates within budget (over-budget draws are recorded, not scored, so a
+tighter budget never derives a costlier architecture from the same run) and
+lists the accuracy-cost Pareto front.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 from controller import Reinforce, UniformPolicy
+from controller.constraints import BudgetInfeasible
 from enas.errors import UserError
 from enas.search.base import Phase, Strategy
 from enas.search.trainer import ChildTrainer
@@ -46,12 +55,15 @@ class SamplingStrategy(Strategy):
         eval_samples: architectures scored per epoch by random search.
         derive_rounds, derive_eval_batches, derive_top_k: random search's derive
             (see the module docstring); ENAS ignores them.
+        cost: prices architectures, the objective and the budget
+            (:class:`~enas.cost.objective.SearchCost`); ``policy`` (and the
+            REINFORCE updater's) should already be ``cost.budgeted``.
     """
 
     def __init__(self, space: Space, policy, trainer: ChildTrainer, train_loader, valid_loader,
                  generator: torch.Generator, reinforce: Optional[Reinforce] = None,
                  updates_per_epoch: int = 30, eval_samples: int = 10, derive_rounds: int = 1,
-                 derive_eval_batches: int = 1, derive_top_k: int = 0):
+                 derive_eval_batches: int = 1, derive_top_k: int = 0, cost=None):
         if min(derive_rounds, derive_eval_batches) < 1 or derive_top_k < 0:
             raise ValueError(f"derive rounds and eval batches must be >= 1 and top_k >= 0, got "
                              f"{derive_rounds}, {derive_eval_batches}, {derive_top_k}")
@@ -66,6 +78,8 @@ class SamplingStrategy(Strategy):
         self.epoch_best: Tuple[Optional[List[int]], float] = (None, -1.0)
         self.derive_scores: List[Dict[str, Any]] = []
         self.derive_batch_seed = 0
+        self.cost = cost
+        self.scored: List[Tuple[float, float]] = []  # (accuracy, cost) of this unit's rewards
 
     # -- phases ------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -77,36 +91,68 @@ class SamplingStrategy(Strategy):
                 Phase("controller" if self.reinforce is not None else "score", self.updates_per_epoch,
                       self._controller)]
 
-    def _sample(self, greedy: bool = False) -> List[int]:
-        with torch.no_grad():
-            return list(self.policy.sample(generator=self.generator, greedy=greedy).actions)
+    def _sample(self, greedy: bool = False, raw: bool = False) -> List[int]:
+        """The policy's next architecture (``raw``: without the budget wrapper, for derive)."""
+        policy = getattr(self.policy, "policy", self.policy) if raw else self.policy
+        with budget_errors(), torch.no_grad():
+            return list(policy.sample(generator=self.generator, greedy=greedy).actions)
+
+    def _rejected(self) -> Dict[str, int]:
+        """Over-budget draws since the last unit (hard constraint), then reset."""
+        if not hasattr(self.policy, "rejected"):
+            return {}
+        n, self.policy.rejected = self.policy.rejected, 0
+        return {"rejected": n}
 
     def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
         for x, y in self.train_loader.epoch_batches(epoch, start):
             genotype = self.space.decode(self._sample())
-            yield self.trainer.train_step(x, y, genotype)
+            stats = self.trainer.train_step(x, y, genotype)
+            if self.cost is not None:
+                stats = dict(stats, cost=self.cost.cost(genotype), **self._rejected())
+            yield stats
 
     def _reward(self, actions: List[int]) -> float:
         x, y = self.valid_loader.sample_batch()
-        reward = self.trainer.accuracy(x, y, self.space.decode(actions))
+        arch = self.space.decode(actions)
+        reward = self.trainer.accuracy(x, y, arch)
+        if self.cost is not None:
+            cost = self.cost.cost(arch)
+            self.scored.append((reward, cost))
+            reward = self.cost.reward(reward, cost)
         if reward > self.epoch_best[1]:
             self.epoch_best = (list(actions), reward)
         return reward
 
+    def _cost_stats(self) -> Dict[str, float]:
+        """Accuracy and cost of the unit's scored architectures (and hard-budget rejections)."""
+        if self.cost is None or not self.scored:
+            return {}
+        accs, costs = zip(*self.scored)
+        self.scored = []
+        return {"acc": sum(accs) / len(accs), "cost": sum(costs) / len(costs), "cost_min": min(costs),
+                "cost_max": max(costs), **self._rejected()}
+
     def _controller(self, start: int) -> Iterator[Dict[str, Any]]:
         for _ in range(start, self.updates_per_epoch):
+            self.scored = []
             if self.reinforce is not None:
-                stats = self.reinforce.update(self._reward, generator=self.generator)
-                yield {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+                with budget_errors():
+                    stats = self.reinforce.update(self._reward, generator=self.generator)
+                row = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
             else:
                 rewards = [self._reward(self._sample()) for _ in range(self.eval_samples)]
-                yield {"reward": sum(rewards) / len(rewards), "best_reward": max(rewards)}
+                row = {"reward": sum(rewards) / len(rewards), "best_reward": max(rewards)}
+            yield dict(row, **self._cost_stats())
 
     def epoch_result(self) -> Tuple[Optional[Any], Dict[str, Any]]:
         actions, reward = self.epoch_best
         if actions is None:
             return None, {}
-        return self.space.decode(actions), {"best_reward": reward}
+        arch = self.space.decode(actions)
+        if self.cost is None:
+            return arch, {"best_reward": reward}
+        return arch, {"best_reward": reward, "best_cost": self.cost.cost(arch)}
 
     # -- derive ------------------------------------------------------------
     def derive_phase(self, samples: int) -> Phase:
@@ -131,28 +177,42 @@ class SamplingStrategy(Strategy):
             seen += len(y)
         return correct / seen
 
+    def _candidate(self, actions: List[int], source: str, **extra: Any) -> Tuple[Any, Dict[str, Any]]:
+        """A derive candidate's record; over the hard budget it is recorded unscored (``valid_acc`` None)."""
+        genotype = self.space.decode(actions)
+        record: Dict[str, Any] = {"source": source, **extra, "valid_acc": None,
+                                  "genotype": self.space.arch_to_json(genotype)}
+        if self.cost is not None:
+            record["cost"] = self.cost.cost(genotype)
+            record["within_budget"] = self.cost.fits(record["cost"])
+        return genotype, record
+
     def _derive_random(self, start: int, total: int, samples: int, top_k: int) -> Iterator[Dict[str, Any]]:
         self._begin_derive(start)
         per_round = samples + top_k
         for i in range(start, total):
             r, j = divmod(i, per_round)
             if j < samples:
-                # Fresh, reproducible minibatches per candidate (resume-safe: seeded by its index).
-                batch_gen = torch.Generator().manual_seed(self.derive_batch_seed + i)
-                genotype = self.space.decode(self._sample())
-                accs = [self.trainer.accuracy(*self.valid_loader.sample_batch(generator=batch_gen), genotype)
-                        for _ in range(self.derive_eval_batches)]
-                acc = sum(accs) / len(accs)
-                self.derive_scores.append({"source": "sample", "round": r, "valid_acc": acc,
-                                           "genotype": self.space.arch_to_json(genotype)})
+                genotype, record = self._candidate(self._sample(raw=True), "sample", round=r)
+                if record.get("within_budget", True):
+                    # Fresh, reproducible minibatches per candidate (resume-safe: seeded by its index).
+                    batch_gen = torch.Generator().manual_seed(self.derive_batch_seed + i)
+                    accs = [self.trainer.accuracy(*self.valid_loader.sample_batch(generator=batch_gen), genotype)
+                            for _ in range(self.derive_eval_batches)]
+                    record["valid_acc"] = sum(accs) / len(accs)
             else:
-                ranked = sorted((s for s in self.derive_scores if s["source"] == "sample" and s["round"] == r),
+                ranked = sorted((s for s in self.derive_scores if s["source"] == "sample" and s["round"] == r
+                                 and s["valid_acc"] is not None),
                                 key=lambda s: (s["valid_acc"] != s["valid_acc"], -s["valid_acc"]))
+                if j - samples >= len(ranked):  # fewer candidates within budget than top_k
+                    yield {}
+                    continue
                 pick = ranked[j - samples]
-                acc = self._full_valid_accuracy(self.space.arch_from_json(pick["genotype"]))
-                self.derive_scores.append({"source": "full_valid", "round": r, "valid_acc": acc,
-                                           "minibatch_acc": pick["valid_acc"], "genotype": pick["genotype"]})
-            yield {"valid_acc": acc}
+                record = {k: v for k, v in pick.items() if k not in ("source", "valid_acc")}
+                record.update(source="full_valid", minibatch_acc=pick["valid_acc"],
+                              valid_acc=self._full_valid_accuracy(self.space.arch_from_json(pick["genotype"])))
+            self.derive_scores.append(record)
+            yield {k: record[k] for k in ("valid_acc", "cost") if record.get(k) is not None}
 
     def _derive(self, start: int, total: int) -> Iterator[Dict[str, Any]]:
         self._begin_derive(start)
@@ -160,24 +220,37 @@ class SamplingStrategy(Strategy):
         x, y = self.valid_loader.sample_batch(generator=batch_gen)
         for i in range(start, total):
             greedy = self.reinforce is not None and i == 0
-            actions = self._sample(greedy=greedy)
-            genotype = self.space.decode(actions)
-            acc = self.trainer.accuracy(x, y, genotype)
-            self.derive_scores.append({"source": "greedy" if greedy else "sample", "valid_acc": acc,
-                                       "genotype": self.space.arch_to_json(genotype)})
-            yield {"valid_acc": acc}
+            genotype, record = self._candidate(self._sample(greedy=greedy, raw=True),
+                                               "greedy" if greedy else "sample")
+            if record.get("within_budget", True):
+                record["valid_acc"] = self.trainer.accuracy(x, y, genotype)
+            self.derive_scores.append(record)
+            yield {k: record[k] for k in ("valid_acc", "cost") if record.get(k) is not None}
 
     def derive_result(self) -> Tuple[Any, Dict[str, Any]]:
         # With full-split re-scores (random search, top_k > 0) only those compete.
         full = [s for s in self.derive_scores if s["source"] == "full_valid"]
-        finite = [s for s in full or self.derive_scores if s["valid_acc"] == s["valid_acc"]]
+        scored = [s for s in full or self.derive_scores if s["valid_acc"] is not None]
+        finite = [s for s in scored if s["valid_acc"] == s["valid_acc"]]
         if not finite:
+            if not scored and self.cost is not None:
+                raise UserError(f"none of the {len(self.derive_scores)} derive candidates fits the cost budget "
+                                f"{self.cost.target:g} {self.cost.model.unit}; raise cost.target or derive.samples")
             raise UserError("every derive candidate scored NaN: the shared weights are not finite "
                             "(learning rate too high or bad data); the checkpoints are kept")
-        best = max(finite, key=lambda s: s["valid_acc"])  # first wins ties: greedy preferred
-        return self.space.arch_from_json(best["genotype"]), {
-            "strategy": self.name, "best_valid_acc": best["valid_acc"], "best_source": best["source"],
-            "candidates": self.derive_scores}
+        details: Dict[str, Any] = {"strategy": self.name}
+        if self.cost is None:
+            best = max(finite, key=lambda s: s["valid_acc"])  # first wins ties: greedy preferred
+        else:
+            best = self.cost.choose(finite)
+            details.update(best_cost=best["cost"], best_reward=best["reward"], cost=self.cost.summary(),
+                           pareto_front=self.cost.pareto(finite))
+        return self.space.arch_from_json(best["genotype"]), dict(
+            details, best_valid_acc=best["valid_acc"], best_source=best["source"], candidates=self.derive_scores)
+
+    def derive_images(self) -> Dict[str, Any]:
+        """The accuracy-cost scatter of the scored candidates with the Pareto front."""
+        return {} if self.cost is None else self.cost.pareto_images(self.derive_scores)
 
     # -- checkpoint ----------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -200,6 +273,16 @@ class SamplingStrategy(Strategy):
         if self.reinforce is not None:
             self.policy.load_state_dict(state["controller"])
             self.reinforce.load_state_dict(state["reinforce"])
+
+
+@contextlib.contextmanager
+def budget_errors() -> Iterator[None]:
+    """A hard budget that no draw meets any more: one line for the user (the last checkpoint stays)."""
+    try:
+        yield
+    except BudgetInfeasible as exc:
+        raise UserError(f"infeasible cost budget: {exc}; the last checkpoint is kept (`enas derive RUN "
+                        "--target T` derives from it)") from None
 
 
 def uniform_policy(space: Space) -> UniformPolicy:

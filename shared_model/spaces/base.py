@@ -17,18 +17,23 @@ A search space is one module that registers a factory with
 * **DARTS** (Liu et al. 2019, Sec. 2.1/2.4): the mixing-weight shapes, the
   edges and ops they index, and ``derive`` from softmaxed weights;
 * **presentation**: :meth:`Space.describe` (text lines) and
-  :meth:`Space.graphs` (neutral graphs that ``enas.draw`` renders).
+  :meth:`Space.graphs` (neutral graphs that ``enas.draw`` renders);
+* **cost** (hardware-aware search): the child network of an architecture as
+  :class:`~shared_model.cost_blocks.Block` objects (:meth:`Space.cost_blocks`),
+  the blocks any architecture can place (:meth:`Space.cost_vocabulary`) and,
+  for DARTS, the blocks of every (edge, op) choice (:meth:`Space.mixing_cost_blocks`).
 
 Nothing here does I/O or reads a config: it is torch-only model code.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from shared_model.cost_blocks import Block, NetSpec
 from shared_model.ops import op_info
 
 
@@ -254,3 +259,46 @@ class Space:
     def graphs(self, arch: Any) -> Dict[str, CellGraph]:
         """One drawable graph per cell type of ``arch``."""
         raise NotImplementedError
+
+    # -- cost (hardware-aware search) ------------------------------------------
+    def cost_blocks(self, arch: Any, spec: NetSpec) -> List[Block]:
+        """The eval-mode child network of ``arch`` at ``spec`` as cost blocks.
+
+        Their latencies, measured one by one, add up to a prediction of the
+        network's (FBNet Sec. 3.2). A space that lists its own blocks (ops at
+        their shapes and strides, fixed parts) makes them add up to the exact
+        parameters and multiply-adds of ``build_child`` too. This default traces
+        the child network's leaf modules (:mod:`shared_model.cost_trace`), which
+        works for any space, more coarsely.
+        """
+        from shared_model.cost_trace import traced_blocks
+
+        return traced_blocks(lambda: self.build_child(arch, spec.channels, spec.layers, spec.num_classes,
+                                                      spec.in_channels, min(spec.hw), **dict(spec.options)),
+                             (spec.in_channels,) + spec.hw)
+
+    #: whether :meth:`cost_blocks` is the space's own exact decomposition (not the traced default)
+    @property
+    def exact_cost_blocks(self) -> bool:
+        return type(self).cost_blocks is not Space.cost_blocks
+
+    def cost_cover(self, spec: NetSpec) -> Iterable[Any]:
+        """Architectures whose blocks together include every block any architecture can place.
+
+        This default draws 64 seeded random architectures, which need not cover
+        every block; spaces with their own blocks list an exact cover.
+        """
+        generator = torch.Generator().manual_seed(0)
+        return [self.decode(self.random_actions(generator)) for _ in range(64)]
+
+    def cost_vocabulary(self, spec: NetSpec) -> List[Block]:
+        """Every block an architecture of this space can place at ``spec``, each once, sorted by key."""
+        found: Dict[str, Block] = {}
+        for arch in self.cost_cover(spec):
+            found.update((b.key, b) for b in self.cost_blocks(arch, spec))
+        return [found[k] for k in sorted(found)]
+
+    def mixing_cost_blocks(self, spec: NetSpec) -> Dict[str, List[List[List[Block]]]]:
+        """DARTS: per mixed cell type, per row of its mixing weights (edge) and per column (op),
+        the blocks that choice places in the child network (none: empty)."""
+        raise NotImplementedError(f"the {self.name} space has no DARTS cost blocks (Space.mixing_cost_blocks)")

@@ -23,13 +23,15 @@ twice on the DARTS space; the uniform policy honours the rule.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import torch
 
 from shared_model.child import ChildNetwork
+from shared_model.cost_blocks import Block, NetSpec
 from shared_model.genotype import CELL_TYPES, Genotype, GenotypeError, loose_ends
 from shared_model.ops import DARTS_OPS, ENAS_MICRO_OPS, OPS, op_info
+from shared_model.spaces import cell_cost
 from shared_model.spaces.base import CellGraph, Decision, Space
 from shared_model.spaces.registry import get_space, register_space
 from shared_model.supernet import MixedArch, Supernet
@@ -187,6 +189,15 @@ class SearchSpace(Space):
         options.pop("sep_as_conv", None)  # a macro-network option
         return ChildNetwork(arch, C=channels, layers=layers, num_classes=num_classes, in_channels=in_channels,
                             image_size=image_size, **options)
+
+    def cost_blocks(self, arch: Genotype, spec: NetSpec) -> List[Block]:
+        return cell_cost.cell_blocks(arch, spec)
+
+    def cost_cover(self, spec: NetSpec) -> Iterable[Genotype]:
+        return cell_cost.cover(self.num_nodes, self.sample_ops, self.concat_for, self.distinct_inputs)
+
+    def mixing_cost_blocks(self, spec: NetSpec) -> Dict[str, List[List[List[Block]]]]:
+        return cell_cost.mixing_blocks(self.edges(), self.ops, spec)
 
     # -- DARTS ----------------------------------------------------------------
     def mixing_shapes(self) -> Dict[str, Tuple[int, int]]:

@@ -20,8 +20,9 @@ maps the space contract onto them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
+from shared_model.cost_blocks import Block, NetSpec
 from shared_model.macro import MacroNetwork, MacroSupernet
 from shared_model.macro_arch import MACRO_OPS, MacroArch, pool_layers, state_name, uniform_size
 from shared_model.spaces.base import CellGraph, Decision, Space
@@ -171,6 +172,18 @@ class MacroSpace(Space):
                              f"leave it unset or set it to {arch.num_layers}")
         kwargs = {k: v for k, v in options.items() if k in _CHILD_OPTIONS}
         return MacroNetwork(arch, channels, num_classes, in_channels, image_size, **kwargs)
+
+    def cost_blocks(self, arch: MacroArch, spec: NetSpec) -> List[Block]:
+        """The fixed network's blocks (:mod:`shared_model.spaces.macro_cost`)."""
+        from shared_model.spaces.macro_cost import macro_blocks
+
+        _check_options(dict(spec.options), _CHILD_OPTIONS)
+        return macro_blocks(arch, spec)
+
+    def cost_cover(self, spec: NetSpec) -> Iterable[MacroArch]:
+        from shared_model.spaces.macro_cost import macro_cover
+
+        return macro_cover(spec)
 
     # -- DARTS (none) -------------------------------------------------------------------
     def _no_mixing(self) -> ValueError:

@@ -18,10 +18,11 @@ only maps the space contract onto them.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from shared_model.cost_blocks import HW, Block, NetSpec, half, op_block, shape
 from shared_model.nb201 import NB201Network, NB201Supernet
 from shared_model.nb201_arch import EDGES, NB201_OPS, NUM_EDGES, NUM_NODES, NB201Arch
 from shared_model.spaces.base import CellGraph, Decision, Space
@@ -108,6 +109,52 @@ class NB201Space(Space):
         """The benchmark network of ``arch``, ``layers`` cells per stage."""
         _check_options(options)
         return NB201Network(arch, channels, layers, num_classes, in_channels, image_size)
+
+    # -- cost -------------------------------------------------------------------
+    def _stages(self, spec: NetSpec) -> List[Tuple[int, HW]]:
+        """``(C, (H, W))`` of the three stages (each stride-2 block halves H and W, rounding up)."""
+        _check_options(dict(spec.options))
+        if min(spec.hw) < 4:
+            raise ValueError(f"images of {spec.image_size} px are too small for two reductions (need >= 4)")
+        out, c, hw = [], spec.channels, spec.hw
+        for _ in range(3):
+            out.append((c, hw))
+            c, hw = 2 * c, half(hw)
+        return out
+
+    def cost_blocks(self, arch: NB201Arch, spec: NetSpec) -> List[Block]:
+        """Stem, per stage the residual block (stages 2, 3) and N cells, then BN-ReLU, GAP, linear.
+
+        A cell places one ``op`` block per edge that is not ``none``, the sum of each
+        node's terms (``add``, two or more terms) and a zero tensor for a node without
+        any (``zeros``), as :class:`~shared_model.nb201.NB201Cell` runs it.
+        """
+        stages = self._stages(spec)
+        blocks = [Block("conv_bn", (spec.in_channels, stages[0][0], 3, 1, 1), (shape(spec.in_channels, spec.hw),))]
+        for s, (c, hw) in enumerate(stages):
+            if s:
+                c_prev, hw_prev = stages[s - 1]
+                blocks.append(Block("resblock", (c_prev, c), (shape(c_prev, hw_prev),)))
+            cell = [op_block(op, c, 1, hw) for op in arch.ops if op != "none"]
+            for target in range(1, NUM_NODES):
+                terms = sum(arch.ops[EDGES.index((target, src))] != "none" for src in range(target))
+                if terms >= 2:
+                    cell.append(Block("add", (), (shape(c, hw),) * terms))
+                elif terms == 0:
+                    cell.append(Block("zeros", (), (shape(c, hw),)))
+            blocks += cell * spec.layers
+        c, hw = stages[-1]
+        blocks.append(Block("head", (c, spec.num_classes, True, "bn_relu"), (shape(c, hw),)))
+        return blocks
+
+    def cost_cover(self, spec: NetSpec) -> Iterable[NB201Arch]:
+        """One op on every edge, for each op: every op at every stage, every node sum, zeros."""
+        return [NB201Arch.from_ops([op] * NUM_EDGES) for op in NB201_OPS]
+
+    def mixing_cost_blocks(self, spec: NetSpec) -> Dict[str, List[List[List[Block]]]]:
+        stages = self._stages(spec)
+        return {CELL: [[[] if op == "none" else [op_block(op, c, 1, hw) for c, hw in stages] * spec.layers
+                        for op in NB201_OPS] for _ in EDGES]}
 
     # -- DARTS ----------------------------------------------------------------
     def mixing_shapes(self) -> Dict[str, Tuple[int, int]]:
