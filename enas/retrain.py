@@ -40,7 +40,7 @@ from enas.errors import UserError
 from enas.progress import RunClock, duration
 from enas.runlog import NullRunLog, RunLog
 from enas.runtime import use_channels_last
-from enas.schedules import epoch_lr, sgdr_boundaries  # noqa: F401  (sgdr_boundaries kept importable here)
+from enas.schedules import batch_scaled, epoch_lr, sgdr_boundaries  # noqa: F401  (sgdr_boundaries kept importable here)
 from enas.search.trainer import ChildTrainer
 from enas.train_config import TrainConfig, validate_train_config
 from enas.trained import KIND, data_info, evaluate_model, input_shape, load_train_checkpoint, make_child
@@ -266,7 +266,9 @@ class Retrainer:
     def _run_epoch(self) -> None:
         cfg, setup, epoch = self.cfg, self.setup, self.pos.epoch
         o = cfg.optim
-        lr = epoch_lr(o.schedule, epoch, cfg.epochs, o.lr_max, o.lr_min, o.sgdr_t0, o.sgdr_tmul)
+        b = cfg.data.batch_size
+        lr = epoch_lr(o.schedule, epoch, cfg.epochs, batch_scaled(o.lr_max, b, o.lr_batch),
+                      batch_scaled(o.lr_min, b, o.lr_batch), o.sgdr_t0, o.sgdr_tmul)
         setup.trainer.set_lr(lr)
         if self.pos.batch == 0:
             self.sums = {"loss": 0.0, "acc": 0.0, "n": 0}

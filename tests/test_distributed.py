@@ -1,13 +1,13 @@
 """torch.distributed runs on the CPU: 2 gloo processes started by torchrun on the loopback.
 
-Each job is ``python -m torch.distributed.run --nproc-per-node 2`` on a free port with a
-time limit, at tiny sizes (1 epoch of ENAS, 2 DARTS steps, 2 retrain steps).
+Each job is ``python -m torch.distributed.run --standalone --nproc-per-node 2`` (a rendezvous
+on localhost at a port the system picks) with a time limit, at tiny sizes (1 epoch of ENAS,
+2 DARTS steps, 2 retrain steps).
 """
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,16 +29,10 @@ ENAS = [*TINY, "--deterministic", "--set", "data.limit=400", "--set", "controlle
         "--set", "run.checkpoint_every_steps=3"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(*args, nproc=2, module=True):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *(["-m", "enas"] if module else []),
-           *map(str, args)]
+    # --standalone: a rendezvous on localhost at a port the system picks (no race for a free port).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           *(["-m", "enas"] if module else []), *map(str, args)]
     return subprocess.Popen(cmd, env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

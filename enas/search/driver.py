@@ -27,7 +27,7 @@ from enas.distributed import Dist
 from enas.errors import UserError
 from enas.progress import RunClock, duration
 from enas.runlog import NullRunLog, RunLog
-from enas.schedules import epoch_lr
+from enas.schedules import batch_scaled, epoch_lr
 from enas.search.build import SearchSetup
 from enas.search.base import Phase
 from enas.search_config import SearchConfig
@@ -238,7 +238,9 @@ class SearchDriver:
     def _run_epoch(self) -> None:
         epoch = self.pos.epoch
         o = self.cfg.optim
-        lr = epoch_lr(o.schedule, epoch, self.cfg.epochs, o.lr_max, o.lr_min, o.sgdr_t0, o.sgdr_tmul)
+        b = self.cfg.data.batch_size
+        lr = epoch_lr(o.schedule, epoch, self.cfg.epochs, batch_scaled(o.lr_max, b, o.lr_batch),
+                      batch_scaled(o.lr_min, b, o.lr_batch), o.sgdr_t0, o.sgdr_tmul)
         self.setup.trainer.set_lr(lr)
         if self.pos.phase == 0 and self.pos.unit == 0:
             self.strategy.begin_epoch(epoch)

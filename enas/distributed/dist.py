@@ -1,32 +1,14 @@
-"""One run in several processes: ``torch.distributed`` launched by ``torchrun`` (README "Several GPUs").
+"""This process's place in a torch.distributed run and the collectives the stages use.
 
-``torchrun`` starts one process per device and tells each its ``RANK``, ``LOCAL_RANK``
-and ``WORLD_SIZE`` (PyTorch docs, "torchrun (Elastic Launch)"). :func:`session` joins
-the process group those variables describe (NCCL when the process trains on CUDA,
-on ``cuda:LOCAL_RANK``; gloo on the CPU), hands out a :class:`Dist` and leaves the
-group on exit. Without ``torchrun`` (or with one process) it hands out the
-single-process :class:`Dist`, whose every method is the identity, so the code paths
-of one process are exactly those of before.
-
-Conventions every stage follows (the maths is in the README):
-
-* ``data.batch_size`` is the global batch of one optimizer step; each process takes
-  ``batch_size / WORLD_SIZE`` images of it (:class:`~enas.augment.DeviceLoader` ``shard``).
-* Process 0 alone writes the run folder; the others write nothing.
-* Whatever all processes must agree on is computed identically by all of them and
-  checked bitwise (:meth:`Dist.check_same`); a user error met by any process during
-  set-up ends every process with that one message (:meth:`Dist.agree`).
+Every method of :class:`Dist` is the identity in one process, so the code paths of a
+single process are exactly those without torch.distributed.
 """
 from __future__ import annotations
 
-import contextlib
-import datetime
 import hashlib
 import logging
-import os
-import re
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,9 +17,6 @@ from enas.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-#: How long a process waits for the others in one collective (torch's default for gloo).
-TIMEOUT = datetime.timedelta(minutes=30)
-
 
 class CollectiveError(UserError):
     """An error all processes raise together; only the process named by ``report`` prints it."""
@@ -45,11 +24,6 @@ class CollectiveError(UserError):
     def __init__(self, message: str, report: bool):
         super().__init__(message)
         self.report = report
-
-
-def launched() -> bool:
-    """Whether ``torchrun`` started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _seed(*keys: int) -> int:
@@ -103,13 +77,14 @@ class Dist:
         One process: :func:`enas.runtime.resolve_device`. Several: ``cuda:LOCAL_RANK`` for
         ``auto``/``cuda`` where GPUs exist, else the CPU; another device is one error on all.
         """
+        from enas.distributed.group import process_device
         from enas.runtime import resolve_device
 
         self.seed = int(seed)
         if self.world == 1:
             self.device = resolve_device(device)
         else:
-            self.device = self.agree(lambda: _device(device, self.local_rank))
+            self.device = self.agree(lambda: process_device(device, self.local_rank))
         return self.device
 
     @property
@@ -290,115 +265,3 @@ class Dist:
                 f"{what} {batch} is the global batch of one step and must split into {self.world} equal "
                 f"per-process batches of at least 2 images (e.g. {' or '.join(map(str, fits))})",
                 report=self.is_main)
-
-
-class GradientAverager:
-    """:class:`~enas.search.trainer.ChildTrainer`'s ``reducer``: gradients and step statistics
-    averaged over the processes.
-
-    Every optimizer parameter goes into one flat all-reduce, with zeros where this process
-    has no gradient (its architecture did not use the weight), so all processes run the
-    same collective whatever path each one trained: no ``find_unused_parameters`` search,
-    no hang. The sum is divided by the number of processes, not by how many used the
-    weight: the result is the gradient of the mean of the processes' losses, so a weight
-    on one process's path only gets ``1 / WORLD_SIZE`` of its gradient, that path's share
-    of the step. A weight no process used keeps no gradient (the optimizer skips it, as
-    with ``optim.update_off_path`` off in one process). ``grads=False`` averages only the
-    statistics (DistributedDataParallel already averaged the gradients).
-    """
-
-    def __init__(self, dist: Dist, grads: bool = True):
-        self.dist, self.grads = dist, grads
-
-    def __call__(self, optimizer: torch.optim.Optimizer, stats: torch.Tensor) -> torch.Tensor:
-        if not self.grads:
-            return self.dist.mean([stats])[0]
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
-        used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.dist.device)
-        k = stats.numel()
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
-                          for p in params] + [used, stats.float().reshape(-1).to(self.dist.device)])
-        self.dist.all_sum_(flat).div_(self.dist.world)
-        users = flat[-len(params) - k:-k].tolist()  # > 0: some process used the parameter
-        parts = torch.split(flat[:-len(params) - k], [p.numel() for p in params])
-        into, values = [], []
-        for p, part, n in zip(params, parts, users):
-            if n == 0:
-                p.grad = None
-            elif p.grad is None:
-                p.grad = torch.empty_like(p).copy_(part.view(p.shape))
-            else:
-                into.append(p.grad)
-                values.append(part.view(p.shape))
-        if into:
-            torch._foreach_copy_(into, values)
-        return flat[-k:].to(stats.device).view(stats.shape)
-
-
-def _device(setting: str, local_rank: int) -> torch.device:
-    """This process's device: ``cuda:LOCAL_RANK`` for ``auto`` / ``cuda`` with GPUs, else the CPU."""
-    from enas.runtime import resolve_device
-
-    if setting not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {setting}: under torchrun every process uses cuda:LOCAL_RANK; "
-                        "pass --device cuda (or auto, or cpu)")
-    device = resolve_device(setting)
-    if device.type != "cuda":
-        return device
-    if local_rank >= torch.cuda.device_count():
-        raise UserError(f"this node has {torch.cuda.device_count()} GPU(s), fewer than its processes "
-                        "(--nproc-per-node); start at most one process per GPU")
-    return torch.device("cuda", local_rank)
-
-
-def comm_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` says another process is gone (killed, crashed, network down, timed out)."""
-    dist_error = getattr(torch.distributed, "DistError", None)
-    if dist_error is not None and isinstance(exc, dist_error):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and any(m in text for m in (
-        "Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out", "timed out",
-        "NCCL communicator was aborted", "gloo/transport", "ProcessGroup"))
-
-
-def _first_sentence(exc: BaseException) -> str:
-    """``Read error [127.0.0.1]:25512: Connection reset by peer`` of a gloo / NCCL message."""
-    text = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-    return (text.split(". ")[0] or type(exc).__name__)[:200]
-
-
-@contextlib.contextmanager
-def session() -> Iterator[Dist]:
-    """This process's :class:`Dist` for one command: joins the process group torchrun describes
-    and leaves it on exit. Call :meth:`Dist.configure` once the config is known.
-
-    The group has gloo for CPU tensors and, where CUDA exists, NCCL for CUDA tensors
-    (``cpu:gloo,cuda:nccl``), so the collectives of a run use NCCL when it trains on GPUs
-    and gloo when it trains on CPUs, whatever the saved config of a resumed run says.
-    A collective that fails because another process is gone becomes one line that
-    process 0 prints.
-    """
-    if not launched():
-        yield Dist()
-        return
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    if cuda and local < torch.cuda.device_count():
-        torch.cuda.set_device(local)  # NCCL's communicator and every CUDA tensor of this process
-    torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=TIMEOUT)
-    dist = Dist(rank, world)
-    dist.local_rank = local
-    try:
-        yield dist
-    except Exception as exc:
-        if not isinstance(exc, UserError) and comm_failure(exc):
-            raise CollectiveError(
-                "lost contact with another process of the run (it failed or was killed; its own message, if "
-                f"any, is above: {_first_sentence(exc)}); the last checkpoint is intact, continue with --resume",
-                report=rank == 0) from None
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            torch.distributed.destroy_process_group()
