@@ -148,7 +148,8 @@ def start_search(flags: Mapping[str, Any], config: Any = None, out: Optional[str
 
         cfg = dist.agree(configure)
         dist.configure(cfg.run.device, cfg.run.seed)  # a bad --device is refused before the run folder exists
-        table = dist.agree(lambda: check_benchmark(cfg), main_only=True, share=False)  # so is a bad table
+        dist.check_batch(cfg.data.batch_size)  # so is a global batch the processes cannot share
+        table = dist.agree(lambda: check_benchmark(cfg), main_only=True, share=False)  # and a bad table
         run_dir = dist.agree(lambda: prepare_run_dir(
             Path(out or f"runs/search-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"), resume=False,
             force=force, kind="search"), main_only=True)

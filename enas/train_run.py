@@ -125,11 +125,13 @@ def start_train(genotype: str, flags: Dict[str, Any], config: Any = None, out: O
     with session() as dist:
         space, geno, source, cfg, expect = dist.agree(configure)
         dist.configure(cfg.run.device, cfg.run.seed)  # a bad --device is refused before the run folder exists
+        dist.check_batch(cfg.data.batch_size)  # so is a global batch the processes cannot share
         src = Path(source)
         name = (source[4:] if source.startswith("zoo:") else space.name if source.startswith("arch:")
                 else (src.parent.name if src.name == "genotype.json" else src.stem) or "genotype")
-        run_dir = dist.agree(lambda: prepare_run_dir(Path(out or f"runs/train-{name}-{time.strftime('%Y%m%d-%H%M%S')}"),
-                                                     resume=False, force=force, kind="train"), main_only=True)
+        default = Path(f"runs/train-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = dist.agree(lambda: prepare_run_dir(Path(out) if out else default, resume=False, force=force,
+                                                     kind="train"), main_only=True)
         return TrainResult(run_dir, _run(cfg, geno, source, run_dir, False, progress, expect, dist))
 
 

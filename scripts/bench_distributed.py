@@ -4,8 +4,9 @@
 For every ``--nproc N`` it starts ``python -m torch.distributed.run --standalone
 --nproc-per-node N`` (a rendezvous on localhost) with this script as the worker, and
 prints one JSON object: per item and process count the median wall time of one unit at
-the same *global* batch, the images per second and the speed-up over the first count. Items (built through the library, on the
-built-in digits data resized to the config's image size):
+the same *global* batch, the images per second, the speed-up over the first count and
+the share of the CPU other programs used meanwhile. Items (built through the library, on
+the built-in digits data resized to the config's image size):
 
 * ``enas``: one unit of the ENAS train phase (each process its own architecture on its
   part of the batch, gradients averaged);
@@ -23,6 +24,7 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -121,8 +123,19 @@ def _retrain_steps(dist: Any, device: Any, common: Dict[str, Any]) -> Iterator[D
         epoch += 1
 
 
-def _load() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+def _busy() -> float:
+    """Busy CPU seconds of the whole machine so far (``/proc/stat``; NaN elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def launch(args: argparse.Namespace) -> None:
@@ -134,12 +147,16 @@ def launch(args: argparse.Namespace) -> None:
                __file__, "--worker", "--config", args.config,
                "--device", args.device, "--units", str(args.units), "--warmup", str(args.warmup),
                "--threads", str(args.threads), "--only", args.only]
-        load = _load()
+        busy, ours, t0 = _busy(), _children_cpu(), time.monotonic()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
         if done.returncode or not lines:
             sys.exit(f"error: the {n}-process run failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
-        runs.append(dict(json.loads(lines[0][7:]), load_before=round(load, 2), load_after=round(_load(), 2)))
+        # The share of the machine's CPU that other programs used meanwhile: > 0.1 means the
+        # figures are slowed down by them (see docs/performance.md, "A busy machine").
+        wall = time.monotonic() - t0
+        other = (_busy() - busy - (_children_cpu() - ours)) / (wall * os.cpu_count())
+        runs.append(dict(json.loads(lines[0][7:]), wall_s=round(wall, 1), other_cpu_share=round(max(other, 0.0), 3)))
     base = runs[0]["items"]
     for run in runs:
         for item, v in run["items"].items():

@@ -111,6 +111,18 @@ def test_the_global_batch_must_split_evenly():
         Dist(rank=1, world=8).check_batch(8)
 
 
+def test_linear_scaling_is_opt_in():
+    from enas.errors import UserError
+    from enas.schedules import batch_scaled
+    from enas.train_config import build_train_config
+
+    assert batch_scaled(0.025, 384, None) == 0.025  # default: the protocol's rate at any batch
+    assert batch_scaled(0.025, 384, 96) == pytest.approx(0.1)
+    assert build_train_config(None, {}, preset="darts").optim.lr_batch is None
+    with pytest.raises(UserError, match="optim.lr_batch must be >= 1"):
+        build_train_config(None, {"optim.lr_batch": 0}, preset="darts")
+
+
 def test_other_commands_refuse_torchrun():
     env = dict(ENV, WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")
     out = subprocess.run([sys.executable, "-m", "enas", "genotypes"], env=env, cwd=REPO, capture_output=True,
@@ -189,3 +201,16 @@ def test_a_user_error_on_one_process_ends_all_with_one_line(tmp_path):
     assert rc != 0 and errors(out) == [f"error: {run} already holds a run; use --resume to continue it or "
                                        "--force to replace it"], out[-3000:]
     assert f'File "{REPO}' not in out and time.monotonic() - started < 120  # torchrun's report only
+
+
+def test_scaling_bench_runs():
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_distributed.py"), "--nproc", "1", "2",
+                          "--config", "tiny", "--units", "1", "--warmup", "0", "--only", "retrain"],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert [r["nproc"] for r in report["runs"]] == [1, 2] and report["meta"]["sizes"]["global_batch"] == 8
+    for run in report["runs"]:
+        assert set(run["items"]) == {"retrain"} and 0 <= run["other_cpu_share"] <= 1
+        assert all(v["unit_ms"] > 0 and v["images_per_s"] > 0 for v in run["items"].values())
+    assert report["runs"][0]["items"]["retrain"]["speedup"] == 1.0
