@@ -88,7 +88,8 @@ class Reinforce:
         self.baseline = 0.0
         self.num_updates = 0
 
-    def update(self, reward_fn: RewardFn, generator: Optional[torch.Generator] = None) -> dict:
+    def update(self, reward_fn: Optional[RewardFn], generator: Optional[torch.Generator] = None,
+               rewards_fn: Optional[Callable[[List[List[int]]], Sequence[float]]] = None) -> dict:
         """Sample, score and take one Adam step.
 
         Args:
@@ -96,6 +97,8 @@ class Reinforce:
                 accuracy on one validation batch). A non-finite value skips
                 the sample: it reaches neither the baseline nor the gradient.
             generator: random source for sampling.
+            rewards_fn: instead of ``reward_fn``, the raw rewards of all the update's
+                action lists at once, in order (e.g. scored by several processes).
 
         Returns:
             ``reward`` (mean reward with entropy bonus), ``raw_reward``,
@@ -107,14 +110,17 @@ class Reinforce:
         """
         self.controller.train()
         samples = self.controller.sample_batch(self.samples_per_update, generator=generator)
+        if rewards_fn is not None:
+            raw_rewards = [float(r) for r in rewards_fn([list(s.actions) for s in samples])]
+        else:
+            raw_rewards = [float(reward_fn(list(s.actions))) for s in samples]
         losses: List[torch.Tensor] = []
         rewards, raws, entropies = [], [], []
         best: Tuple[Optional[List[int]], float] = (None, math.nan)
         skipped = 0
         terms: Dict[str, List[float]] = {}
         extras: Dict[str, List[float]] = {}
-        for s in samples:
-            raw = float(reward_fn(list(s.actions)))
+        for s, raw in zip(samples, raw_rewards):
             entropy = float(s.entropy.detach())
             reward = raw + self.entropy_weight * entropy
             if not math.isfinite(reward):

@@ -135,13 +135,18 @@ class DeviceLoader:
         dtype: floating dtype of the returned images.
         seed: base seed of the per-epoch batch order.
         shuffle: permute every epoch (default: ``train``).
+        shard: ``(rank, world)``: this process serves its part of every batch (torch.distributed,
+            :mod:`enas.distributed`): part ``rank`` of ``world`` nearly equal consecutive parts
+            (``torch.tensor_split``; empty parts are skipped). The batch order and the augmentation
+            are drawn for the whole batch on every process, so the parts of all processes are
+            exactly the batch one process would serve, and the generators stay identical.
     """
 
     def __init__(self, data: ImageData, batch_size: int, device: torch.device, train: bool,
                  pad: int = 4, flip: bool = True, cutout: int = 0,
                  generator: Optional[torch.Generator] = None, drop_last: Optional[bool] = None,
                  channels_last: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0,
-                 shuffle: Optional[bool] = None) -> None:
+                 shuffle: Optional[bool] = None, shard: Tuple[int, int] = (0, 1)) -> None:
         if int(batch_size) < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
         if pad < 0 or cutout < 0:
@@ -157,6 +162,9 @@ class DeviceLoader:
         self.channels_last = channels_last
         self.dtype = dtype
         self.seed = int(seed)
+        self.shard = (int(shard[0]), int(shard[1]))
+        if not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError(f"shard {shard} is not (rank, world) with 0 <= rank < world")
         self.generator = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         self.epoch = 0
         self.num_samples = len(data)
@@ -204,7 +212,9 @@ class DeviceLoader:
 
     def _iterate(self, order: torch.Tensor, start: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         for i in range(start, len(self)):
-            yield self._batch(order[i * self.batch_size:(i + 1) * self.batch_size])
+            x, y = self._batch(order[i * self.batch_size:(i + 1) * self.batch_size])
+            if len(y):
+                yield x, y
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """Iterate over epoch :attr:`epoch` (set it per epoch, like a distributed sampler)."""
@@ -221,12 +231,29 @@ class DeviceLoader:
         idx = torch.randperm(self.num_samples, generator=gen)[:self.batch_size]
         return self._batch(idx.to(self.device), gen)
 
+    def skip_batch(self, generator: Optional[torch.Generator] = None) -> None:
+        """Draw what :meth:`sample_batch` draws, without building the batch (another process
+        scores it), so the generator stays where it would be in one process."""
+        gen = self.generator if generator is None else generator
+        n = len(torch.randperm(self.num_samples, generator=gen)[:self.batch_size])
+        if self.train:
+            _, _, h, w = self.images.shape
+            draw_params(n, h, w, self.pad, self.flip, self.cutout, gen)
+
     def _batch(self, idx: torch.Tensor, gen: Optional[torch.Generator] = None
                ) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = self.images.index_select(0, idx).float() * self._scale + self._shift  # (B, C, H, W)
+        rank, world = self.shard
+        pieces = idx.tensor_split(world) if world > 1 else (idx,)
+        part, lo = pieces[rank], sum(len(p) for p in pieces[:rank])  # this process's images, first index
+        x = self.images.index_select(0, part).float() * self._scale + self._shift  # (b, C, H, W)
         if self.train:
-            x, _ = augment_batch(x, self.pad, self.flip, self.cutout, gen or self.generator)
+            # Parameters drawn for the whole batch (the same draws on every process), applied to this part.
+            _, _, h, w = x.shape
+            params = draw_params(len(idx), h, w, self.pad, self.flip, self.cutout, gen or self.generator)
+            if world > 1:
+                params = {k: None if v is None else v[lo:lo + len(part)] for k, v in params.items()}
+            x = apply_params(x, params, self.pad)
         x = x.to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels.index_select(0, idx)
+        return x, self.labels.index_select(0, part)

@@ -117,19 +117,23 @@ def load_checkpoint(path: str | Path, kind: str | None = None,
     return data
 
 
-def rng_state(generators: Dict[str, torch.Generator]) -> Dict[str, torch.Tensor]:
-    """Plain-tensor snapshot of the global torch RNG and named generators."""
+def rng_state(generators: Dict[str, torch.Generator], all_cuda: bool = True) -> Dict[str, torch.Tensor]:
+    """Plain-tensor snapshot of the global torch RNG and named generators.
+
+    ``all_cuda``: also every visible GPU's RNG (one process per GPU under torchrun passes
+    False: reading another GPU's state would open a CUDA context there).
+    """
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if all_cuda and torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     for name, gen in generators.items():
         state[name] = gen.get_state()
     return state
 
 
-def set_rng_state(state: Dict[str, Any], generators: Dict[str, torch.Generator]) -> None:
+def set_rng_state(state: Dict[str, Any], generators: Dict[str, torch.Generator], all_cuda: bool = True) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if all_cuda and "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     for name, gen in generators.items():
         if name in state:

@@ -28,6 +28,11 @@ class OptimConfig:
     # DARTS's clip (search and evaluation); the ENAS search section overrides it with None
     # because the official ENAS child never clips (see enas.search_config.SearchOptimConfig).
     grad_clip: Optional[float] = 5.0
+    # Linear scaling rule (Goyal et al. 2017, Sec. 2.1): with a reference batch B0, lr_max and
+    # lr_min are multiplied by data.batch_size / B0. Off (null) by default: the published
+    # protocols fix batch and rate, and data.batch_size is the global batch however many
+    # processes share it (README "Several GPUs and machines").
+    lr_batch: Optional[int] = None
 
 
 @dataclass
@@ -54,6 +59,7 @@ def optim_checks(o: OptimConfig) -> List[Check]:
         (0.0 <= o.momentum < 1.0, "optim.momentum must be in [0, 1)"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip must be > 0 (or null to disable)"),
+        (o.lr_batch is None or o.lr_batch >= 1, "optim.lr_batch must be >= 1 (or null: no scaling)"),
     ]
 
 

@@ -12,6 +12,12 @@ every epoch end hold the weights, optimizer, RNG generators, the position
 ``(epoch, batch, step)`` and the byte length of ``metrics.jsonl``. They also
 hold the genotype, the full config and the data shape, so ``enas evaluate``
 and ``enas export`` rebuild the network from the checkpoint alone.
+
+Under torch.distributed (README "Several GPUs and machines") the network is wrapped
+in :class:`~torch.nn.parallel.DistributedDataParallel`; ``data.batch_size`` stays the
+global batch of a step (the published protocols fix it), each process training on its
+part of it; the test split is shared out and its sums gathered; process 0 writes.
+BatchNorm normalises over each process's part (no SyncBatchNorm, see the README).
 """
 from __future__ import annotations
 
@@ -26,14 +32,15 @@ import torch
 from torch import nn
 
 from enas.augment import DeviceLoader
-from enas.checkpoint import atomic_write_text, rng_state, save_checkpoint, set_rng_state
+from enas.checkpoint import atomic_write_text, save_checkpoint
 from enas.configlib import to_dict
 from enas.data import load_config_data
+from enas.distributed import Dist, GradientAverager
 from enas.errors import UserError
 from enas.progress import RunClock, duration
-from enas.runlog import RunLog
+from enas.runlog import NullRunLog, RunLog
 from enas.runtime import use_channels_last
-from enas.schedules import epoch_lr, sgdr_boundaries  # noqa: F401  (sgdr_boundaries kept importable here)
+from enas.schedules import batch_scaled, epoch_lr, sgdr_boundaries  # noqa: F401  (sgdr_boundaries kept importable here)
 from enas.search.trainer import ChildTrainer
 from enas.train_config import TrainConfig, validate_train_config
 from enas.trained import KIND, data_info, evaluate_model, input_shape, load_train_checkpoint, make_child
@@ -65,10 +72,11 @@ class RetrainSetup:
     generators: Dict[str, torch.Generator]
     info: Dict[str, Any]
     described: Dict[str, Any]
+    dist: Dist
 
 
-def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect: Any = None) -> RetrainSetup:
-    """Composition root of a retrain run: data, network, optimizer, trainer.
+def load_retrain_data(cfg: TrainConfig, expect: Any = None) -> tuple:
+    """The train and test splits, ``data_info`` and the run's ``data.json`` content.
 
     ``expect``: ``(data.json, folder)`` of the search run whose data this retrain carries over;
     data that no longer matches it (classes, channels, size) is refused.
@@ -94,23 +102,42 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect:
     data_dir = d.data_dir and os.path.abspath(os.path.expanduser(d.data_dir))
     described = dict(info, data_dir=data_dir, train_images=len(train), test_images=len(test),
                      decode=train.summary)
+    return train, test, info, described
+
+
+def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect: Any = None,
+                  dist: Optional[Dist] = None, data: Optional[tuple] = None) -> RetrainSetup:
+    """Composition root of a retrain run: data (:func:`load_retrain_data` unless ``data`` is
+    given), network, optimizer, trainer. ``dist``: this process of a torch.distributed run
+    (every process builds the same initial weights; DistributedDataParallel checks it)."""
+    dist = dist or Dist(device=device, seed=cfg.run.seed)
+    o, d = cfg.optim, cfg.data
+    train, test, info, described = data or load_retrain_data(cfg, expect)
     model = make_child(genotype, cfg, info).to(device)
     channels_last = use_channels_last(device, cfg.run.channels_last, amp=cfg.run.amp)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     generators = {"augment": torch.Generator().manual_seed(cfg.run.seed + 1)}
     train_loader = DeviceLoader(train, d.batch_size, device, train=True, pad=d.pad, flip=d.flip, cutout=d.cutout,
-                                generator=generators["augment"], channels_last=channels_last, seed=cfg.run.seed)
+                                generator=generators["augment"], channels_last=channels_last, seed=cfg.run.seed,
+                                shard=(dist.rank, dist.world))
     test_loader = DeviceLoader(test, d.eval_batch_size or d.batch_size, device, train=False,
-                               channels_last=channels_last)
+                               channels_last=channels_last, shard=(dist.rank, dist.world))
     # Frozen parameters (the ENAS aux head, model.aux_trainable false) stay out, as
     # in the official code: the trainer's zero gradients would let weight decay move them.
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=o.lr_max,
                                 momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
                                 weight_decay=o.weight_decay)
-    trainer = ChildTrainer(_FixedArch(model), optimizer, device, aux_weight=cfg.model.aux_weight,
-                           grad_clip=o.grad_clip, amp=cfg.run.amp, max_nonfinite=cfg.run.max_nonfinite)
-    return RetrainSetup(model, trainer, train_loader, test_loader, generators, info, described)
+    net: nn.Module = _FixedArch(model)
+    if dist.world > 1:
+        # static_graph: the same parameters take part in every step (a cell input no node reads,
+        # or an auxiliary head with weight 0, takes part in none), found once, not searched per step.
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  static_graph=True)
+    trainer = ChildTrainer(net, optimizer, device, aux_weight=cfg.model.aux_weight,
+                           grad_clip=o.grad_clip, amp=cfg.run.amp, max_nonfinite=cfg.run.max_nonfinite,
+                           reducer=GradientAverager(dist, grads=False) if dist.world > 1 else None)
+    return RetrainSetup(model, trainer, train_loader, test_loader, generators, info, described, dist)
 
 
 @dataclass
@@ -150,34 +177,40 @@ class Retrainer:
         self._t0 = time.monotonic()
         self._last_ckpt_time, self._last_ckpt_step = time.monotonic(), 0
         self.clock = RunClock(cfg.epochs)
+        self.dist = setup.dist
 
     # -- checkpoints -----------------------------------------------------------
-    def _payload(self) -> Dict[str, Any]:
+    def _payload(self, rng: Dict[str, Any]) -> Dict[str, Any]:
         return {
             "config": to_dict(self.cfg), "genotype": self.genotype.to_dict(), "genotype_source": self.source,
             "data_info": self.setup.info, "model": self.setup.model.state_dict(),
             "optimizer": self.setup.trainer.optimizer.state_dict(), "trainer": self.setup.trainer.state_dict(),
-            "rng": rng_state(self.setup.generators), "position": dict(self.pos.__dict__),
+            "rng": rng, "world_size": self.dist.world, "position": dict(self.pos.__dict__),
             "metrics_offset": self.log.offset() if self.log else 0, "epoch_sums": dict(self.sums),
             "best_test_acc": self.best_test_acc, "best_epoch": self.best_epoch, "last_test": self.last_test,
             "elapsed": self.elapsed + time.monotonic() - self._t0,
         }
 
     def checkpoint(self, best: bool = False) -> None:
-        payload = self._payload()
-        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", KIND, payload)
-        if best:
-            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", KIND, payload)
+        rng = self.dist.rng_state(self.setup.generators)  # every process's (a collective)
+        if self.dist.world > 1:
+            self.dist.sync_buffers(self.setup.model)  # BatchNorm running statistics: process 0's
+            self.dist.check_same("network weights", self.setup.model.state_dict())
+        if self.dist.is_main:
+            payload = self._payload(rng)
+            save_checkpoint(self.run_dir / "checkpoints" / "last.pt", KIND, payload)
+            if best:
+                save_checkpoint(self.run_dir / "checkpoints" / "best.pt", KIND, payload)
         self._last_ckpt_time, self._last_ckpt_step = time.monotonic(), self.pos.step
 
     def restore(self) -> int:
         """Load ``checkpoints/last.pt``; returns the metrics offset to truncate to."""
-        state, _ = load_train_checkpoint(self.run_dir)
+        state = self.dist.load_checkpoint(self.run_dir, loader=lambda path: load_train_checkpoint(path)[0])
         self.setup.model.load_state_dict(state["model"])
         self.setup.trainer.optimizer.load_state_dict(state["optimizer"])
         self.setup.trainer.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"], self.setup.generators)
         self.pos = Position(**state["position"])
+        self.dist.set_rng_state(state["rng"], self.setup.generators, self.pos.step)
         self.sums = dict(state["epoch_sums"])
         self.best_test_acc, self.best_epoch = float(state["best_test_acc"]), int(state["best_epoch"])
         self.last_test = state["last_test"]
@@ -198,21 +231,25 @@ class Retrainer:
     def run(self, resume: bool = False, tensorboard: bool = True) -> Dict[str, Any]:
         """Train to the last epoch (from the last checkpoint with ``resume``); returns result.json's dict."""
         offset = self.restore() if resume else None
+        if not resume:
+            self.dist.seed_processes()
         # Events at the checkpoint's step were all written before it was taken.
-        self.log = RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step + 1 if resume else None,
-                          tensorboard=tensorboard)
+        self.log = (RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step + 1 if resume else None,
+                           tensorboard=tensorboard) if self.dist.is_main else NullRunLog())
         self._t0 = time.monotonic()
         try:
             if not resume:
-                atomic_write_text(self.run_dir / "data.json", _json(self.setup.described))
-                self._log_start()
+                if self.dist.is_main:
+                    atomic_write_text(self.run_dir / "data.json", _json(self.setup.described))
+                    self._log_start()
                 self.checkpoint()
             while self.pos.epoch < self.cfg.epochs:
                 self._run_epoch()
             result = self._result()
         finally:
             self.log.close()
-        atomic_write_text(self.run_dir / "result.json", _json(result))
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "result.json", _json(result))
         return result
 
     def _log_start(self) -> None:
@@ -229,7 +266,9 @@ class Retrainer:
     def _run_epoch(self) -> None:
         cfg, setup, epoch = self.cfg, self.setup, self.pos.epoch
         o = cfg.optim
-        lr = epoch_lr(o.schedule, epoch, cfg.epochs, o.lr_max, o.lr_min, o.sgdr_t0, o.sgdr_tmul)
+        b = cfg.data.batch_size
+        lr = epoch_lr(o.schedule, epoch, cfg.epochs, batch_scaled(o.lr_max, b, o.lr_batch),
+                      batch_scaled(o.lr_min, b, o.lr_batch), o.sgdr_t0, o.sgdr_tmul)
         setup.trainer.set_lr(lr)
         if self.pos.batch == 0:
             self.sums = {"loss": 0.0, "acc": 0.0, "n": 0}
@@ -240,7 +279,7 @@ class Retrainer:
             for x, y in setup.train_loader.epoch_batches(epoch, self.pos.batch):
                 p = self.drop_prob()
                 setup.model.drop_path_prob = p
-                metrics = setup.trainer.train_step(x, y, None)
+                metrics = setup.trainer.train_step(x, y, None)  # loss and accuracy: all processes' mean
                 self.pos.batch += 1
                 self.pos.step += 1
                 if not metrics["skipped"]:
@@ -259,7 +298,7 @@ class Retrainer:
                 self._steps_here += 1
                 if self.stop_after is not None and self._steps_here >= self.stop_after:
                     raise KeyboardInterrupt("stop_after reached")
-                if self.pos.batch < self.steps_per_epoch and (
+                if self.pos.batch < self.steps_per_epoch and self.dist.any(  # one decision for all processes
                         self.pos.step - self._last_ckpt_step >= cfg.run.checkpoint_every_steps
                         or time.monotonic() - self._last_ckpt_time >= 60 * cfg.run.checkpoint_every_minutes):
                     self.checkpoint()
@@ -277,8 +316,10 @@ class Retrainer:
         if last or (epoch + 1) % self.cfg.run.test_every == 0:
             bar = self.progress(total=len(self.setup.test_loader), initial=0,
                                 desc=f"epoch {epoch + 1}/{self.cfg.epochs} test") if self.progress else None
+            if self.dist.world > 1:
+                self.dist.sync_buffers(self.setup.model)  # every process tests with process 0's statistics
             test = evaluate_model(self.setup.model, self.setup.test_loader, self.setup.trainer.device,
-                                  self.cfg.run.amp, bar)
+                                  self.cfg.run.amp, bar, all_sum=self.dist.all_sum_ if self.dist.world > 1 else None)
             self.last_test = {"epoch": epoch + 1, **test}
             values = {"test_acc": test["top1"], "test_loss": test["loss"]}
             if test["top5"] is not None:
@@ -328,8 +369,11 @@ def _json(data: Dict[str, Any]) -> str:
 
 def run_retrain(cfg: TrainConfig, genotype: Any, source: str, run_dir: Path, device: torch.device,
                 resume: bool = False, progress: Optional[Callable[..., Any]] = None,
-                stop_after: Optional[int] = None, tensorboard: bool = True, expect: Any = None) -> Dict[str, Any]:
+                stop_after: Optional[int] = None, tensorboard: bool = True, expect: Any = None,
+                dist: Optional[Dist] = None) -> Dict[str, Any]:
     """Build and run a retrain in ``run_dir`` (already prepared); returns the result dict."""
-    setup = build_retrain(cfg, genotype, device, expect)
+    dist = dist or Dist(device=device, seed=cfg.run.seed)
+    data = dist.agree(lambda: load_retrain_data(cfg, expect))  # a data problem on any process stops all
+    setup = build_retrain(cfg, genotype, device, dist=dist, data=data)
     trainer = Retrainer(cfg, genotype, source, setup, run_dir, progress=progress, stop_after=stop_after)
     return trainer.run(resume=resume, tensorboard=tensorboard)

@@ -114,3 +114,26 @@ class RunLog:
         for writer in [self.writer, *self._sub.values()]:
             if writer is not None:
                 writer.close()
+
+
+class NullRunLog:
+    """What the processes other than 0 of a torch.distributed run log: nothing (process 0 writes)."""
+
+    writer = None
+
+    def offset(self) -> int:
+        return 0
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def scalar(self, *args: Any) -> None:
+        pass
+
+    text = image = scalar
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

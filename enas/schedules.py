@@ -32,6 +32,12 @@ def epoch_lr(schedule: str, epoch: int, epochs: int, lr_max: float, lr_min: floa
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+def batch_scaled(lr: float, batch_size: int, lr_batch: int | None) -> float:
+    """``lr`` under the linear scaling rule (Goyal et al. 2017): times ``batch_size / lr_batch``
+    (``optim.lr_batch``; None: unchanged)."""
+    return lr if lr_batch is None else lr * batch_size / lr_batch
+
+
 def sgdr_boundaries(t0: int, tmul: int, up_to: int) -> list:
     """Epoch counts at which an SGDR period ends (ENAS: 10, 30, 70, 150, 310, 630 ...)."""
     ends, period, total = [], t0, t0

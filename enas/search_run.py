@@ -3,6 +3,11 @@
 Builds the config (defaults -> preset -> config file -> flags), prepares the
 run folder, runs the :class:`~enas.search.driver.SearchDriver` and, for
 NAS-Bench-201 runs with a benchmark table, scores the result.
+
+Started by ``torchrun`` with several processes, each set-up step runs under
+:meth:`enas.distributed.Dist.agree` (a user error met by any process ends all of
+them with one line), process 0 alone prepares and writes the run folder, and a
+resumed run's config comes from process 0's checkpoint.
 """
 from __future__ import annotations
 
@@ -73,21 +78,46 @@ def check_benchmark(cfg: SearchConfig):
     return table
 
 
-def _driver(cfg: SearchConfig, run_dir: Path, progress: Any, stop_after: Optional[int] = None):
+def _driver(cfg: SearchConfig, run_dir: Path, progress: Any, stop_after: Optional[int] = None, dist: Any = None):
+    from enas.distributed import Dist
     from enas.progress import progress_factory
-    from enas.runtime import configure_threads, describe_device, resolve_device, set_determinism
+    from enas.runtime import configure_threads, describe_device, set_determinism
     from enas.search.build import build_search
     from enas.search.driver import SearchDriver
 
-    configure_threads(cfg.run.threads)
-    set_determinism(cfg.run.seed, cfg.run.deterministic)
-    device = resolve_device(cfg.run.device)
-    attach_log_file(run_dir)
-    logger.info("search: strategy %s, space %s, dataset %s, device %s, run folder %s",
-                cfg.strategy, cfg.model.space, cfg.data.dataset, describe_device(device), run_dir)
-    setup = build_search(cfg, device, run_dir)
+    dist = dist or Dist()
+    device = dist.configure(cfg.run.device, cfg.run.seed)
+    if dist.world > 1:
+        dist.check_batch(cfg.data.batch_size)
+        if cfg.cost.model == "latency" and cfg.cost.lut is None:
+            raise UserError("--cost latency under torchrun needs a latency table (--lut FILE): measure it "
+                            "first with `enas latency-table` in one process (several processes measuring "
+                            "at once would each time the others' load)")
+
+    def build():
+        configure_threads(cfg.run.threads)
+        set_determinism(cfg.run.seed, cfg.run.deterministic)  # the same weights on every process
+        if dist.is_main:
+            attach_log_file(run_dir)
+        logger.info("search: strategy %s, space %s, dataset %s, device %s, run folder %s%s",
+                    cfg.strategy, cfg.model.space, cfg.data.dataset, describe_device(device), run_dir,
+                    f", {dist.world} processes (global batch {cfg.data.batch_size}, "
+                    f"{cfg.data.batch_size // dist.world} per process)" if dist.world > 1 else "")
+        return build_search(cfg, device, run_dir, dist)
+
+    setup = dist.agree(build)
     factory = progress_factory(cfg.run.progress_seconds) if progress is True else progress or None
-    return SearchDriver(cfg, setup, run_dir, progress=factory, stop_after=stop_after)
+    return SearchDriver(cfg, setup, run_dir, progress=factory if dist.is_main else None,
+                        stop_after=stop_after, dist=dist)
+
+
+def _outcome(driver: Any, cfg: SearchConfig, table) -> SearchResult:
+    """The run's :class:`SearchResult`: from its files on process 0, from memory on the others."""
+    if driver.dist.is_main:
+        return _result(driver.run_dir, cfg, table)
+    genotype, details = driver.derived
+    return SearchResult(driver.run_dir, genotype, driver.run_dir / "genotype.json",
+                        float(details.get("best_valid_acc", float("nan"))))
 
 
 def _result(run_dir: Path, cfg: SearchConfig, table, replaced: bool = False, previous: Any = None
@@ -109,32 +139,50 @@ def _result(run_dir: Path, cfg: SearchConfig, table, replaced: bool = False, pre
 def start_search(flags: Mapping[str, Any], config: Any = None, out: Optional[str] = None, force: bool = False,
                  progress: Any = True, stop_after: Optional[int] = None) -> SearchResult:
     """A new search: ``flags`` are dotted config keys (``None`` ignored), ``config`` a file or a dict."""
-    from enas.runtime import resolve_device
+    from enas.distributed import session
 
-    file_data = read_config_file(config) if isinstance(config, (str, Path)) else dict(config or {})
-    cfg = build_search_config("enas", "paper", file_data, dict(flags))
-    resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
-    table = check_benchmark(cfg)  # so is a bad table
-    run_dir = Path(out or f"runs/search-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = prepare_run_dir(run_dir, resume=False, force=force, kind="search")
-    driver = _driver(cfg, run_dir, progress, stop_after)
-    from enas.cost.objective import check_feasible
+    with session() as dist:
+        def configure() -> SearchConfig:
+            file_data = read_config_file(config) if isinstance(config, (str, Path)) else dict(config or {})
+            return build_search_config("enas", "paper", file_data, dict(flags))
 
-    check_feasible(driver.setup.strategy, driver.setup.generators["sample"])  # a hard budget nothing meets
-    save_config(cfg, run_dir / "config.json")
-    driver.run(resume=False)
-    return _result(run_dir, cfg, table)
+        cfg = dist.agree(configure)
+        dist.configure(cfg.run.device, cfg.run.seed)  # a bad --device is refused before the run folder exists
+        dist.check_batch(cfg.data.batch_size)  # so is a global batch the processes cannot share
+        table = dist.agree(lambda: check_benchmark(cfg), main_only=True, share=False)  # and a bad table
+        run_dir = dist.agree(lambda: prepare_run_dir(
+            Path(out or f"runs/search-{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"), resume=False,
+            force=force, kind="search"), main_only=True)
+        driver = _driver(cfg, run_dir, progress, stop_after, dist)
+        from enas.cost.objective import check_feasible
+
+        # A hard budget nothing meets (the same draw on every process).
+        check_feasible(driver.setup.strategy, driver.setup.generators["sample"])
+        if dist.is_main:
+            save_config(cfg, run_dir / "config.json")
+        driver.run(resume=False)
+        return _outcome(driver, cfg, table)
 
 
 def resume_search(run_dir: str | Path, device: Optional[str] = None, progress: Any = True) -> SearchResult:
     """Continue a search run from its last checkpoint with its saved config."""
-    run_dir = prepare_run_dir(Path(run_dir), resume=True, force=False)
-    cfg, _ = load_run(run_dir)
-    if device:
-        cfg.run.device = device
-    table = check_benchmark(cfg)
-    _driver(cfg, run_dir, progress).run(resume=True)
-    return _result(run_dir, cfg, table)
+    from enas.distributed import session
+
+    with session() as dist:
+        tables = []  # process 0's benchmark table (not sent to the others)
+
+        def load() -> SearchConfig:
+            cfg = load_run(prepare_run_dir(Path(run_dir), resume=True, force=False))[0]
+            if device:
+                cfg.run.device = device
+            tables.append(check_benchmark(cfg))
+            return cfg
+
+        cfg = dist.agree(load, main_only=True)
+        table = tables[0] if tables else None
+        driver = _driver(cfg, Path(run_dir), progress, dist=dist)
+        driver.run(resume=True)
+        return _outcome(driver, cfg, table)
 
 
 def derive_run(run_dir: str | Path, samples: Optional[int] = None, device: Optional[str] = None,
@@ -142,6 +190,11 @@ def derive_run(run_dir: str | Path, samples: Optional[int] = None, device: Optio
                ) -> SearchResult:
     """Re-derive a search run's genotype from its last checkpoint (says when it replaces one);
     ``target`` / ``constraint`` derive under another cost budget."""
+    from enas.distributed import launched
+
+    if launched():
+        raise UserError("enas derive runs in one process: start it without torchrun (derive is a small, "
+                        "deterministic part of a search)")
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"{run_dir} is not a search run folder (no checkpoints/last.pt)")

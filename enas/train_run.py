@@ -100,69 +100,89 @@ def check_same_data(info: Dict[str, Any], expect: Optional[Dict[str, Any]], wher
 
 def start_train(genotype: str, flags: Dict[str, Any], config: Any = None, out: Optional[str] = None,
                 force: bool = False, progress: Any = True) -> TrainResult:
-    """A new retrain of ``genotype`` (a zoo name, a file, a run folder or an architecture string)."""
-    from enas.genotype_io import resolve_arch
-    from enas.runtime import resolve_device
+    """A new retrain of ``genotype`` (a zoo name, a file, a run folder or an architecture string).
 
-    space, geno, source = resolve_arch(genotype)
-    file_data = read_config_file(config) if isinstance(config, (str, Path)) else dict(config or {})
-    search = search_run_info(genotype)
-    carried, implied, expect = carry_over(search, flags, file_data) if search else ({}, None, None)
-    cfg = build_train_config(file_data, flags, preset=implied, arch_space=space, arch=geno, carried=carried)
-    if search:
-        given = flags.get("preset") or file_data.get("preset")
-        why = ("as asked" if given else "the search run used --preset quick" if implied
-               else f"the default for {space.name} architectures; the search run used preset "
-                    f"{search['config'].get('preset')!r}")
-        logger.info("train: preset %s (%s)", cfg.preset, why)
-    resolve_device(cfg.run.device)  # a bad --device is refused before the run folder exists
-    src = Path(source)
-    name = (source[4:] if source.startswith("zoo:") else space.name if source.startswith("arch:")
-            else (src.parent.name if src.name == "genotype.json" else src.stem) or "genotype")
-    run_dir = Path(out or f"runs/train-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir = prepare_run_dir(run_dir, resume=False, force=force, kind="train")
-    return TrainResult(run_dir, _run(cfg, geno, source, run_dir, False, progress,
-                                     (expect, search["folder"]) if expect else None))
+    Under torchrun each set-up step is agreed between the processes (one error for all) and
+    process 0 alone prepares the run folder (:mod:`enas.distributed`).
+    """
+    from enas.distributed import session
+    from enas.genotype_io import resolve_arch
+
+    def configure() -> tuple:
+        space, geno, source = resolve_arch(genotype)
+        file_data = read_config_file(config) if isinstance(config, (str, Path)) else dict(config or {})
+        search = search_run_info(genotype)
+        carried, implied, expect = carry_over(search, flags, file_data) if search else ({}, None, None)
+        cfg = build_train_config(file_data, flags, preset=implied, arch_space=space, arch=geno, carried=carried)
+        if search:
+            given = flags.get("preset") or file_data.get("preset")
+            why = ("as asked" if given else "the search run used --preset quick" if implied
+                   else f"the default for {space.name} architectures; the search run used preset "
+                        f"{search['config'].get('preset')!r}")
+            logger.info("train: preset %s (%s)", cfg.preset, why)
+        return space, geno, source, cfg, (expect, search["folder"]) if expect else None
+
+    with session() as dist:
+        space, geno, source, cfg, expect = dist.agree(configure)
+        dist.configure(cfg.run.device, cfg.run.seed)  # a bad --device is refused before the run folder exists
+        dist.check_batch(cfg.data.batch_size)  # so is a global batch the processes cannot share
+        src = Path(source)
+        name = (source[4:] if source.startswith("zoo:") else space.name if source.startswith("arch:")
+                else (src.parent.name if src.name == "genotype.json" else src.stem) or "genotype")
+        default = Path(f"runs/train-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = dist.agree(lambda: prepare_run_dir(Path(out) if out else default, resume=False, force=force,
+                                                     kind="train"), main_only=True)
+        return TrainResult(run_dir, _run(cfg, geno, source, run_dir, False, progress, expect, dist))
 
 
 def resume_train(resume_dir: str | Path, device: Optional[str] = None, progress: Any = True) -> TrainResult:
     """Continue a retrain run from its last checkpoint with its saved config and genotype."""
+    from enas.distributed import session
     from enas.trained import load_train_checkpoint, network_from_checkpoint
 
-    run_dir = prepare_run_dir(Path(resume_dir), resume=True, force=False)
-    state, _ = load_train_checkpoint(run_dir)
-    cfg = load_saved_config(TrainConfig, state["config"])
-    validate_train_config(cfg)
-    if device:
-        cfg.run.device = device
-    _, _, genotype, _ = network_from_checkpoint(state, inference=False)
-    source = str(state.get("genotype_source", "checkpoint"))
-    return TrainResult(run_dir, _run(cfg, genotype, source, run_dir, True, progress))
+    def load() -> tuple:
+        state, _ = load_train_checkpoint(prepare_run_dir(Path(resume_dir), resume=True, force=False))
+        cfg = load_saved_config(TrainConfig, state["config"])
+        validate_train_config(cfg)
+        if device:
+            cfg.run.device = device
+        _, _, genotype, _ = network_from_checkpoint(state, inference=False)
+        return cfg, genotype, str(state.get("genotype_source", "checkpoint"))
+
+    with session() as dist:
+        cfg, genotype, source = dist.agree(load, main_only=True)  # process 0 reads the run folder
+        return TrainResult(Path(resume_dir), _run(cfg, genotype, source, Path(resume_dir), True, progress, dist=dist))
 
 
 def _run(cfg: TrainConfig, genotype: Any, source: str, run_dir: Path, resume: bool, progress: Any,
-         expect: Any = None) -> Dict[str, Any]:
+         expect: Any = None, dist: Any = None) -> Dict[str, Any]:
     from enas import retrain
+    from enas.distributed import Dist
     from enas.genotype_io import write_genotype
     from enas.progress import progress_factory
-    from enas.runtime import configure_threads, describe_device, resolve_device, set_determinism
+    from enas.runtime import configure_threads, describe_device, set_determinism
 
+    dist = dist or Dist()
     configure_threads(cfg.run.threads)
-    set_determinism(cfg.run.seed, cfg.run.deterministic)
-    device = resolve_device(cfg.run.device)
-    attach_log_file(run_dir)
-    logger.info("train: genotype %s, preset %s, dataset %s, C %d, %d layers, %d epochs, device %s, run folder %s",
+    set_determinism(cfg.run.seed, cfg.run.deterministic)  # the same initial weights on every process
+    device = dist.configure(cfg.run.device, cfg.run.seed)
+    dist.check_batch(cfg.data.batch_size)
+    if dist.is_main:
+        attach_log_file(run_dir)
+    logger.info("train: genotype %s, preset %s, dataset %s, C %d, %d layers, %d epochs, device %s, run folder %s%s",
                 source, cfg.preset, cfg.data.dataset, cfg.model.channels, cfg.model.layers, cfg.epochs,
-                describe_device(device), run_dir)
-    if not resume:
+                describe_device(device), run_dir,
+                f", {dist.world} processes (global batch {cfg.data.batch_size}, "
+                f"{cfg.data.batch_size // dist.world} per process)" if dist.world > 1 else "")
+    if not resume and dist.is_main:
         save_config(cfg, run_dir / "config.json")
         write_genotype(run_dir / "genotype.json", genotype)
     factory = progress_factory(cfg.run.progress_seconds) if progress is True else progress or None
     try:
-        return retrain.run_retrain(cfg, genotype, source, run_dir, device, resume=resume, progress=factory,
-                                   expect=expect)
+        return retrain.run_retrain(cfg, genotype, source, run_dir, device, resume=resume,
+                                   progress=factory if dist.is_main else None, expect=expect, dist=dist)
     except BaseException:
-        if not resume and not (run_dir / "checkpoints" / "last.pt").exists():
+        if dist.is_main and not resume and not (run_dir / "checkpoints" / "last.pt").exists():
             # Failed before the first checkpoint (bad data, a network the images cannot carry,
             # an interrupt): leave no half run that --resume cannot continue and --out refuses.
             for name in ("config.json", "genotype.json", "metrics.jsonl", "data.json"):

@@ -117,11 +117,13 @@ def network_from_checkpoint(state: Dict[str, Any], inference: bool = True
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "auto",
-                   bar: Any = None) -> Dict[str, float]:
+                   bar: Any = None, all_sum: Any = None) -> Dict[str, float]:
     """Mean loss, top-1 and top-5 accuracy over a whole (unshuffled) loader, eval mode.
 
     ``top5`` is None with 5 classes or fewer (it would always be 1). ``bar``: a tqdm-like
-    progress bar advanced per batch (closed at the end).
+    progress bar advanced per batch (closed at the end). ``all_sum``: under torch.distributed,
+    sums the processes' totals in place (each process evaluated its part of every batch,
+    :class:`~enas.augment.DeviceLoader` ``shard``).
     """
     was_training = model.training
     model.eval()
@@ -142,5 +144,8 @@ def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device,
     if bar is not None:
         bar.close()
     model.train(was_training)
+    if all_sum is not None:
+        totals = all_sum(torch.cat([sums, sums.new_tensor([n])]))
+        sums, n = totals[:3], int(totals[3])
     loss, top1, top5 = (sums / max(n, 1)).tolist()
     return {"loss": loss, "top1": top1, "top5": top5 if k else None, "n": n}

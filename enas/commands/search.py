@@ -1,6 +1,8 @@
 """``enas search`` and ``enas derive``: thin wrappers of :func:`enas.run_search` and :func:`enas.derive`."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from enas.commands import options as opt
@@ -58,7 +60,9 @@ def register(cli: click.Group) -> None:
     @opt.dataset()
     @opt.data_dir()
     @opt.option("--epochs", type=int, default=None, help="Search epochs (paper: 150 ENAS, 50 DARTS, 310 ENAS macro).")
-    @opt.option("--batch-size", type=int, default=None, help="Child minibatch size.")
+    @opt.option("--batch-size", type=int, default=None,
+                help="Child minibatch size (under torchrun: the global batch of a step, split between "
+                     "the processes).")
     @opt.seed()
     @opt.device()
     @click.option("--deterministic", is_flag=True, default=None, help="Deterministic kernels (exact resume on CPU).")
@@ -84,7 +88,11 @@ def register(cli: click.Group) -> None:
     def search(preset, strategy, space, order, dataset, data_dir, epochs, batch_size, seed, device,
                deterministic, config_file, sets, out, resume_dir, force, benchmark, cost_model, lut, target,
                constraint):
-        """Search an architecture; writes RUN/genotype.json (see README "Run folder")."""
+        """Search an architecture; writes RUN/genotype.json (see README "Run folder").
+
+        Several GPUs or machines: `torchrun --nproc-per-node N -m enas search ...`
+        (README "Several GPUs and machines").
+        """
         import enas
 
         result = enas.run_search(out, resume=resume_dir, force=force, preset=preset, strategy=strategy,
@@ -93,7 +101,8 @@ def register(cli: click.Group) -> None:
                                  device=device, deterministic=deterministic, config=config_file,
                                  overrides=opt.parse_sets(sets), benchmark=benchmark, cost=cost_model, lut=lut,
                                  target=target, constraint=constraint)
-        _report(result)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun: process 0 reports
+            _report(result)
 
     @cli.command()
     @click.argument("run_dir", metavar="RUN")

@@ -1,6 +1,8 @@
 """``enas train``: a thin wrapper of :func:`enas.train` (retrain a genotype from scratch and test it)."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from enas.commands import options as opt
@@ -17,7 +19,9 @@ def register(cli: click.Group) -> None:
     @opt.dataset()
     @opt.data_dir("Folder holding the dataset (default: a search run's own; nothing is downloaded).")
     @opt.option("--epochs", type=int, default=None, help="Training epochs (DARTS 600, ENAS 630).")
-    @opt.option("--batch-size", type=int, default=None, help="Minibatch size (DARTS 96, ENAS 144).")
+    @opt.option("--batch-size", type=int, default=None,
+                help="Minibatch size (DARTS 96, ENAS 144); under torchrun the global batch of a step, "
+                     "split between the processes.")
     @opt.option("--channels", type=int, default=None, help="Initial channels C (default 36).")
     @opt.option("--layers", type=int, default=None,
                 help="Cells, the 2 reduction cells included (DARTS 20); a macro architecture fixes its own.")
@@ -37,6 +41,9 @@ def register(cli: click.Group) -> None:
         run folder also hands over its data (dataset, data dir, image size,
         channels, classes). Writes RUN/result.json with the last epoch's test
         accuracy (see README "Run folder").
+
+        Several GPUs or machines: `torchrun --nproc-per-node N -m enas train ...`
+        (README "Several GPUs and machines").
         """
         import enas
 
@@ -44,6 +51,8 @@ def register(cli: click.Group) -> None:
                              data_dir=data_dir, epochs=epochs, batch_size=batch_size, channels=channels,
                              layers=layers, seed=seed, device=device, config=config_file,
                              overrides=opt.parse_sets(sets))
+        if os.environ.get("RANK", "0") != "0":  # under torchrun: process 0 reports
+            return
         result = trained.result
         top5 = f", top-5 {result['test_top5']:.4f}" if result.get("test_top5") is not None else ""
         click.echo(f"result: {trained.run_dir / 'result.json'}")

@@ -17,6 +17,7 @@ from controller import Controller, ExtraLoss, LSTMPolicy, MacroController, Reinf
 from controller.reinforce import LossTerm
 from enas.augment import DeviceLoader
 from enas.data import ImageData, data_info, load_config_data, search_split
+from enas.distributed import Dist, GradientAverager
 from enas.errors import UserError
 from enas.runtime import use_channels_last
 from enas.search.base import Strategy
@@ -79,11 +80,17 @@ def load_search_data(cfg: SearchConfig) -> tuple[ImageData, ImageData]:
     return search_split(data, "custom" if cfg.data.limit else cfg.data.dataset, cfg.data.valid_fraction)
 
 
-def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path] = None) -> SearchSetup:
+def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path] = None,
+                 dist: Optional[Dist] = None) -> SearchSetup:
     """Build data loaders, supernet, optimizer, policy, cost and strategy.
 
     ``run_dir`` receives the latency table a ``latency`` cost without ``cost.lut`` measures.
+    ``dist``: this process of a torch.distributed run (:mod:`enas.distributed`): the training
+    loaders serve its part of each batch and the trainer averages gradients over the processes.
+    Every process builds the same weights, controller and alphas from the run seed.
     """
+    dist = dist or Dist(device=device, seed=cfg.run.seed)
+    shard = (dist.rank, dist.world)
     space = build_space(cfg)
     m = cfg.model
     options = {"stem_multiplier": m.stem_multiplier, "auxiliary": m.auxiliary, "dropout": m.dropout,
@@ -107,7 +114,8 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
     eval_bs = cfg.data.eval_batch_size or cfg.data.batch_size
     train_loader = DeviceLoader(train_data, cfg.data.batch_size, device, train=True, pad=cfg.data.pad,
                                 flip=cfg.data.flip, cutout=cfg.data.cutout, generator=generators["augment"],
-                                channels_last=channels_last, seed=cfg.run.seed)
+                                channels_last=channels_last, seed=cfg.run.seed, shard=shard)
+    # Whole minibatches: each reward is scored by one process on the batch one process would use.
     valid_loader = DeviceLoader(valid_data, min(eval_bs, len(valid_data.labels)), device, train=False,
                                 generator=generators["valid"], channels_last=channels_last,
                                 seed=cfg.run.seed + 1)
@@ -130,7 +138,8 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
     trainer = ChildTrainer(model, optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
                            max_nonfinite=cfg.run.max_nonfinite,
-                           update_off_path=cfg.optim.update_off_path)
+                           update_off_path=cfg.optim.update_off_path,
+                           reducer=GradientAverager(dist) if dist.world > 1 else None)
     from enas.cost.objective import build_search_cost
 
     search_cost = build_search_cost(cfg, space, num_classes, channels, (height, width), run_dir)
@@ -183,13 +192,14 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
         arch_loader = DeviceLoader(valid_data, cfg.data.batch_size, device, train=True, pad=cfg.data.pad,
                                    flip=cfg.data.flip, cutout=cfg.data.cutout, shuffle=True,
                                    drop_last=True, generator=generators["arch_augment"],
-                                   channels_last=channels_last, seed=cfg.run.seed + 1)
+                                   channels_last=channels_last, seed=cfg.run.seed + 1, shard=shard)
         arch = ArchParameters.for_space(space, device=device)
         strategy = build_darts_strategy(space, model, arch, trainer, train_loader, arch_loader,
                                         order=d.order, arch_lr=d.arch_lr,
                                         arch_betas=(d.arch_beta1, d.arch_beta2),
                                         arch_weight_decay=d.arch_weight_decay, unrolled_r=d.unrolled_r,
                                         cost=search_cost)
+    strategy.dist = dist
     data_dir = cfg.data.data_dir and os.path.abspath(os.path.expanduser(cfg.data.data_dir))
     info = dict(data_info(train_data, cfg.data.dataset), data_dir=data_dir,
                 train_images=len(train_data), valid_images=len(valid_data), decode=train_data.summary)

@@ -21,6 +21,13 @@ With a cost (README "Searching for a device") the architecture loss gains
 FBNet Sec. 3.2): ``E[cost]`` sums, over every edge, the softmaxed op weights
 times each op's cost in the child network (:func:`controller.constraints.expected_cost`),
 and ``T`` is the target (without one: ``E[cost]`` at uniform weights).
+
+Under torch.distributed (:mod:`enas.distributed`) each process computes its terms on
+its part of the training and validation batches and the architecture gradient is
+averaged over the processes; second order also averages the gradient of the virtual
+step and the vector ``v``, so ``w'``, ``v`` and ``eps`` are those of the whole batch.
+Every process then takes the same Adam step: the alphas, hence the derived genotype,
+are identical on all of them (checked after every step).
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enas.distributed import Dist
 from enas.search.base import Phase, Strategy
 from enas.search.heatmap import render_heatmap
 from enas.search.trainer import ChildTrainer
@@ -151,6 +159,7 @@ class DartsStrategy(Strategy):
         self.arch_optimizer, self.order, self.unrolled_r = arch_optimizer, order, float(unrolled_r)
         self.derive_details: Dict[str, Any] = {}
         self.cost = cost
+        self.dist = Dist()  # this process's place in a torch.distributed run (set by the build)
 
     # -- phases ------------------------------------------------------------
     def phases(self, epoch: int) -> List[Phase]:
@@ -195,7 +204,7 @@ class DartsStrategy(Strategy):
         params = [p for p, _ in pairs]
         alphas = list(self.arch.parameters())
         loss_t, _ = self.trainer.loss(x, y, self.arch.mixed(detach=True))
-        grads_t = _zeros_for_none(torch.autograd.grad(loss_t, params, allow_unused=True), params)
+        grads_t = self.dist.mean(_zeros_for_none(torch.autograd.grad(loss_t, params, allow_unused=True), params))
         saved = [p.detach().clone() for p in params]
         state = self.trainer.optimizer.state
         try:
@@ -216,13 +225,13 @@ class DartsStrategy(Strategy):
                 for p, s in zip(params, saved):
                     p.copy_(s)
         d_alpha = _zeros_for_none(grads[:len(alphas)], alphas)
-        d_w = _zeros_for_none(grads[len(alphas):], params)
+        d_w = self.dist.mean(_zeros_for_none(grads[len(alphas):], params))
         # eta folded into v (per parameter group): same perturbation as DARTS, result already times eta.
         vector = [group["lr"] * g for (_, group), g in zip(pairs, d_w)]
         with exact_fp32(self.trainer.device):
             hvp = finite_difference_hvp(lambda: self._fp32_train_loss(x, y), params, alphas, vector,
                                         self.unrolled_r)
-        return [da - h for da, h in zip(d_alpha, hvp)], loss_v, logits_v
+        return self.dist.mean([da - h for da, h in zip(d_alpha, hvp)]), loss_v, logits_v
 
     def arch_grads(self, x, y, xv, yv) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Architecture gradient (one per ``arch`` parameter), validation loss and logits.
@@ -235,7 +244,7 @@ class DartsStrategy(Strategy):
         loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())
         alphas = list(self.arch.parameters())
         grads = _zeros_for_none(torch.autograd.grad(loss_v, alphas, allow_unused=True), alphas)
-        return grads, loss_v, logits_v
+        return self.dist.mean(grads), loss_v, logits_v
 
     def cost_term(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """``(darts_weight * E[cost] / scale, E[cost])`` of the current logits, or None without a cost."""
@@ -257,8 +266,10 @@ class DartsStrategy(Strategy):
             logged = [expected.detach().float(), penalty.detach().float()]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         acc = (logits_v.detach().argmax(1) == yv).float().mean()
+        loss_acc = self.dist.mean([torch.stack([loss_v.detach().float(), acc])])[0]  # the whole batch's
         # One host sync for the logged values and the finiteness check.
-        loss, acc, norm, *costs = torch.stack([loss_v.detach().float(), acc, norm.float()] + logged).cpu().tolist()
+        loss, acc, norm, *costs = torch.cat([loss_acc, norm.float().reshape(1)] + [c.reshape(1) for c in logged]
+                                            ).cpu().tolist()
         extra = dict(zip(("expected_cost", "cost_penalty"), costs))
         finite = all(v == v and abs(v) != float("inf") for v in (loss, norm))
         if finite:
@@ -269,6 +280,7 @@ class DartsStrategy(Strategy):
         else:
             self.trainer.note_nonfinite("architecture loss or gradient", kind="architecture")
         self.arch_optimizer.zero_grad(set_to_none=True)
+        self.dist.check_same("architecture parameters (alphas)", list(self.arch.parameters()))
         return {"valid_loss": loss, "valid_acc": acc, "arch_grad_norm": norm,
                 "arch_skipped": float(not finite), **extra}
 

@@ -5,6 +5,11 @@ step. A checkpoint can be taken between any two units; it holds every piece
 of state (weights, controller, optimizers, baseline, RNG generators, the
 position and the length of ``metrics.jsonl``), so ``--resume`` continues
 exactly where the last checkpoint was taken.
+
+Under torch.distributed every process runs this loop in lockstep; process 0 alone
+writes the run folder (files, logs, TensorBoard, checkpoints), every checkpoint also
+holds every process's global random state, and the processes check at each checkpoint
+and each epoch end that their weights, strategy state and genotype are bitwise equal.
 """
 from __future__ import annotations
 
@@ -16,12 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 
-from enas.checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from enas.checkpoint import atomic_write_text, save_checkpoint
 from enas.configlib import to_dict
+from enas.distributed import Dist
 from enas.errors import UserError
 from enas.progress import RunClock, duration
-from enas.runlog import RunLog
-from enas.schedules import epoch_lr
+from enas.runlog import NullRunLog, RunLog
+from enas.schedules import batch_scaled, epoch_lr
 from enas.search.build import SearchSetup
 from enas.search.base import Phase
 from enas.search_config import SearchConfig
@@ -50,10 +56,12 @@ class SearchDriver:
         run_dir: the run folder.
         progress: factory ``progress(total, desc)`` returning a tqdm-like bar, or None.
         stop_after: testing hook: stop (as if killed) after this many units.
+        dist: this process of a torch.distributed run (default: the only process).
     """
 
     def __init__(self, cfg: SearchConfig, setup: SearchSetup, run_dir: Path,
-                 progress: Optional[Callable[..., Any]] = None, stop_after: Optional[int] = None):
+                 progress: Optional[Callable[..., Any]] = None, stop_after: Optional[int] = None,
+                 dist: Optional[Dist] = None):
         self.cfg, self.setup, self.run_dir = cfg, setup, Path(run_dir)
         self.strategy = setup.strategy
         self.pos = Position()
@@ -69,15 +77,17 @@ class SearchDriver:
         self.log: Optional[RunLog] = None
         self.save_checkpoints = True
         self.clock = RunClock(cfg.epochs)
+        self.dist = dist or Dist(seed=cfg.run.seed)
+        self.derived: Optional[tuple] = None  # (genotype, derive details) once derived
 
     # -- checkpoints -----------------------------------------------------------
-    def _payload(self) -> Dict[str, Any]:
+    def _payload(self, rng: Dict[str, Any]) -> Dict[str, Any]:
         return {
             "config": to_dict(self.cfg),
             "model": self.setup.model.state_dict(),
             "optimizer": self.setup.trainer.optimizer.state_dict(),
             "strategy": self.strategy.state_dict(),
-            "rng": rng_state(self.setup.generators),
+            "rng": rng, "world_size": self.dist.world,
             "position": dict(self.pos.__dict__),
             "metrics_offset": self.log.offset() if self.log else 0,
             "best_score": self.best_score,
@@ -91,18 +101,23 @@ class SearchDriver:
     def checkpoint(self, best: bool = False) -> None:
         if not self.save_checkpoints:
             return
-        ckpt_dir = self.run_dir / "checkpoints"
-        payload = self._payload()
-        save_checkpoint(ckpt_dir / "last.pt", "search", payload)
-        if best:
-            save_checkpoint(ckpt_dir / "best.pt", "search", payload)
+        rng = self.dist.rng_state(self.setup.generators)  # every process's (a collective)
+        if self.dist.world > 1:
+            self.dist.check_same("shared weights and search states",
+                                 [self.setup.model.state_dict(), self.strategy.state_dict()])
+        if self.dist.is_main:
+            ckpt_dir = self.run_dir / "checkpoints"
+            payload = self._payload(rng)
+            save_checkpoint(ckpt_dir / "last.pt", "search", payload)
+            if best:
+                save_checkpoint(ckpt_dir / "best.pt", "search", payload)
         self.last_ckpt_time = time.monotonic()
         self.units_since_ckpt = 0
 
     def restore(self) -> int:
         """Load ``checkpoints/last.pt``; returns the metrics offset to truncate to."""
         path = self.run_dir / "checkpoints" / "last.pt"
-        state = load_checkpoint(path, kind="search")
+        state = self.dist.load_checkpoint(path, kind="search")
         try:
             self.setup.model.load_state_dict(state["model"])
         except RuntimeError as exc:
@@ -115,8 +130,12 @@ class SearchDriver:
                             f"or other model settings); start a new search: {detail}") from None
         self.setup.trainer.optimizer.load_state_dict(state["optimizer"])
         self.strategy.load_state_dict(state["strategy"])
-        set_rng_state(state["rng"], self.setup.generators)
         self.pos = Position(**state["position"])
+        self.dist.set_rng_state(state["rng"], self.setup.generators, self.pos.step)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.dist.world:
+            logger.info("resuming a run of %d process(es) with %d: same global batch, data order and "
+                        "position; the per-process random streams start anew", saved_world, self.dist.world)
         self.best_score = float(state["best_score"])
         self.epoch_sums = {k: dict(v) for k, v in state["epoch_sums"].items()}
         self.elapsed_before = float(state["elapsed_seconds"])
@@ -127,8 +146,9 @@ class SearchDriver:
     def _maybe_checkpoint(self) -> None:
         run = self.cfg.run
         self.units_since_ckpt += 1
-        if (self.units_since_ckpt >= run.checkpoint_every_steps
-                or time.monotonic() - self.last_ckpt_time >= 60 * run.checkpoint_every_minutes):
+        due = (self.units_since_ckpt >= run.checkpoint_every_steps
+               or time.monotonic() - self.last_ckpt_time >= 60 * run.checkpoint_every_minutes)
+        if self.dist.any(due):  # the processes' clocks differ: one decision for all
             self.checkpoint()
 
     def _tick(self) -> None:
@@ -139,11 +159,15 @@ class SearchDriver:
     # -- main loop -------------------------------------------------------------
     def run(self, resume: bool = False, tensorboard: bool = True) -> Path:
         offset = self.restore() if resume else None
-        self.log = RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step + 1 if resume else None,
-                          tensorboard=tensorboard, purge_steps=self._unit_purge_steps() if resume else None)
+        if not resume:
+            self.dist.seed_processes()
+        self.log = (RunLog(self.run_dir, resume_offset=offset, purge_step=self.pos.step + 1 if resume else None,
+                           tensorboard=tensorboard, purge_steps=self._unit_purge_steps() if resume else None)
+                    if self.dist.is_main else NullRunLog())
         try:
             if not resume:
-                atomic_write_text(self.run_dir / "data.json", json.dumps(self.setup.data_info, indent=1) + "\n")
+                if self.dist.is_main:
+                    atomic_write_text(self.run_dir / "data.json", json.dumps(self.setup.data_info, indent=1) + "\n")
                 self.checkpoint()
             while self.pos.stage == "search" and self.pos.epoch < self.cfg.epochs:
                 self._run_epoch()
@@ -214,7 +238,9 @@ class SearchDriver:
     def _run_epoch(self) -> None:
         epoch = self.pos.epoch
         o = self.cfg.optim
-        lr = epoch_lr(o.schedule, epoch, self.cfg.epochs, o.lr_max, o.lr_min, o.sgdr_t0, o.sgdr_tmul)
+        b = self.cfg.data.batch_size
+        lr = epoch_lr(o.schedule, epoch, self.cfg.epochs, batch_scaled(o.lr_max, b, o.lr_batch),
+                      batch_scaled(o.lr_min, b, o.lr_batch), o.sgdr_t0, o.sgdr_tmul)
         self.setup.trainer.set_lr(lr)
         if self.pos.phase == 0 and self.pos.unit == 0:
             self.strategy.begin_epoch(epoch)
@@ -255,7 +281,9 @@ class SearchDriver:
         score = float(extra.get("best_reward", summary.get("train_acc_mean", 0.0)))
         if genotype is not None:
             text = json.dumps(self.setup.space.arch_to_json(genotype), indent=1)
-            atomic_write_text(self.run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json", text + "\n")
+            self.dist.check_same(f"epoch {epoch + 1} genotypes", text)
+            if self.dist.is_main:
+                atomic_write_text(self.run_dir / "genotypes" / f"epoch_{epoch + 1:03d}.json", text + "\n")
             self.log.text("search/best_genotype", f"```\n{text}\n```", self.pos.step)
             summary["genotype"] = self.setup.space.arch_to_json(genotype)
             self._log_cells(genotype)
@@ -304,10 +332,16 @@ class SearchDriver:
         # Wall time is the one value that differs between an interrupted and an uninterrupted
         # run: it goes to derive.json only, not to metrics.jsonl.
         details = dict(details, search_hours=round(self._elapsed() / 3600.0, 4))
-        atomic_write_text(self.run_dir / "derive.json", json.dumps(details, indent=1) + "\n")
         arch_json = self.setup.space.arch_to_json(genotype)
         text = json.dumps(arch_json, indent=1)
-        atomic_write_text(self.run_dir / "genotype.json", text + "\n")
+        # The bug of NNI #5013 (each process deriving its own architecture) cannot pass silently.
+        self.dist.check_same("derived genotypes", text)
+        if self.dist.world > 1:
+            logger.info("derived genotype identical on all %d processes (checked)", self.dist.world)
+        self.derived = (genotype, details)
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "derive.json", json.dumps(details, indent=1) + "\n")
+            atomic_write_text(self.run_dir / "genotype.json", text + "\n")
         self.log.record(self.pos.step, self.cfg.epochs, "derived", dict(values, genotype=arch_json),
                         tb_prefix="derive")
         self.log.text("derive/genotype", f"```\n{text}\n```", self.pos.step)

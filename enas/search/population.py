@@ -26,6 +26,11 @@ Cost-aware search (``cost``, README "Searching for a device"): :attr:`reward_fn`
 MnasNet reward of accuracy and cost, :meth:`propose` rejects proposals over a hard budget
 (``Proposer.reject``) and proposes again, training steps draw uniform architectures within
 the budget, and derive chooses among candidates within it and lists the Pareto front.
+
+Under torch.distributed (:mod:`enas.distributed`) each process trains its own architecture
+per step (its own random stream) with gradients averaged over the processes, as in ENAS;
+the proposal phase runs identically on every process (each proposal depends on the rewards
+of the previous ones, so splitting it would change the algorithm) and derive too.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ import torch
 
 from controller.proposer import Proposer
 from controller.uniform import UniformPolicy
+from enas.distributed import Dist
 from enas.errors import UserError
 from enas.search.base import Phase, Strategy
 from enas.search.trainer import ChildTrainer
@@ -87,6 +93,7 @@ class PopulationStrategy(Strategy):
         self.derive_candidates: List[Dict[str, Any]] = []
         self.derive_scores: List[Dict[str, Any]] = []
         self.derive_batch_seed = 0
+        self.dist = Dist()  # this process's place in a torch.distributed run (set by the build)
 
     # -- the search loop -------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -96,18 +103,20 @@ class PopulationStrategy(Strategy):
         return [Phase("train", len(self.train_loader), lambda start: self._train(epoch, start), steps=True),
                 Phase(self.name, self.cycles, self._search)]
 
-    def training_actions(self) -> List[int]:
+    def training_actions(self, generator: Optional[torch.Generator] = None) -> List[int]:
         """The architecture of one training step: a population member, or uniform w.p. ``explore``."""
-        explore = float(torch.rand(1, generator=self.generator)) < self.explore
-        member = None if explore else self.proposer.sample_member(self.generator)
-        return member if member is not None else list(self.uniform.sample(self.generator).actions)
+        gen = generator or self.generator
+        explore = float(torch.rand(1, generator=gen)) < self.explore
+        member = None if explore else self.proposer.sample_member(gen)
+        return member if member is not None else list(self.uniform.sample(gen).actions)
 
     def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
         from enas.search.sampling import budget_errors
 
-        for x, y in self.train_loader.epoch_batches(epoch, start):
+        for i, (x, y) in enumerate(self.train_loader.epoch_batches(epoch, start), start):
+            gen = self.dist.generator(epoch, i) if self.dist.world > 1 else None  # one stream per process
             with budget_errors():  # a uniform draw within a hard cost budget may fail
-                actions = self.training_actions()
+                actions = self.training_actions(gen)
             yield self.trainer.train_step(x, y, self.space.decode(actions))
 
     def propose(self) -> List[int]:

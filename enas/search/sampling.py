@@ -22,6 +22,12 @@ policy proposes only architectures within a hard budget, and derive scores only
 the candidates within budget (over-budget draws are recorded, not scored, so a
 tighter budget never derives a costlier architecture from the same run) and
 lists the accuracy-cost Pareto front.
+
+Under torch.distributed (:mod:`enas.distributed`) every process trains, at each step,
+its own architecture (from its own random stream, :meth:`Dist.generator`) on its part
+of the batch, with gradients averaged over the processes; the rewards of a controller
+update (or a scoring round) are split between the processes and gathered, so every
+process takes the same REINFORCE step. Derive runs identically on every process.
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import torch
 
 from controller import Reinforce, UniformPolicy
 from controller.constraints import BudgetInfeasible
+from enas.distributed import Dist
 from enas.errors import UserError
 from enas.search.base import Phase, Strategy
 from enas.search.trainer import ChildTrainer
@@ -80,6 +87,7 @@ class SamplingStrategy(Strategy):
         self.derive_batch_seed = 0
         self.cost = cost
         self.scored: List[Tuple[float, float]] = []  # (accuracy, cost) of this unit's rewards
+        self.dist = Dist()  # this process's place in a torch.distributed run (set by the build)
 
     # -- phases ------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -91,11 +99,12 @@ class SamplingStrategy(Strategy):
                 Phase("controller" if self.reinforce is not None else "score", self.updates_per_epoch,
                       self._controller)]
 
-    def _sample(self, greedy: bool = False, raw: bool = False) -> List[int]:
+    def _sample(self, greedy: bool = False, raw: bool = False,
+                generator: Optional[torch.Generator] = None) -> List[int]:
         """The policy's next architecture (``raw``: without the budget wrapper, for derive)."""
         policy = getattr(self.policy, "policy", self.policy) if raw else self.policy
         with budget_errors(), torch.no_grad():
-            return list(policy.sample(generator=self.generator, greedy=greedy).actions)
+            return list(policy.sample(generator=generator or self.generator, greedy=greedy).actions)
 
     def _rejected(self) -> Dict[str, int]:
         """Over-budget draws since the last unit (hard constraint), then reset."""
@@ -105,17 +114,35 @@ class SamplingStrategy(Strategy):
         return {"rejected": n}
 
     def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
-        for x, y in self.train_loader.epoch_batches(epoch, start):
-            genotype = self.space.decode(self._sample())
+        for i, (x, y) in enumerate(self.train_loader.epoch_batches(epoch, start), start):
+            # Several processes: each its own architecture, from its own stream of (epoch, step).
+            gen = self.dist.generator(epoch, i) if self.dist.world > 1 else None
+            genotype = self.space.decode(self._sample(generator=gen))
             stats = self.trainer.train_step(x, y, genotype)
             if self.cost is not None:
                 stats = dict(stats, cost=self.cost.cost(genotype), **self._rejected())
             yield stats
 
-    def _reward(self, actions: List[int]) -> float:
-        x, y = self.valid_loader.sample_batch()
+    def _rewards(self, batch: List[List[int]]) -> List[float]:
+        """Rewards of ``batch`` in order, each on its own fresh validation minibatch.
+
+        Several processes score a share each (the others only advance the validation
+        generator past its minibatch) and gather the accuracies, so every process
+        ends with the rewards (and the bookkeeping) one process would have.
+        """
+        mine = self.dist.share(len(batch))
+        accs = [0.0] * len(batch)
+        for i, actions in enumerate(batch):
+            if i in mine:
+                x, y = self.valid_loader.sample_batch()
+                accs[i] = self.trainer.accuracy(x, y, self.space.decode(actions))
+            else:
+                self.valid_loader.skip_batch()
+        return [self._record(a, acc) for a, acc in zip(batch, self.dist.combine(accs, mine))]
+
+    def _record(self, actions: List[int], reward: float) -> float:
+        """The reward of an accuracy (with a cost: the objective); keeps the epoch's best."""
         arch = self.space.decode(actions)
-        reward = self.trainer.accuracy(x, y, arch)
         if self.cost is not None:
             cost = self.cost.cost(arch)
             self.scored.append((reward, cost))
@@ -138,10 +165,13 @@ class SamplingStrategy(Strategy):
             self.scored = []
             if self.reinforce is not None:
                 with budget_errors():
-                    stats = self.reinforce.update(self._reward, generator=self.generator)
+                    stats = self.reinforce.update(None, generator=self.generator, rewards_fn=self._rewards)
                 row = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+                # Every process must hold the same controller and baseline after every update.
+                self.dist.check_same("controllers and baselines", [list(self.policy.parameters()),
+                                                                   self.reinforce.baseline])
             else:
-                rewards = [self._reward(self._sample()) for _ in range(self.eval_samples)]
+                rewards = self._rewards([self._sample() for _ in range(self.eval_samples)])
                 row = {"reward": sum(rewards) / len(rewards), "best_reward": max(rewards)}
             yield dict(row, **self._cost_stats())
 

@@ -43,12 +43,16 @@ class ChildTrainer:
             buffer moves on every step. ``False``: parameters without a gradient
             are skipped by the optimizer (cheaper; what Li & Talwalkar's random
             search does: it sets every ``p.grad = None`` and runs only the sampled ops).
+        reducer: under torch.distributed, ``reducer(optimizer, stats) -> stats`` averages the
+            gradients and the step's ``(loss, accuracy)`` over the processes after the
+            backward pass (:class:`enas.distributed.GradientAverager`); None in one process.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                  aux_weight: float = 0.4, grad_clip: Optional[float] = 5.0, amp: str = "auto",
-                 max_nonfinite: int = 20, update_off_path: bool = True):
+                 max_nonfinite: int = 20, update_off_path: bool = True, reducer=None):
         self.model, self.optimizer, self.device = model, optimizer, device
+        self.reducer = reducer
         self.update_off_path = update_off_path
         self.aux_weight, self.grad_clip, self.amp = aux_weight, grad_clip, amp
         self.max_nonfinite = max_nonfinite
@@ -89,6 +93,12 @@ class ChildTrainer:
         self._clear_grads()
         loss, logits = self.loss(x, y, arch)
         loss.backward()
+        acc = (logits.detach().argmax(1) == y).float().mean()
+        loss_acc = torch.stack([loss.detach().float(), acc])
+        if self.reducer is not None:
+            # Every process then holds the same gradients and statistics, so the clipping
+            # and the finiteness check below decide the same on all of them.
+            loss_acc = self.reducer(self.optimizer, loss_acc)
         # Off-path parameters hold zero gradients when update_off_path is on, so the
         # clipping norm below equals the norm over the on-path gradients alone.
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -96,9 +106,8 @@ class ChildTrainer:
             norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
-        acc = (logits.detach().argmax(1) == y).float().mean()
         # One host sync per step: loss, accuracy and the finiteness check together.
-        stats = torch.stack([loss.detach().float(), acc, norm.detach().float()]).cpu().tolist()
+        stats = torch.cat([loss_acc, norm.detach().float().reshape(1)]).cpu().tolist()
         finite = all(map(lambda v: v == v and abs(v) != float("inf"), (stats[0], stats[2])))
         if finite:
             self.optimizer.step()
