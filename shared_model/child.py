@@ -61,7 +61,8 @@ from torch import nn
 
 from shared_model.genotype import Entry, Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, make_op, op_info
+from shared_model.kernels import cat_channels, fast_kernels_enabled
+from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, make_op, op_info, takes_relu
 
 logger = logging.getLogger(__name__)
 
@@ -196,10 +197,18 @@ class Cell(nn.Module):
             h1 = self.base1(h1)
         states: List[torch.Tensor] = [self.preprocess0(s0), h1]  # 2 x (B, C, H, W)
         apply_drop = self.training and drop_prob > 0.0
+        relus = {}  # state -> its ReLU, computed once for every ReLU-first op reading it
+        fast = fast_kernels_enabled()
         for k in range(0, len(self._ops), 2):
             pair = []
             for j in (k, k + 1):
-                h = self._ops[j](states[self._indices[j]])  # (B, C, H', W')
+                op, i = self._ops[j], self._indices[j]
+                if fast and takes_relu(op):
+                    if i not in relus:
+                        relus[i] = F.relu(states[i])
+                    h = op(relus[i], relu_done=True)  # (B, C, H', W')
+                else:
+                    h = op(states[i])
                 if apply_drop and self._droppable[j]:
                     h = drop_path(h, drop_prob)
                 pair.append(h)
@@ -211,7 +220,7 @@ class Cell(nn.Module):
                 h = self.loose_reduce[str(i)](h)  # (B, C, H', W')
             out.append(h)
         out += [states[i] for i in self._concat]
-        return torch.cat(out, dim=1)  # (B, multiplier * C, H', W')
+        return cat_channels(out)  # (B, multiplier * C, H', W')
 
 
 class ChildNetwork(nn.Module):

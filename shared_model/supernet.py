@@ -42,7 +42,8 @@ from torch import nn
 
 from shared_model.genotype import Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op, op_info
+from shared_model.kernels import cat_channels, fast_kernels_enabled, pointwise_conv
+from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op, takes_relu, op_info
 
 #: One summand of a node: (input index, op index, mixing weight or None for 1).
 Term = Tuple[int, int, Optional[torch.Tensor]]
@@ -191,24 +192,38 @@ class SharedCell(nn.Module):
         """Cell inputs (B, C_pp, H, W) and (B, C_p, H, W) -> (B, out_channels, H', W')."""
         nodes, concat = self.terms(arch)
         states = [self.pre0(s0), self.pre1(s1)]  # each (B, C, H, W)
+        relus: dict = {}  # state -> its ReLU, shared by every ReLU-first op reading it
+        fast = fast_kernels_enabled()
         for i, node_terms in enumerate(nodes, start=2):
-            out = 0
+            out = None
             cache = {}
             for j, k, w in node_terms:
                 # ENAS may pick the same (input, op) twice: run it once.
                 if (j, k) not in cache:
-                    cache[(j, k)] = self.edges[self.edge_index[(i, j)]][k](states[j])
+                    op = self.edges[self.edge_index[(i, j)]][k]
+                    if fast and takes_relu(op):
+                        if j not in relus:
+                            relus[j] = F.relu(states[j])
+                        cache[(j, k)] = op(relus[j], relu_done=True)
+                    else:
+                        cache[(j, k)] = op(states[j])
                 y = cache[(j, k)]
-                out = out + (y if w is None else w * y)
+                if out is None:
+                    out = y if w is None else w * y
+                elif w is None:
+                    out = out + y
+                else:
+                    # One kernel for the DARTS mixing sum out + w * y.
+                    out = torch.addcmul(out, w, y) if fast else out + w * y
             states.append(out)
         if self.output == "concat":
-            return torch.cat([states[s] for s in concat], dim=1)  # (B, num_nodes * C, H', W')
+            return cat_channels([states[s] for s in concat])  # (B, num_nodes * C, H', W')
         outs = [self.input_reduce[s](states[s]) if s < 2 and self.reduction else states[s]
                 for s in concat]  # each (B, C, H', W')
-        x = F.relu(torch.cat(outs, dim=1))  # (B, len(concat) * C, H', W')
+        x = F.relu(cat_channels(outs))  # (B, len(concat) * C, H', W')
         c = self.out_weight.shape[0]
         w = self.out_weight[:, [s - self.first_out for s in concat]].reshape(c, len(concat) * c, 1, 1)
-        return self.out_bn(F.conv2d(x, w))  # (B, C, H', W')
+        return self.out_bn(pointwise_conv(x, w))  # (B, C, H', W')
 
 
 class Supernet(nn.Module):
