@@ -35,7 +35,7 @@ torch.set_num_threads(threads)
 worst = {}
 
 def compare(key, build, c_in, seed):
-    """Channels-last (fast kernels) against NCHW, and channels-last fast against the reference path."""
+    # Channels-last (fast kernels) against NCHW, and channels-last fast against the reference path.
     torch.manual_seed(seed)
     module = build()
     x = torch.randn(16, c_in, 8, 8)
