@@ -107,7 +107,7 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect:
     # in the official code: the trainer's zero gradients would let weight decay move them.
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=o.lr_max,
                                 momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                                weight_decay=o.weight_decay)
+                                weight_decay=o.weight_decay, foreach=True)
     trainer = ChildTrainer(_FixedArch(model), optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=o.grad_clip, amp=cfg.run.amp, max_nonfinite=cfg.run.max_nonfinite)
     return RetrainSetup(model, trainer, train_loader, test_loader, generators, info, described)

@@ -133,7 +133,8 @@ class Bench:
         model = model.to(self.device)
         if self.cl:
             model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd,
+                              foreach=True)  # as enas.search.build and enas.retrain
         return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=grad_clip, amp=self.args.amp,
                             update_off_path=self.args.off_path == "on")
 

@@ -93,9 +93,9 @@ class ChildTrainer:
         # clipping norm below equals the norm over the on-path gradients alone.
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.grad_clip is not None:
-            norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
+            norm = nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+            norm = nn.utils.get_total_norm([p.grad.detach() for p in params])  # multi-tensor norms
         acc = (logits.detach().argmax(1) == y).float().mean()
         # One host sync per step: loss, accuracy and the finiteness check together.
         stats = torch.stack([loss.detach().float(), acc, norm.detach().float()]).cpu().tolist()
