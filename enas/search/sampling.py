@@ -66,6 +66,7 @@ class SamplingStrategy(Strategy):
         self.epoch_best: Tuple[Optional[List[int]], float] = (None, -1.0)
         self.derive_scores: List[Dict[str, Any]] = []
         self.derive_batch_seed = 0
+        self.train_seed: Optional[int] = None  # seed of the current train phase's architectures
 
     # -- phases ------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -82,9 +83,27 @@ class SamplingStrategy(Strategy):
             return list(self.policy.sample(generator=self.generator, greedy=greedy).actions)
 
     def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
+        archs = iter(self._phase_actions(start))
         for x, y in self.train_loader.epoch_batches(epoch, start):
-            genotype = self.space.decode(self._sample())
-            yield self.trainer.train_step(x, y, genotype)
+            yield self.trainer.train_step(x, y, self.space.decode(next(archs)))
+
+    def _phase_actions(self, start: int) -> List[List[int]]:
+        """Architectures of the train phase's steps ``start, start + 1, ...``, drawn in one batched pass.
+
+        The policy does not change during the child phase (ENAS Sec. 2.2 alternates the two), so
+        drawing every step's architecture up front samples what one draw per step would, about
+        100x cheaper per architecture (docs/performance.md). The draw has its own generator,
+        seeded from ``self.generator`` when the phase starts; the seed is checkpointed, so a
+        resumed phase redraws the same architectures and continues at ``start``.
+        """
+        if start == 0 or self.train_seed is None:  # None: a checkpoint from before the seed was kept
+            self.train_seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        n = len(self.train_loader)
+        if start >= n:
+            return []
+        with torch.no_grad():
+            batch = self.policy.sample_batch(n, generator=torch.Generator().manual_seed(self.train_seed))
+        return [list(s.actions) for s in batch[start:]]
 
     def _reward(self, actions: List[int]) -> float:
         x, y = self.valid_loader.sample_batch()
@@ -93,10 +112,17 @@ class SamplingStrategy(Strategy):
             self.epoch_best = (list(actions), reward)
         return reward
 
+    def _reward_tensor(self, actions: List[int]) -> torch.Tensor:
+        """The reward as a device tensor: REINFORCE reads an update's rewards at once."""
+        x, y = self.valid_loader.sample_batch()
+        return self.trainer.accuracy(x, y, self.space.decode(actions), sync=False)
+
     def _controller(self, start: int) -> Iterator[Dict[str, Any]]:
         for _ in range(start, self.updates_per_epoch):
             if self.reinforce is not None:
-                stats = self.reinforce.update(self._reward, generator=self.generator)
+                stats = self.reinforce.update(self._reward_tensor, generator=self.generator)
+                if stats["best_actions"] is not None and stats["best_reward"] > self.epoch_best[1]:
+                    self.epoch_best = (list(stats["best_actions"]), stats["best_reward"])
                 yield {k: v for k, v in stats.items() if isinstance(v, (int, float))}
             else:
                 rewards = [self._reward(self._sample()) for _ in range(self.eval_samples)]
@@ -185,6 +211,7 @@ class SamplingStrategy(Strategy):
             "trainer": self.trainer.state_dict(),
             "epoch_best_actions": self.epoch_best[0] or [], "epoch_best_reward": self.epoch_best[1],
             "derive_scores": self.derive_scores, "derive_batch_seed": self.derive_batch_seed,
+            "train_seed": self.train_seed,
         }
         if self.reinforce is not None:
             state["controller"] = self.policy.state_dict()
@@ -197,6 +224,8 @@ class SamplingStrategy(Strategy):
         self.epoch_best = (actions, float(state["epoch_best_reward"]))
         self.derive_scores = list(state["derive_scores"])
         self.derive_batch_seed = int(state["derive_batch_seed"])
+        seed = state.get("train_seed")
+        self.train_seed = None if seed is None else int(seed)
         if self.reinforce is not None:
             self.policy.load_state_dict(state["controller"])
             self.reinforce.load_state_dict(state["reinforce"])

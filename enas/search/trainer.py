@@ -8,7 +8,7 @@ in a row the run stops with a message naming the likely causes.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -145,17 +145,19 @@ class ChildTrainer:
                 "the last checkpoint is intact")
 
     @torch.no_grad()
-    def accuracy(self, x: torch.Tensor, y: torch.Tensor, arch) -> float:
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, arch, sync: bool = True) -> Union[float, torch.Tensor]:
         """Accuracy of ``arch`` on one batch with the shared weights (eval mode).
 
-        BN still uses batch statistics (the supernet keeps no running stats).
+        BN still uses batch statistics (the supernet keeps no running stats). With
+        ``sync=False`` the result stays a 0-d device tensor (no wait for the device).
         """
         self.set_mode(False)
         with autocast(self.device, self.amp):
             logits, _ = self.model(x, arch)  # (B, classes)
         correct = (logits.argmax(1) == y).float().mean()
         # A non-finite forward gives a NaN reward, which the controller update skips.
-        return float(torch.where(torch.isfinite(logits).all(), correct, torch.nan))
+        acc = torch.where(torch.isfinite(logits).all(), correct, torch.nan)
+        return float(acc) if sync else acc
 
     def state_dict(self) -> Dict[str, Any]:
         return {"in_row": dict(self.in_row), "nonfinite_total": self.nonfinite_total}
