@@ -35,7 +35,9 @@ def autocast(device: torch.device, amp: str) -> ContextManager:
     """bf16 autocast on CUDA (``auto``/``bf16``); a no-op elsewhere or with ``off``."""
     if amp == "off" or device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    # No weight-cast cache: every supernet weight is read once per forward, and CUDA graph
+    # capture (run.cuda_graphs) refuses a caching autocast.
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
 
 
 def use_channels_last(device: torch.device, setting: str, amp: str = "auto") -> bool:
@@ -60,6 +62,26 @@ def use_channels_last(device: torch.device, setting: str, amp: str = "auto") -> 
     if device.type == "cuda":
         return amp != "off"
     return True
+
+
+def accelerate_supernet(model: torch.nn.Module, device: torch.device, compile: bool = False,
+                        cuda_graphs: bool = False) -> str:
+    """Apply ``run.compile`` / ``run.cuda_graphs`` to a supernet's op banks; returns a log line.
+
+    Raises:
+        UserError: CUDA graphs asked for on a device that is not CUDA.
+    """
+    from shared_model.accel import compile_op_banks, graph_op_banks
+
+    if cuda_graphs and device.type != "cuda":
+        raise UserError(f"run.cuda_graphs needs a CUDA device, this run uses {device.type}; "
+                        "set run.cuda_graphs=false")
+    if compile:
+        n = compile_op_banks(model, device)
+        return f"run.compile: {n} op modules compiled per input shape" if n else "run.compile: unavailable, eager"
+    if cuda_graphs:
+        return f"run.cuda_graphs: {len(graph_op_banks(model))} op modules captured per input shape on first use"
+    return ""
 
 
 def configure_threads(threads: Optional[int]) -> None:

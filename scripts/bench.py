@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from controller import Controller, Reinforce  # noqa: E402
 from enas.augment import DeviceLoader  # noqa: E402
 from enas.errors import UserError  # noqa: E402
-from enas.runtime import resolve_device, use_channels_last  # noqa: E402
+from enas.runtime import accelerate_supernet, resolve_device, use_channels_last  # noqa: E402
 from enas.search.sampling import SamplingStrategy  # noqa: E402
 from enas.search.trainer import ChildTrainer  # noqa: E402
 from shared_model.child import ChildNetwork  # noqa: E402
@@ -129,10 +129,13 @@ class Bench:
                             generator=torch.Generator().manual_seed(seed))
 
     def trainer(self, model: torch.nn.Module, lr: float, wd: float, nesterov: bool,
-                grad_clip: Optional[float]) -> ChildTrainer:
+                grad_clip: Optional[float], supernet: bool = True) -> ChildTrainer:
         model = model.to(self.device)
         if self.cl:
             model = model.to(memory_format=torch.channels_last)
+        if supernet:  # run.compile / run.cuda_graphs act on the op banks, as enas.search.build does
+            accelerate_supernet(model, self.device, compile=self.args.compile == "on",
+                                cuda_graphs=self.args.cuda_graphs == "on")
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd,
                               foreach=True)  # as enas.search.build and enas.retrain
         return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=grad_clip, amp=self.args.amp,
@@ -169,7 +172,7 @@ class Bench:
         """DARTS_V2 retraining (DARTS ``train.py``: aux 0.4, drop path 0.2, clip 5)."""
         net = ChildNetwork(get_genotype("DARTS_V2"), size.channels, size.layers, NUM_CLASSES, auxiliary=True,
                            drop_path_prob=0.2, image_size=size.image)
-        trainer = self.trainer(_Fixed(net), lr=0.025, wd=3e-4, nesterov=False, grad_clip=5.0)
+        trainer = self.trainer(_Fixed(net), lr=0.025, wd=3e-4, nesterov=False, grad_clip=5.0, supernet=False)
         self.last_model = trainer.model
         return trainer
 
@@ -308,7 +311,7 @@ def meta(args: argparse.Namespace, device: torch.device, bench: Bench) -> Dict[s
             "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "channels_last": bench.cl, "amp": args.amp, "clock": args.clock,
             "amp_active": device.type == "cuda" and args.amp != "off", "off_path": args.off_path,
-            "kernels": args.kernels,
+            "kernels": args.kernels, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
             "warmup": args.warmup, "repeats": args.repeats, "load_avg": os.getloadavg()}
 
 
@@ -361,6 +364,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--off-path", default="on", choices=["on", "off"],
                    help="on: weight decay and momentum for off-path weights too (ENAS default); "
                         "off: the optimizer skips them (optim.update_off_path=false)")
+    p.add_argument("--compile", default="off", choices=["on", "off"],
+                   help="run.compile: torch.compile every op-bank module of the supernets per input shape")
+    p.add_argument("--cuda-graphs", default="off", choices=["on", "off"],
+                   help="run.cuda_graphs: CUDA graphs of every op-bank module per input shape (CUDA only)")
     p.add_argument("--kernels", default="fast", choices=["fast", "reference"],
                    help="reference: every conv through F.conv2d (shared_model.kernels.reference_kernels)")
     p.add_argument("--clock", default="wall", choices=["wall", "process"],
@@ -373,6 +380,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--repeats must be >= 1 and --warmup >= 0")
     if args.clock == "process" and args.device.startswith("cuda"):
         p.error("--clock process measures CPU time; use the wall clock on CUDA")
+    if args.compile == "on" and args.cuda_graphs == "on":
+        p.error("--compile and --cuda-graphs exclude each other (as run.compile and run.cuda_graphs)")
     names = {v: k for k, v in ITEMS.items()}
     try:
         args.items = sorted({k if k in ITEMS else names[k] for k in args.only.split(",") if k})
@@ -387,6 +396,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         device = resolve_device(args.device)
+        if args.cuda_graphs == "on" and device.type != "cuda":
+            raise UserError(f"--cuda-graphs needs a CUDA device, not {device.type}")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from controller.reinforce import LossTerm
 from enas.augment import DeviceLoader
 from enas.data import ImageData, data_info, load_config_data, search_split
 from enas.errors import UserError
-from enas.runtime import use_channels_last
+from enas.runtime import accelerate_supernet, use_channels_last
 from enas.search.base import Strategy
 from enas.search.sampling import SamplingStrategy
 from enas.search.trainer import ChildTrainer
@@ -113,6 +113,9 @@ def build_search(cfg: SearchConfig, device: torch.device) -> SearchSetup:
         raise UserError(str(exc)) from None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    note = accelerate_supernet(model, device, compile=cfg.run.compile, cuda_graphs=cfg.run.cuda_graphs)
+    if note:
+        logger.info("%s", note)
     if getattr(model, "aux_head", None) is not None and not cfg.model.aux_trainable:
         # ENAS _build_train optimizes only the variables without "aux_head" in their name:
         # the head keeps its initial weights and its loss trains the cells below it. Frozen
