@@ -131,6 +131,7 @@ class SharedCell(nn.Module):
                     bank.append(op)
                 self.edge_index[(i, j)] = len(self.edges)
                 self.edges.append(bank)
+        self._stateless_ops: Optional[List[Tuple[bool, ...]]] = None
         if output == "conv":
             # One (C x C) 1x1 slice per state that can be an output: the computed nodes, and
             # with loose_inputs the two cell inputs too (official ``final_conv`` weight of shape
@@ -188,25 +189,51 @@ class SharedCell(nn.Module):
             nodes.append(pair)
         return nodes, concat
 
+    def _stateless(self) -> List[Tuple[bool, ...]]:
+        """Per edge and op: no parameters and no buffers (e.g. BN running stats), so the output
+        depends on the input alone. Taken on first use: the supernet drops BN buffers after
+        building its cells."""
+        if self._stateless_ops is None:
+            self._stateless_ops = [tuple(next(op.parameters(), None) is None and next(op.buffers(), None) is None
+                                         for op in bank) for bank in self.edges]
+        return self._stateless_ops
+
+    @staticmethod
+    def _run_op(op: nn.Module, states: List[torch.Tensor], j: int, relus: dict, fast: bool) -> torch.Tensor:
+        """``op(states[j])``, with the state's ReLU taken once for every ReLU-first op."""
+        if fast and takes_relu(op):
+            if j not in relus:
+                relus[j] = F.relu(states[j])
+            return op(relus[j], relu_done=True)
+        return op(states[j])
+
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, arch: Arch) -> torch.Tensor:
-        """Cell inputs (B, C_pp, H, W) and (B, C_p, H, W) -> (B, out_channels, H', W')."""
+        """Cell inputs (B, C_pp, H, W) and (B, C_p, H, W) -> (B, out_channels, H', W').
+
+        With the fast paths on (:mod:`shared_model.kernels`), a state's ReLU and the
+        outputs of stateless ops on it are computed once per forward, whatever
+        number of edges reads them; the maths is the same.
+        """
         nodes, concat = self.terms(arch)
         states = [self.pre0(s0), self.pre1(s1)]  # each (B, C, H, W)
-        relus: dict = {}  # state -> its ReLU, shared by every ReLU-first op reading it
         fast = fast_kernels_enabled()
+        relus: dict = {}  # state -> its ReLU, shared by every ReLU-first op reading it
+        # (state, op) -> output of a stateless op (pool + non-affine BN, identity): a function of the
+        # state alone, so all the edges leaving a state share one result (DARTS: up to 4 each).
+        shared: dict = {}
+        stateless = self._stateless() if fast else None
         for i, node_terms in enumerate(nodes, start=2):
             out = None
-            cache = {}
+            cache = {}  # ENAS may pick the same (input, op) twice in a node: run it once
             for j, k, w in node_terms:
-                # ENAS may pick the same (input, op) twice: run it once.
                 if (j, k) not in cache:
-                    op = self.edges[self.edge_index[(i, j)]][k]
-                    if fast and takes_relu(op):
-                        if j not in relus:
-                            relus[j] = F.relu(states[j])
-                        cache[(j, k)] = op(relus[j], relu_done=True)
+                    e = self.edge_index[(i, j)]
+                    if stateless is not None and stateless[e][k]:
+                        if (j, k) not in shared:
+                            shared[(j, k)] = self._run_op(self.edges[e][k], states, j, relus, fast)
+                        cache[(j, k)] = shared[(j, k)]
                     else:
-                        cache[(j, k)] = op(states[j])
+                        cache[(j, k)] = self._run_op(self.edges[e][k], states, j, relus, fast)
                 y = cache[(j, k)]
                 if out is None:
                     out = y if w is None else w * y
