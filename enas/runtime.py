@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import sys
 from typing import ContextManager, Optional
 
 import torch
@@ -85,8 +87,31 @@ def accelerate_supernet(model: torch.nn.Module, device: torch.device, compile: b
 
 
 def configure_threads(threads: Optional[int]) -> None:
+    """Process-wide CPU settings of a run: torch's thread count and :func:`retain_freed_memory`."""
     if threads:
         torch.set_num_threads(threads)
+    retain_freed_memory()
+
+
+def retain_freed_memory() -> bool:
+    """Keep freed tensor memory in the process instead of returning it to the OS (glibc only).
+
+    glibc serves blocks above 32 MiB (and, depending on its adaptive threshold, smaller
+    ones) with fresh ``mmap`` pages and unmaps them when freed, so every training step
+    page-faults its activations in again and the kernel zeroes them: 20 % of a DARTS_V2
+    retrain step's CPU time at paper size (docs/performance.md). With ``mmap`` off and
+    trimming only above 2 GiB, freed blocks are reused. The resident size then stays at
+    its peak, which a training process reaches in its first step anyway. Returns whether
+    the settings took (False off glibc, e.g. macOS or musl).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:

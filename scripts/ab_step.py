@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import bench  # noqa: E402
+from enas.runtime import retain_freed_memory  # noqa: E402
 from shared_model.kernels import reference_kernels  # noqa: E402
 
 ROWS = ("enas", "reward", "darts1", "darts2", "retrain")
@@ -104,6 +105,7 @@ def main(argv=None) -> int:
         p.error(f"unknown row(s) {bad}; use {', '.join(ROWS)}" if bad else "--rounds must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as `enas search` / `enas train` and bench.py
     torch.manual_seed(0)
     b = bench.Bench(bench.parse_args(["--device", "cpu", "--channels-last", args.channels_last]),
                     torch.device("cpu"))

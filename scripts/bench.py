@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from controller import Controller, Reinforce  # noqa: E402
 from enas.augment import DeviceLoader  # noqa: E402
 from enas.errors import UserError  # noqa: E402
-from enas.runtime import accelerate_supernet, resolve_device, use_channels_last  # noqa: E402
+from enas.runtime import accelerate_supernet, resolve_device, retain_freed_memory, use_channels_last  # noqa: E402
 from enas.search.sampling import SamplingStrategy  # noqa: E402
 from enas.search.trainer import ChildTrainer  # noqa: E402
 from shared_model.child import ChildNetwork  # noqa: E402
@@ -311,7 +311,7 @@ def meta(args: argparse.Namespace, device: torch.device, bench: Bench) -> Dict[s
             "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "channels_last": bench.cl, "amp": args.amp, "clock": args.clock,
             "amp_active": device.type == "cuda" and args.amp != "off", "off_path": args.off_path,
-            "kernels": args.kernels, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
+            "kernels": args.kernels, "malloc": args.malloc, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
             "warmup": args.warmup, "repeats": args.repeats, "load_avg": os.getloadavg()}
 
 
@@ -368,6 +368,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="run.compile: torch.compile every op-bank module of the supernets per input shape")
     p.add_argument("--cuda-graphs", default="off", choices=["on", "off"],
                    help="run.cuda_graphs: CUDA graphs of every op-bank module per input shape (CUDA only)")
+    p.add_argument("--malloc", default="retain", choices=["retain", "default"],
+                   help="retain: keep freed memory in the process like `enas search/train` do "
+                        "(enas.runtime.retain_freed_memory); default: glibc's own settings")
     p.add_argument("--kernels", default="fast", choices=["fast", "reference"],
                    help="reference: every conv through F.conv2d (shared_model.kernels.reference_kernels)")
     p.add_argument("--clock", default="wall", choices=["wall", "process"],
@@ -394,6 +397,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == "retain":
+        retain_freed_memory()  # what `enas search` and `enas train` do (enas.runtime.configure_threads)
     try:
         device = resolve_device(args.device)
         if args.cuda_graphs == "on" and device.type != "cuda":

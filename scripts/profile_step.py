@@ -39,6 +39,7 @@ from torch import nn  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
 import bench  # noqa: E402
+from enas.runtime import retain_freed_memory  # noqa: E402
 from bench_common import forever  # noqa: E402
 
 ROWS = ("enas", "reward", "darts1", "darts2", "retrain")
@@ -239,6 +240,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as `enas search` / `enas train` and bench.py
     torch.manual_seed(0)
     bargs = bench.parse_args(["--device", "cpu", "--warmup", str(args.warmup), "--repeats", str(args.steps),
                               "--channels-last", args.channels_last])

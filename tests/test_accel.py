@@ -124,3 +124,15 @@ def test_real_cuda_graphs_match_eager_on_a_supernet_step():
     assert sum(graph_counts(caches)) > 0
     assert torch.allclose(logits, ref_logits, atol=1e-4)
     assert all(torch.allclose(grads[k], ref_grads[k], atol=1e-4) for k in ref_grads)
+
+
+def test_retain_freed_memory_is_a_harmless_process_setting():
+    import sys
+
+    from enas.runtime import retain_freed_memory
+
+    first, second = retain_freed_memory(), retain_freed_memory()
+    assert first == second and first == sys.platform.startswith("linux")
+    x = torch.ones(9_000_000)  # 36 MB: above glibc's largest mmap threshold
+    del x
+    assert float(torch.ones(9_000_000).sum()) == 9_000_000
