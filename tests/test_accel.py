@@ -132,7 +132,8 @@ def test_retain_freed_memory_is_a_harmless_process_setting():
     from enas.runtime import retain_freed_memory
 
     first, second = retain_freed_memory(), retain_freed_memory()
-    assert first == second and first == sys.platform.startswith("linux")
+    assert first == second and isinstance(first, bool)
+    assert first or not sys.platform.startswith("linux") or "glibc" not in " ".join(__import__("platform").libc_ver())
     x = torch.ones(9_000_000)  # 36 MB: above glibc's largest mmap threshold
     del x
     assert float(torch.ones(9_000_000).sum()) == 9_000_000
