@@ -62,7 +62,7 @@ from torch import nn
 from shared_model.genotype import Entry, Genotype
 from shared_model.heads import AuxiliaryHead
 from shared_model.kernels import cat_channels, fast_kernels_enabled
-from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, make_op, op_info, takes_relu
+from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
         return x
     keep = 1.0 - drop_prob
     mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)  # (B, 1, 1, 1)
+    if fast_kernels_enabled():
+        return x * mask.div_(keep)  # one pass over x instead of two
     return x / keep * mask
 
 
@@ -191,11 +193,14 @@ class Cell(nn.Module):
         else:
             self._droppable = tuple(not op_info(name).is_identity(s) for (name, _), s in zip(entries, strides))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        h1 = self.preprocess1(s1)  # (B, C, H, W)
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0,
+                relus: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """``relus``: ``(relu(s0), relu(s1))`` when the network already has them."""
+        r0, r1 = relus if relus is not None else (None, None)
+        h1 = apply_with_relu(self.preprocess1, s1, r1)  # (B, C, H, W)
         if self.base1 is not None:
             h1 = self.base1(h1)
-        states: List[torch.Tensor] = [self.preprocess0(s0), h1]  # 2 x (B, C, H, W)
+        states: List[torch.Tensor] = [apply_with_relu(self.preprocess0, s0, r0), h1]  # 2 x (B, C, H, W)
         apply_drop = self.training and drop_prob > 0.0
         relus = {}  # state -> its ReLU, computed once for every ReLU-first op reading it
         fast = fast_kernels_enabled()
@@ -355,8 +360,12 @@ class ChildNetwork(nn.Module):
         """Return ``(logits, logits_aux)``; ``logits_aux`` is None unless training with aux."""
         logits_aux = None
         s0 = s1 = self.stem(x)  # (B, stem_multiplier * C, H, W)
+        # Every cell output is read through a ReLU by the next two cells: take it once.
+        r0 = r1 = F.relu(s1) if fast_kernels_enabled() else None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.cell_drop_prob(i))
+            s0, s1 = s1, cell(s0, s1, self.cell_drop_prob(i), relus=None if r1 is None else (r0, r1))
+            if r1 is not None:
+                r0, r1 = r1, (F.relu(s1) if i + 1 < len(self.cells) else None)
             if i == self.aux_index and self._auxiliary and self.training:
                 logits_aux = self.auxiliary_head(s1)  # (B, num_classes)
         if self.final_relu:

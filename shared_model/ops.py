@@ -105,6 +105,13 @@ def takes_relu(op: nn.Module) -> bool:
     return isinstance(op, _ReLUFirst) and op.leading_relu
 
 
+def apply_with_relu(op: nn.Module, x: torch.Tensor, relu_x: Optional[torch.Tensor]) -> torch.Tensor:
+    """``op(x)``, reading the precomputed ``relu_x = relu(x)`` when ``op`` starts with that ReLU."""
+    if relu_x is not None and takes_relu(op):
+        return op(relu_x, relu_done=True)
+    return op(x)
+
+
 class _ReLUFirst:
     """Mixin of the sequential ops whose first module is ``nn.ReLU`` (see :func:`takes_relu`)."""
 

@@ -43,7 +43,7 @@ from torch import nn
 from shared_model.genotype import Genotype
 from shared_model.heads import AuxiliaryHead
 from shared_model.kernels import cat_channels, fast_kernels_enabled, pointwise_conv
-from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op, takes_relu, op_info
+from shared_model.ops import FactorizedReduce, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
 
 #: One summand of a node: (input index, op index, mixing weight or None for 1).
 Term = Tuple[int, int, Optional[torch.Tensor]]
@@ -207,15 +207,20 @@ class SharedCell(nn.Module):
             return op(relus[j], relu_done=True)
         return op(states[j])
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, arch: Arch) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, arch: Arch,
+                relus: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """Cell inputs (B, C_pp, H, W) and (B, C_p, H, W) -> (B, out_channels, H', W').
+
+        ``relus``: ``(relu(s0), relu(s1))`` when the network already has them (the
+        preprocessing starts with that ReLU; several cells read each output).
 
         With the fast paths on (:mod:`shared_model.kernels`), a state's ReLU and the
         outputs of stateless ops on it are computed once per forward, whatever
         number of edges reads them; the maths is the same.
         """
         nodes, concat = self.terms(arch)
-        states = [self.pre0(s0), self.pre1(s1)]  # each (B, C, H, W)
+        r0, r1 = relus if relus is not None else (None, None)
+        states = [apply_with_relu(self.pre0, s0, r0), apply_with_relu(self.pre1, s1, r1)]  # each (B, C, H, W)
         fast = fast_kernels_enabled()
         relus: dict = {}  # state -> its ReLU, shared by every ReLU-first op reading it
         # (state, op) -> output of a stateless op (pool + non-affine BN, identity): a function of the
@@ -319,9 +324,13 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor, arch: Arch) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Run ``arch`` on ``x`` (B, C_in, H, W); returns (logits, aux logits or None)."""
         s0 = s1 = self.stem(x)
+        # Every cell output is read through a ReLU by the next two cells: take it once.
+        r0 = r1 = F.relu(s1) if fast_kernels_enabled() else None
         aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, arch)
+            s0, s1 = s1, cell(s0, s1, arch, relus=None if r1 is None else (r0, r1))
+            if r1 is not None:
+                r0, r1 = r1, (F.relu(s1) if i + 1 < len(self.cells) else None)
             if i == self.aux_index and self.training:
                 aux = self.aux_head(s1)
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1)  # (B, out_channels of the last cell)
