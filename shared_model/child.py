@@ -61,7 +61,7 @@ from torch import nn
 
 from shared_model.genotype import Entry, Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.kernels import cat_channels, fast_kernels_enabled
+from shared_model.kernels import BatchNorm2d, cat_channels, fast_kernels_enabled
 from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
 
 logger = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class ChildNetwork(nn.Module):
         c_curr = stem_multiplier * C
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_curr),
+            BatchNorm2d(c_curr),
         )
         c_prev_prev, c_prev, c_curr = c_curr, c_curr, C
         self.cells = nn.ModuleList()

@@ -158,3 +158,63 @@ class DepthwiseConv2d(nn.Conv2d):
         if self.same and _cpu(x) and x.dtype == self.weight.dtype and torch.is_grad_enabled():
             return _DepthwiseSame.apply(x, self.weight, self.padding, self.dilation)
         return super().forward(x)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _SerialBatchNorm(torch.autograd.Function):
+    """ATen's batch norm, forward and backward on one thread (see :class:`BatchNorm2d`)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training: bool, momentum: float, eps: float):
+        with _one_thread():
+            out, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
+                x, weight, bias, running_mean, running_var, training, momentum, eps)
+        ctx.save_for_backward(x, weight, running_mean, running_var, save_mean, save_invstd)
+        ctx.conf = training, eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # ATen's differentiable backward: double backward works
+        x, weight, running_mean, running_var, save_mean, save_invstd = ctx.saved_tensors
+        training, eps = ctx.conf
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        with _one_thread():
+            gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+                grad.contiguous(memory_format=_format(x)), x, weight, running_mean, running_var,
+                save_mean, save_invstd, training, eps, mask)
+        return gx, gw, gb, None, None, None, None, None
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose CPU channels-last kernels run on one thread when that is faster.
+
+    ATen's channels-last batch norm gets 2-3x *slower* with a second thread when
+    the channel count is not a multiple of 16 (8, 20, 36 at the search and retrain
+    shapes; measured on AVX-512, docs/performance.md), while the rest of a step
+    gains from it. Those calls run on one thread here; the others, and every
+    non-CPU or NCHW input, take ``nn.BatchNorm2d``'s path. Same maths, same
+    parameters, buffers and running-statistics updates.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (_cpu(x) and torch.get_num_threads() > 1 and x.shape[1] % 16
+                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+            return super().forward(x)
+        # nn.BatchNorm2d.forward's bookkeeping: momentum, batch count, which statistics to use.
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        return _SerialBatchNorm.apply(x, self.weight, self.bias, self.running_mean if keep else None,
+                                      self.running_var if keep else None, use_batch, factor, self.eps)

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from shared_model.kernels import DepthwiseConv2d, PointwiseConv2d, cat_channels
+from shared_model.kernels import BatchNorm2d, DepthwiseConv2d, PointwiseConv2d, cat_channels
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
@@ -136,7 +136,7 @@ class ReLUConvBN(_ReLUFirst, nn.Sequential):
         super().__init__(
             nn.ReLU(inplace=False),
             conv,
-            nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
+            BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
         )
 
 
@@ -149,7 +149,7 @@ class DilConv(_ReLUFirst, nn.Sequential):
             nn.ReLU(inplace=False),
             DepthwiseConv2d(c_in, kernel, stride=stride, padding=padding, dilation=dilation),
             PointwiseConv2d(c_in, c_out),
-            nn.BatchNorm2d(c_out, affine=affine),
+            BatchNorm2d(c_out, affine=affine),
         )
 
 
@@ -213,7 +213,7 @@ class FactorizedReduce(_ReLUFirst, nn.Module):
         self.relu = nn.ReLU(inplace=False) if relu else Identity()
         self.conv_1 = PointwiseConv2d(c_in, c_out // 2)
         self.conv_2 = PointwiseConv2d(c_in, c_out // 2)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.bn = BatchNorm2d(c_out, affine=affine)
 
     @property
     def leading_relu(self) -> bool:  # ENAS's final combine swaps the ReLU for an Identity
@@ -239,7 +239,7 @@ class Conv7x1x1x7(_ReLUFirst, nn.Sequential):
             nn.ReLU(inplace=False),
             nn.Conv2d(c, c, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
             nn.Conv2d(c, c, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
-            nn.BatchNorm2d(c, affine=affine),
+            BatchNorm2d(c, affine=affine),
         )
 
 

@@ -42,7 +42,7 @@ from torch import nn
 
 from shared_model.genotype import Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.kernels import cat_channels, fast_kernels_enabled, pointwise_conv
+from shared_model.kernels import BatchNorm2d, cat_channels, fast_kernels_enabled, pointwise_conv
 from shared_model.ops import FactorizedReduce, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
 
 #: One summand of a node: (input index, op index, mixing weight or None for 1).
@@ -127,7 +127,7 @@ class SharedCell(nn.Module):
                 for name in self.ops:
                     op = make_op(name, c, stride, affine=False)
                     if op_info(name).kind == "pool":
-                        op = nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
+                        op = nn.Sequential(op, BatchNorm2d(c, affine=False))
                     bank.append(op)
                 self.edge_index[(i, j)] = len(self.edges)
                 self.edges.append(bank)
@@ -140,7 +140,7 @@ class SharedCell(nn.Module):
             slices = num_nodes + 2 - self.first_out
             self.out_weight = nn.Parameter(torch.empty(c, slices, c))
             nn.init.kaiming_normal_(self.out_weight.view(c, slices * c, 1, 1))
-            self.out_bn = nn.BatchNorm2d(c, affine=False)
+            self.out_bn = BatchNorm2d(c, affine=False)
         if loose_inputs and reduction:
             # Inputs keep their resolution here (the ops reading them stride), so an unread
             # input is halved before joining the output, as the official fixed network's
@@ -299,7 +299,7 @@ class Supernet(nn.Module):
         self.cell_output, self.loose_inputs = cell_output, bool(loose_inputs)
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c_stem))
+                                  BatchNorm2d(c_stem))
         c_pp, c_p, c = c_stem, c_stem, channels
         self.cells = nn.ModuleList()
         reductions = reduction_layers(layers)
