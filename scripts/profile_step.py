@@ -11,11 +11,11 @@ docs/performance.md). Self CPU time of every profiled op is attributed
 * to an **op type**: depthwise / pointwise / full conv (told apart by the
   weight shape), batch norm, ReLU, pooling, the optimizer (SGD ``step`` and
   ``zero_grad``), the remaining element-wise and copy ops, forward or backward;
-* to a **position**: the stem, each cell (``cell3:reduce``), the auxiliary
-  head, the classifier, the optimizer, or ``other`` (loss, data, controller),
-  through ``record_function`` ranges opened by module hooks (forward) and full
-  backward hooks (backward). Backward ranges of cells are nested only as far
-  as autograd runs a cell's backward contiguously (it does for these chains).
+* to a **position** (forward only): the stem, each cell (``cell3:reduce``),
+  the auxiliary head, the classifier, the optimizer, or ``other`` (backward,
+  loss, data, controller), through ``record_function`` ranges opened by module
+  hooks. Backward time has no position: full backward hooks cannot bracket a
+  cell whose inputs reach it through ReLUs the network shares between cells.
 
 Rows: ``enas`` (ENAS shared step), ``reward`` (one reward evaluation),
 ``darts1`` / ``darts2`` (first / second-order DARTS unit), ``retrain``
@@ -25,6 +25,7 @@ profiles, times with ``scripts/bench.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections import defaultdict
@@ -40,13 +41,14 @@ from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E
 
 import bench  # noqa: E402
 from enas.runtime import retain_freed_memory  # noqa: E402
+from shared_model.kernels import reference_kernels  # noqa: E402
 from bench_common import forever  # noqa: E402
 
 ROWS = ("enas", "reward", "darts1", "darts2", "retrain")
 
 
 class Ranges:
-    """``record_function`` ranges around module forwards and backwards, opened and closed by hooks."""
+    """``record_function`` ranges around module forwards, opened and closed by hooks."""
 
     def __init__(self):
         self.open: Dict[Tuple[int, str], Any] = {}
@@ -67,10 +69,8 @@ class Ranges:
                     rf.__exit__(None, None, None)
             return hook
 
-        fwd, bwd = (id(module), f"pos:{label}:fwd"), (id(module), f"pos:{label}:bwd")
-        self.handles += [module.register_forward_pre_hook(enter(fwd)), module.register_forward_hook(leave(fwd)),
-                         module.register_full_backward_pre_hook(enter(bwd)),
-                         module.register_full_backward_hook(leave(bwd))]
+        fwd = (id(module), f"pos:{label}:fwd")
+        self.handles += [module.register_forward_pre_hook(enter(fwd)), module.register_forward_hook(leave(fwd))]
 
     def remove(self) -> None:
         for h in self.handles:
@@ -232,6 +232,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels-last", default="auto", choices=["on", "off", "auto"])
     p.add_argument("--top", type=int, default=12, help="rows per table (JSON keeps them all)")
     p.add_argument("--no-positions", action="store_true", help="no module hooks (their overhead is small)")
+    p.add_argument("--kernels", default="fast", choices=["fast", "reference"],
+                   help="reference: profile the plain PyTorch path (shared_model.kernels.reference_kernels)")
     p.add_argument("--markdown", action="store_true", help="print markdown tables instead of JSON")
     return p.parse_args(argv)
 
@@ -252,14 +254,15 @@ def main(argv=None) -> int:
     if model is not None and not args.no_positions:
         for module, label in positions(model):
             ranges.add(module, label)
-    for _ in range(args.warmup):
-        next(units)
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        for _ in range(args.steps):
+    with reference_kernels() if args.kernels == "reference" else contextlib.nullcontext():
+        for _ in range(args.warmup):
             next(units)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(args.steps):
+                next(units)
     ranges.remove()
     report = {"meta": {"row": args.row, "config": args.config, "size": str(size), "steps": args.steps,
-                       "threads": torch.get_num_threads(), "channels_last": b.cl,
+                       "threads": torch.get_num_threads(), "channels_last": b.cl, "kernels": args.kernels,
                        "torch": torch.__version__},
               "profile": attribute(prof.events(), args.steps)}
     if args.markdown:
