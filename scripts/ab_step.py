@@ -118,7 +118,8 @@ def main(argv=None) -> int:
         out["rows"][row] = run_row(b, row, size, args.rounds, clock)
         r = out["rows"][row]
         print(f"{row:8} fast {r['fast_ms']:9.1f} ms  reference {r['reference_ms']:9.1f} ms  "
-              f"x{r['speedup_median']:.2f} ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})", file=sys.stderr, flush=True)
+              f"x{r['speedup_median']:.2f} ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})",
+              file=sys.stderr, flush=True)
     print(json.dumps(out, indent=1))
     return 0
 

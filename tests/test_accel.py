@@ -100,7 +100,8 @@ def test_cuda_graphs_refuse_the_cpu_and_exclude_compile():
 def test_compiled_op_bank_matches_eager_and_keeps_its_state_dict():
     torch.manual_seed(0)
     holder = nn.Module()
-    holder.edges = nn.ModuleList([nn.ModuleList([make_op("sep_conv_3x3", 4, 1, affine=False), make_op("skip_connect", 4, 1)])])
+    bank = [make_op("sep_conv_3x3", 4, 1, affine=False), make_op("skip_connect", 4, 1)]
+    holder.edges = nn.ModuleList([nn.ModuleList(bank)])
     op = holder.edges[0][0]
     x = torch.randn(2, 4, 6, 6)
     expected = op(x)
