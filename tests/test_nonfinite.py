@@ -297,7 +297,7 @@ def test_nan_rewards_are_recorded_in_metrics_and_the_search_completes(tmp_path):
 
 
 def test_all_nan_derive_scores_give_one_error_line_and_keep_the_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(ChildTrainer, "accuracy", lambda self, x, y, arch: NAN)
+    monkeypatch.setattr(ChildTrainer, "accuracy", lambda self, x, y, arch, sync=True: NAN)
     run = tmp_path / "run"
     result = invoke("search", *TINY_CLI, "--out", run)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
