@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -27,9 +27,21 @@ from controller.tf_adam import TFAdam
 
 logger = logging.getLogger(__name__)
 
-RewardFn = Callable[[List[int]], float]
+#: Maps an action list to a raw reward: a float, or a 0-d tensor read together with the others.
+RewardFn = Callable[[List[int]], Union[float, torch.Tensor]]
+#: Maps all of an update's action lists to their raw rewards, in order (e.g. scored by several processes).
+RewardsFn = Callable[[List[List[int]]], Sequence[Union[float, torch.Tensor]]]
 #: A differentiable scalar added to one sample's loss.
 LossTerm = Callable[[Sample], torch.Tensor]
+
+
+def host_floats(values: Sequence[Union[float, torch.Tensor]]) -> List[float]:
+    """Python floats of ``values``; their tensors are stacked and copied to the host at once."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if not tensors:
+        return [float(v) for v in values]
+    host = iter(torch.stack([t.detach().reshape(()).double() for t in tensors]).cpu().tolist())
+    return [next(host) if isinstance(v, torch.Tensor) else float(v) for v in values]
 
 
 @dataclass(frozen=True)
@@ -89,13 +101,15 @@ class Reinforce:
         self.num_updates = 0
 
     def update(self, reward_fn: Optional[RewardFn], generator: Optional[torch.Generator] = None,
-               rewards_fn: Optional[Callable[[List[List[int]]], Sequence[float]]] = None) -> dict:
+               rewards_fn: Optional[RewardsFn] = None) -> dict:
         """Sample, score and take one Adam step.
 
         Args:
             reward_fn: maps an action list to a raw reward (e.g. the child's
-                accuracy on one validation batch). A non-finite value skips
-                the sample: it reaches neither the baseline nor the gradient.
+                accuracy on one validation batch), a float or a 0-d tensor; all
+                rewards of the update are computed before any is read. A
+                non-finite value skips the sample: it reaches neither the
+                baseline nor the gradient.
             generator: random source for sampling.
             rewards_fn: instead of ``reward_fn``, the raw rewards of all the update's
                 action lists at once, in order (e.g. scored by several processes).
@@ -110,18 +124,19 @@ class Reinforce:
         """
         self.controller.train()
         samples = self.controller.sample_batch(self.samples_per_update, generator=generator)
-        if rewards_fn is not None:
-            raw_rewards = [float(r) for r in rewards_fn([list(s.actions) for s in samples])]
-        else:
-            raw_rewards = [float(reward_fn(list(s.actions))) for s in samples]
         losses: List[torch.Tensor] = []
         rewards, raws, entropies = [], [], []
         best: Tuple[Optional[List[int]], float] = (None, math.nan)
         skipped = 0
         terms: Dict[str, List[float]] = {}
         extras: Dict[str, List[float]] = {}
-        for s, raw in zip(samples, raw_rewards):
-            entropy = float(s.entropy.detach())
+        actions = [list(s.actions) for s in samples]
+        # All rewards first, then one host copy: a reward may be a device tensor (the child's
+        # accuracy), and reading each one on its own would wait for the device every time.
+        raw_values = host_floats(list(rewards_fn(actions)) if rewards_fn is not None
+                                 else [reward_fn(a) for a in actions])
+        entropy_values = host_floats([s.entropy.detach() for s in samples])
+        for s, raw, entropy in zip(samples, raw_values, entropy_values):
             reward = raw + self.entropy_weight * entropy
             if not math.isfinite(reward):
                 skipped += 1

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import sys
 from typing import ContextManager, Optional
 
 import torch
@@ -35,7 +37,9 @@ def autocast(device: torch.device, amp: str) -> ContextManager:
     """bf16 autocast on CUDA (``auto``/``bf16``); a no-op elsewhere or with ``off``."""
     if amp == "off" or device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    # No weight-cast cache: every supernet weight is read once per forward, and CUDA graph
+    # capture (run.cuda_graphs) refuses a caching autocast.
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False)
 
 
 def use_channels_last(device: torch.device, setting: str, amp: str = "auto") -> bool:
@@ -62,9 +66,52 @@ def use_channels_last(device: torch.device, setting: str, amp: str = "auto") -> 
     return True
 
 
+def accelerate_supernet(model: torch.nn.Module, device: torch.device, compile: bool = False,
+                        cuda_graphs: bool = False) -> str:
+    """Apply ``run.compile`` / ``run.cuda_graphs`` to a supernet's op banks; returns a log line.
+
+    Raises:
+        UserError: CUDA graphs asked for on a device that is not CUDA.
+    """
+    from shared_model.accel import compile_op_banks, graph_op_banks
+
+    if cuda_graphs and device.type != "cuda":
+        raise UserError(f"run.cuda_graphs needs a CUDA device, this run uses {device.type}; "
+                        "set run.cuda_graphs=false")
+    if compile:
+        n = compile_op_banks(model, device)
+        return f"run.compile: {n} op modules compiled per input shape" if n else "run.compile: unavailable, eager"
+    if cuda_graphs:
+        return f"run.cuda_graphs: {len(graph_op_banks(model))} op modules captured per input shape on first use"
+    return ""
+
+
 def configure_threads(threads: Optional[int]) -> None:
+    """Process-wide CPU settings of a run: torch's thread count and :func:`retain_freed_memory`."""
     if threads:
         torch.set_num_threads(threads)
+    retain_freed_memory()
+
+
+def retain_freed_memory() -> bool:
+    """Keep freed tensor memory in the process instead of returning it to the OS (glibc only).
+
+    glibc serves blocks above 32 MiB (and, depending on its adaptive threshold, smaller
+    ones) with fresh ``mmap`` pages and unmaps them when freed, so every training step
+    page-faults its activations in again and the kernel zeroes them: 20 % of a DARTS_V2
+    retrain step's CPU time at paper size (docs/performance.md). With ``mmap`` off and
+    trimming only above 2 GiB, freed blocks are reused. The resident size then stays at
+    its peak, which a training process reaches in its first step anyway. Returns whether
+    the settings took (False off glibc, e.g. macOS or musl).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:

@@ -152,6 +152,15 @@ class CostConfig:
 
 
 @dataclass
+class SearchRunConfig(RunConfig):
+    # Per-op acceleration of the supernet (shared_model.accel, docs/performance.md): compile every
+    # op-bank module once per input shape, or capture its forward and backward as CUDA graphs
+    # (CUDA only). Neither wins on CPU; they exclude each other.
+    compile: bool = False
+    cuda_graphs: bool = False
+
+
+@dataclass
 class SearchConfig:
     strategy: str = "enas"  # enas | darts | random | evolution | bo
     preset: str = "paper"
@@ -164,7 +173,7 @@ class SearchConfig:
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     bo: BOConfig = field(default_factory=BOConfig)
     derive: DeriveConfig = field(default_factory=DeriveConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    run: SearchRunConfig = field(default_factory=SearchRunConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     # A benchmark table (CSV, README "Benchmarking with NAS-Bench-201") to score the run's
     # architectures with at the end (nb201 only); None: no scoring.
@@ -389,6 +398,7 @@ def validate_search_config(cfg: SearchConfig) -> None:
         (0.0 <= cfg.bo.explore <= 1.0, "bo.explore must be in [0, 1]"),
         (cfg.bo.startup_trials >= 0, "bo.startup_trials must be >= 0"),
         (cfg.bo.ei_candidates >= 1, "bo.ei_candidates must be >= 1"),
+        (not (r.compile and r.cuda_graphs), "run.compile and run.cuda_graphs exclude each other: choose one"),
     ]
     raise_first_failure(checks + cost_checks(cfg.cost))
     if cfg.model.num_nodes is not None and cfg.model.num_nodes < 1:

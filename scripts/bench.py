@@ -24,35 +24,36 @@ the median (with p10/p90, min, max) of ``--repeats`` timed units after
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
-import math
 import os
 import platform
-import resource
 import sys
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
 from controller import Controller, Reinforce  # noqa: E402
 from enas.augment import DeviceLoader  # noqa: E402
-from enas.data import ImageData  # noqa: E402
 from enas.errors import UserError  # noqa: E402
-from enas.runtime import resolve_device, use_channels_last  # noqa: E402
+from enas.runtime import accelerate_supernet, resolve_device, retain_freed_memory, use_channels_last  # noqa: E402
 from enas.search.sampling import SamplingStrategy  # noqa: E402
 from enas.search.trainer import ChildTrainer  # noqa: E402
 from shared_model.child import ChildNetwork  # noqa: E402
+from shared_model.kernels import reference_kernels  # noqa: E402
 from shared_model.ops import make_op  # noqa: E402
 from shared_model.spaces import enas_op_bias, make_space  # noqa: E402
 from shared_model.supernet import Supernet  # noqa: E402
 from shared_model.zoo import get_genotype  # noqa: E402
+from bench_common import (NUM_CLASSES, Clock, Contention, Split, forever, peak_memory,  # noqa: E402
+                          reset_peak_memory, spread, synthetic)
 
 
 @dataclass(frozen=True)
@@ -63,123 +64,17 @@ class Size:
     image: int
 
 
-#: ENAS micro search, DARTS search and DARTS evaluation sizes (REFERENCE Sec. 3-4).
+#: ENAS micro search, DARTS search and DARTS evaluation sizes (REFERENCE Sec. 3-4). ``peers``: the
+#: sizes at which issue 16 timed quark0/darts (C 8, 5 cells, batch 32) and MengTianjian/enas-pytorch
+#: (C 8, 6 + 2 cells, batch 32) on CIFAR-10; its retrain is the DARTS_V2 ``train.py`` default.
 CONFIGS: Dict[str, Dict[str, Size]] = {
     "paper": {"enas": Size(20, 8, 160, 32), "darts": Size(16, 8, 64, 32), "retrain": Size(36, 20, 96, 32)},
+    "peers": {"enas": Size(8, 8, 32, 32), "darts": Size(8, 5, 32, 32), "retrain": Size(36, 20, 96, 32)},
     "small": {k: Size(8, 5, 32, 16) for k in ("enas", "darts", "retrain")},
     "tiny": {k: Size(4, 3, 4, 8) for k in ("enas", "darts", "retrain")},
 }
-ITEMS = {"a": "enas", "b": "reward", "c": "darts", "d": "retrain", "e": "controller", "f": "ops"}
-NUM_CLASSES, CIFAR_TRAIN, CTRL_UPDATES, CTRL_SAMPLES = 10, 45_000, 30, 10
-
-
-class Clock:
-    """Wall clock that first waits for queued CUDA work (no sync on CPU).
-
-    ``process`` reads this process's CPU time instead (all its threads): with
-    ``--threads 1`` it ignores the time other processes take on a busy machine.
-    """
-
-    def __init__(self, device: torch.device, kind: str = "wall"):
-        self.cuda = device.type == "cuda"
-        self.read = time.process_time if kind == "process" else time.perf_counter
-
-    def now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return self.read()
-
-
-class Split:
-    """Accumulates the time spent inside wrapped callables of the real loop."""
-
-    def __init__(self, clock: Clock):
-        self.clock, self.acc, self.seen = clock, defaultdict(float), {}
-
-    def delta(self) -> Dict[str, float]:
-        """Time per wrapped callable since the previous call."""
-        out = {k: v - self.seen.get(k, 0.0) for k, v in self.acc.items()}
-        self.seen = dict(self.acc)
-        return out
-
-    def wrap(self, name: str, fn: Callable) -> Callable:
-        def timed(*args, **kwargs):
-            t = self.clock.now()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.acc[name] += self.clock.now() - t
-        return timed
-
-    def wrap_iter(self, name: str, factory: Callable[..., Iterator]) -> Callable[..., Iterator]:
-        def make(*args, **kwargs):
-            it = self.wrap(name, factory)(*args, **kwargs)
-            while True:
-                try:
-                    item = self.wrap(name, next)(it)
-                except StopIteration:
-                    return
-                yield item
-        return make
-
-
-class Contention:
-    """Share of the machine's CPU used by *other* processes during the run (Linux).
-
-    ``/proc/stat`` busy time minus this process's CPU time, over wall time x
-    cores: 0 means the figures come from an otherwise idle machine.
-    """
-
-    def __init__(self):
-        self.start = self._read()
-
-    @staticmethod
-    def _read():
-        try:
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:9]]
-        except (OSError, ValueError):
-            return None
-        own = os.times()
-        return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
-
-    def share(self) -> Optional[float]:
-        end = self._read()
-        if self.start is None or end is None:
-            return None
-        busy, own, wall = (e - s for e, s in zip(end, self.start))
-        return round(max(0.0, (busy - own) / (wall * (os.cpu_count() or 1))), 3)
-
-
-def spread(times: List[float]) -> Dict[str, float]:
-    """Median, p10, p90, min and max of ``times`` (seconds), in milliseconds."""
-    xs = sorted(times)
-
-    def q(p: float) -> float:
-        k = (len(xs) - 1) * p
-        lo, hi = math.floor(k), math.ceil(k)
-        return 1e3 * (xs[lo] + (xs[hi] - xs[lo]) * (k - lo))
-
-    return {"median": q(0.5), "p10": q(0.1), "p90": q(0.9), "min": 1e3 * xs[0], "max": 1e3 * xs[-1]}
-
-
-def peak_memory(device: torch.device) -> Dict[str, float]:
-    if device.type == "cuda":
-        return {"peak_cuda_mib": torch.cuda.max_memory_allocated(device) / 2**20}
-    # ru_maxrss is the process-wide high-water mark so far (it never goes down between items).
-    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def synthetic(n: int, size: int, seed: int) -> ImageData:
-    g = torch.Generator().manual_seed(seed)
-    return ImageData(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g),
-                     torch.randint(0, NUM_CLASSES, (n,), generator=g), [str(i) for i in range(NUM_CLASSES)],
-                     (0.49, 0.48, 0.45), (0.25, 0.24, 0.26))
-
-
-def forever(fn: Callable) -> Iterator:
-    while True:
-        yield fn()
+ITEMS = {"a": "enas", "b": "reward", "c": "darts", "d": "retrain", "e": "controller", "f": "ops", "g": "darts2"}
+CIFAR_TRAIN, CTRL_UPDATES, CTRL_SAMPLES = 45_000, 30, 10
 
 
 class _Fixed(torch.nn.Module):
@@ -198,6 +93,7 @@ class Bench:
         self.args, self.device, self.clock = args, device, Clock(device, args.clock)
         self.cl = use_channels_last(device, args.channels_last, args.amp)
         self.n_units = args.warmup + args.repeats
+        self.scoped = False
 
     def time(self, units: Iterator, repeats: Optional[int] = None, split: Optional[Split] = None):
         """Run ``warmup`` untimed then ``repeats`` timed units.
@@ -220,11 +116,11 @@ class Bench:
     def result(self, times: List[float], images: int, **extra) -> Dict[str, Any]:
         ms = spread(times)
         return dict({"images_per_s": images / (ms["median"] / 1e3), "batch": images, "step_ms": ms},
-                    **peak_memory(self.device), **extra)
+                    **peak_memory(self.device, self.scoped), **extra)
 
     def reset_peak(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        """Start the peak-memory window of one item (CPU: RSS high-water mark; CUDA: allocator)."""
+        self.scoped = reset_peak_memory(self.device)
 
     def loader(self, size: Size, seed: int, train: bool, cutout: int = 0) -> DeviceLoader:
         data = synthetic(size.batch * self.n_units, size.image, seed)
@@ -233,26 +129,64 @@ class Bench:
                             generator=torch.Generator().manual_seed(seed))
 
     def trainer(self, model: torch.nn.Module, lr: float, wd: float, nesterov: bool,
-                grad_clip: Optional[float]) -> ChildTrainer:
+                grad_clip: Optional[float], supernet: bool = True) -> ChildTrainer:
         model = model.to(self.device)
         if self.cl:
             model = model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd)
+        if supernet:  # run.compile / run.cuda_graphs act on the op banks, as enas.search.build does
+            accelerate_supernet(model, self.device, compile=self.args.compile == "on",
+                                cuda_graphs=self.args.cuda_graphs == "on")
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd,
+                              foreach=True)  # as enas.search.build and enas.retrain
         return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=grad_clip, amp=self.args.amp,
                             update_off_path=self.args.off_path == "on")
 
-    # -- a, b, e: ENAS (official micro-search settings, REFERENCE Sec. 2-3) ----------
-    def enas(self, size: Size, items: List[str]) -> Dict[str, Any]:
+    # -- builders (also used by scripts/profile_step.py) ----------------------------
+    def enas_strategy(self, size: Size) -> SamplingStrategy:
+        """ENAS micro search with the official settings (REFERENCE Sec. 2-3)."""
         space = make_space("micro")
         trainer = self.trainer(Supernet(space.ops, space.num_nodes, size.channels, size.layers, NUM_CLASSES,
                                         image_size=size.image, auxiliary=True, dropout=0.1, loose_inputs=True),
                                lr=0.05, wd=1e-4, nesterov=True, grad_clip=None)  # official: no clipping
         bias, prior = enas_op_bias(space.sample_ops)
         ctrl = Controller(space.decisions, len(space.sample_ops), op_bias_init=bias, normal_op_prior=prior)
-        reinforce = Reinforce(ctrl)
         gen = torch.Generator().manual_seed(0)
         train, valid = self.loader(size, 1, True), self.loader(size, 2, False)
-        strategy = SamplingStrategy(space, ctrl, trainer, train, valid, gen, reinforce, CTRL_UPDATES)
+        return SamplingStrategy(space, ctrl, trainer, train, valid, gen, Reinforce(ctrl), CTRL_UPDATES)
+
+    def darts_strategy(self, size: Size, order: int):
+        """DARTS search with the official settings (REFERENCE Sec. 4)."""
+        from enas.search.darts import build_darts_strategy
+        from shared_model.arch_params import ArchParameters
+
+        space = make_space("darts")
+        trainer = self.trainer(Supernet(space.ops, space.num_nodes, size.channels, size.layers, NUM_CLASSES,
+                                        image_size=size.image, cell_output="concat"),
+                               lr=0.025, wd=3e-4, nesterov=False, grad_clip=5.0)
+        arch = ArchParameters.for_space(space, device=self.device)
+        # Architecture batches are augmented like the weight batches (the search build does so).
+        train, valid = self.loader(size, 3, True), self.loader(size, 4, True)
+        return build_darts_strategy(space, trainer.model, arch, trainer, train, valid, order=order)
+
+    def retrain_trainer(self, size: Size) -> ChildTrainer:
+        """DARTS_V2 retraining (DARTS ``train.py``: aux 0.4, drop path 0.2, clip 5)."""
+        net = ChildNetwork(get_genotype("DARTS_V2"), size.channels, size.layers, NUM_CLASSES, auxiliary=True,
+                           drop_path_prob=0.2, image_size=size.image)
+        trainer = self.trainer(_Fixed(net), lr=0.025, wd=3e-4, nesterov=False, grad_clip=5.0, supernet=False)
+        self.last_model = trainer.model
+        return trainer
+
+    def retrain_units(self, size: Size) -> Iterator:
+        """DARTS_V2 retrain steps on cutout-16 batches."""
+        trainer = self.retrain_trainer(size)
+        batches = self.loader(size, 5, True, cutout=size.image // 2).epoch_batches(0)
+        return forever(lambda: trainer.train_step(*next(batches), None))
+
+    # -- a, b, e: ENAS ---------------------------------------------------------------
+    def enas(self, size: Size, items: List[str]) -> Dict[str, Any]:
+        strategy = self.enas_strategy(size)
+        space, trainer, ctrl, reinforce = strategy.space, strategy.trainer, strategy.policy, strategy.reinforce
+        gen, valid = strategy.generator, strategy.valid_loader
         out = {}
         if "a" in items:
             out["enas_step"] = self.enas_step(strategy, size)
@@ -290,43 +224,36 @@ class Bench:
         split = Split(self.clock)
         trainer.train_step = split.wrap("child", trainer.train_step)
         ctrl.sample = split.wrap("sample", ctrl.sample)
+        # The phase draws all its architectures in one batched pass when it starts (untimed
+        # warm-up unit): timed here and spread over the phase's steps below.
+        ctrl.sample_batch = split.wrap("presample", ctrl.sample_batch)
         train.epoch_batches = split.wrap_iter("data", train.epoch_batches)
         try:
             times, parts = self.time(strategy.phases(0)[0].run(0), split=split)
         finally:
-            del trainer.train_step, ctrl.sample, train.epoch_batches
+            del trainer.train_step, ctrl.sample, ctrl.sample_batch, train.epoch_batches
+        presample_s = split.acc.get("presample", 0.0)
+        per_step = presample_s / len(train)
+        parts.pop("presample", None)
         other = [t - sum(v[i] for v in parts.values()) for i, t in enumerate(times)]
-        parts_ms = dict({k: spread(v)["median"] for k, v in parts.items()}, other=spread(other)["median"])
-        share = 1.0 - sum(parts["child"]) / sum(times)
-        return self.result(times, size.batch, overhead_share=share, parts_ms=parts_ms)
+        parts_ms = dict({k: spread(v)["median"] for k, v in parts.items()}, other=spread(other)["median"],
+                        presample_per_step=1e3 * per_step)
+        share = 1.0 - sum(parts["child"]) / (sum(times) + per_step * len(times))
+        return self.result(times, size.batch, overhead_share=share, parts_ms=parts_ms,
+                           presample_ms={"phase": 1e3 * presample_s, "steps": len(train)})
 
     # -- c, d, f ---------------------------------------------------------------------
-    def darts(self, size: Size) -> Dict[str, Any]:
-        try:
-            from enas.search.darts import build_darts_strategy
-            from shared_model.arch_params import ArchParameters
-        except ImportError as exc:
-            return {"skipped": f"enas.search.darts is not available ({exc})"}
-        space = make_space("darts")  # DARTS search settings (REFERENCE Sec. 4)
-        trainer = self.trainer(Supernet(space.ops, space.num_nodes, size.channels, size.layers, NUM_CLASSES,
-                                        image_size=size.image, cell_output="concat"),
-                               lr=0.025, wd=3e-4, nesterov=False, grad_clip=5.0)
-        arch = ArchParameters.for_space(space, device=self.device)
-        train, valid = self.loader(size, 3, True), self.loader(size, 4, False)
-        strategy = build_darts_strategy(space, trainer.model, arch, trainer, train, valid, order=1)
+    def darts(self, size: Size, order: int = 1) -> Dict[str, Any]:
+        strategy = self.darts_strategy(size, order)
         self.reset_peak()
         times = self.time(strategy.phases(0)[0].run(0))
-        return self.result(times, size.batch, note="images/s counts weight-step images; each unit also "
-                           "runs an architecture step on as many validation images")
+        return self.result(times, size.batch, order=order, note="images/s counts weight-step images; each "
+                           "unit also runs an architecture step on as many validation images")
 
     def retrain(self, size: Size) -> Dict[str, Any]:
-        net = ChildNetwork(get_genotype("DARTS_V2"), size.channels, size.layers, NUM_CLASSES, auxiliary=True,
-                           drop_path_prob=0.2, image_size=size.image)
-        trainer = self.trainer(_Fixed(net), lr=0.025, wd=3e-4, nesterov=False, grad_clip=5.0)
-        train = self.loader(size, 5, True, cutout=size.image // 2)
-        batches = train.epoch_batches(0)
+        units = self.retrain_units(size)
         self.reset_peak()
-        times = self.time(forever(lambda: trainer.train_step(*next(batches), None)))
+        times = self.time(units)
         return self.result(times, size.batch)
 
     def ops(self, size: Size) -> Dict[str, Any]:
@@ -363,6 +290,8 @@ def run_config(bench: Bench, name: str, items: List[str]) -> Dict[str, Any]:
         out.update(bench.enas(sizes["enas"], items))
     if "c" in items:
         out["darts_step"] = bench.darts(sizes["darts"])
+    if "g" in items:
+        out["darts2_step"] = bench.darts(sizes["darts"], order=2)
     if "d" in items:
         out["retrain_step"] = bench.retrain(sizes["retrain"])
     if "f" in items:
@@ -382,13 +311,14 @@ def meta(args: argparse.Namespace, device: torch.device, bench: Bench) -> Dict[s
             "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "channels_last": bench.cl, "amp": args.amp, "clock": args.clock,
             "amp_active": device.type == "cuda" and args.amp != "off", "off_path": args.off_path,
+            "kernels": args.kernels, "malloc": args.malloc, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
             "warmup": args.warmup, "repeats": args.repeats, "load_avg": os.getloadavg()}
 
 
 def table(report: Dict[str, Any]) -> str:
     lines = [f"{'config':7} {'item':13} {'images/s':>9} {'median ms':>10} {'p10-p90 ms':>17}"]
     for cfg, res in report["results"].items():
-        for key in ("enas_step", "reward_eval", "darts_step", "retrain_step"):
+        for key in ("enas_step", "reward_eval", "darts_step", "darts2_step", "retrain_step"):
             r = res.get(key)
             if r and "skipped" in r:
                 lines.append(f"{cfg:7} {key:13} skipped: {r['skipped']}")
@@ -420,18 +350,29 @@ def table(report: Dict[str, Any]) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="both", choices=["paper", "small", "both", "tiny"])
+    p.add_argument("--config", default="both", choices=["paper", "peers", "small", "both", "tiny"],
+                   help="sizes (docs/performance.md); both = paper then small")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--repeats", type=int, default=None, help="timed units per item (default 3; tiny: 1)")
     p.add_argument("--warmup", type=int, default=None, help="untimed units first (default 1; tiny: 0)")
     p.add_argument("--only", default="a,b,c,d,e",
-                   help="comma list: a enas, b reward, c darts, d retrain, e controller, f ops (letters or names)")
+                   help="comma list: a enas, b reward, c darts (1st order), g darts2 (2nd order), d retrain, "
+                        "e controller, f ops (letters or names)")
     p.add_argument("--channels-last", default="auto", choices=["on", "off", "auto"])
     p.add_argument("--amp", default="auto", choices=["auto", "off"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--off-path", default="on", choices=["on", "off"],
                    help="on: weight decay and momentum for off-path weights too (ENAS default); "
                         "off: the optimizer skips them (optim.update_off_path=false)")
+    p.add_argument("--compile", default="off", choices=["on", "off"],
+                   help="run.compile: torch.compile every op-bank module of the supernets per input shape")
+    p.add_argument("--cuda-graphs", default="off", choices=["on", "off"],
+                   help="run.cuda_graphs: CUDA graphs of every op-bank module per input shape (CUDA only)")
+    p.add_argument("--malloc", default="retain", choices=["retain", "default"],
+                   help="retain: keep freed memory in the process like `enas search/train` do "
+                        "(enas.runtime.retain_freed_memory); default: glibc's own settings")
+    p.add_argument("--kernels", default="fast", choices=["fast", "reference"],
+                   help="reference: every conv through F.conv2d (shared_model.kernels.reference_kernels)")
     p.add_argument("--clock", default="wall", choices=["wall", "process"],
                    help="process: this process's CPU time (CPU only; for A/B runs on a busy machine)")
     args = p.parse_args(argv)
@@ -442,6 +383,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--repeats must be >= 1 and --warmup >= 0")
     if args.clock == "process" and args.device.startswith("cuda"):
         p.error("--clock process measures CPU time; use the wall clock on CUDA")
+    if args.compile == "on" and args.cuda_graphs == "on":
+        p.error("--compile and --cuda-graphs exclude each other (as run.compile and run.cuda_graphs)")
     names = {v: k for k, v in ITEMS.items()}
     try:
         args.items = sorted({k if k in ITEMS else names[k] for k in args.only.split(",") if k})
@@ -454,17 +397,22 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == "retain":
+        retain_freed_memory()  # what `enas search` and `enas train` do (enas.runtime.configure_threads)
     try:
         device = resolve_device(args.device)
+        if args.cuda_graphs == "on" and device.type != "cuda":
+            raise UserError(f"--cuda-graphs needs a CUDA device, not {device.type}")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.manual_seed(0)
     bench, contention = Bench(args, device), Contention()
     report = {"meta": meta(args, device, bench), "results": {}}
-    for name in (["paper", "small"] if args.config == "both" else [args.config]):
-        report["results"][name] = run_config(bench, name, args.items)
-        print(f"[bench] {name} done", file=sys.stderr, flush=True)
+    with reference_kernels() if args.kernels == "reference" else contextlib.nullcontext():
+        for name in (["paper", "small"] if args.config == "both" else [args.config]):
+            report["results"][name] = run_config(bench, name, args.items)
+            print(f"[bench] {name} done", file=sys.stderr, flush=True)
     report["meta"]["load_avg_end"] = os.getloadavg()
     report["meta"]["other_cpu_share"] = contention.share()
     print(table(report), file=sys.stderr)

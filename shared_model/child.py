@@ -61,7 +61,8 @@ from torch import nn
 
 from shared_model.genotype import Entry, Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, make_op, op_info
+from shared_model.kernels import BatchNorm2d, cat_channels, fast_kernels_enabled
+from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
         return x
     keep = 1.0 - drop_prob
     mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)  # (B, 1, 1, 1)
+    if fast_kernels_enabled():
+        return x * mask.div_(keep)  # one pass over x instead of two
     return x / keep * mask
 
 
@@ -190,16 +193,27 @@ class Cell(nn.Module):
         else:
             self._droppable = tuple(not op_info(name).is_identity(s) for (name, _), s in zip(entries, strides))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        h1 = self.preprocess1(s1)  # (B, C, H, W)
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0,
+                relus: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """``relus``: ``(relu(s0), relu(s1))`` when the network already has them."""
+        r0, r1 = relus if relus is not None else (None, None)
+        h1 = apply_with_relu(self.preprocess1, s1, r1)  # (B, C, H, W)
         if self.base1 is not None:
             h1 = self.base1(h1)
-        states: List[torch.Tensor] = [self.preprocess0(s0), h1]  # 2 x (B, C, H, W)
+        states: List[torch.Tensor] = [apply_with_relu(self.preprocess0, s0, r0), h1]  # 2 x (B, C, H, W)
         apply_drop = self.training and drop_prob > 0.0
+        relus = {}  # state -> its ReLU, computed once for every ReLU-first op reading it
+        fast = fast_kernels_enabled()
         for k in range(0, len(self._ops), 2):
             pair = []
             for j in (k, k + 1):
-                h = self._ops[j](states[self._indices[j]])  # (B, C, H', W')
+                op, i = self._ops[j], self._indices[j]
+                if fast and takes_relu(op):
+                    if i not in relus:
+                        relus[i] = F.relu(states[i])
+                    h = op(relus[i], relu_done=True)  # (B, C, H', W')
+                else:
+                    h = op(states[i])
                 if apply_drop and self._droppable[j]:
                     h = drop_path(h, drop_prob)
                 pair.append(h)
@@ -211,7 +225,7 @@ class Cell(nn.Module):
                 h = self.loose_reduce[str(i)](h)  # (B, C, H', W')
             out.append(h)
         out += [states[i] for i in self._concat]
-        return torch.cat(out, dim=1)  # (B, multiplier * C, H', W')
+        return cat_channels(out)  # (B, multiplier * C, H', W')
 
 
 class ChildNetwork(nn.Module):
@@ -301,7 +315,7 @@ class ChildNetwork(nn.Module):
         c_curr = stem_multiplier * C
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_curr),
+            BatchNorm2d(c_curr),
         )
         c_prev_prev, c_prev, c_curr = c_curr, c_curr, C
         self.cells = nn.ModuleList()
@@ -346,8 +360,12 @@ class ChildNetwork(nn.Module):
         """Return ``(logits, logits_aux)``; ``logits_aux`` is None unless training with aux."""
         logits_aux = None
         s0 = s1 = self.stem(x)  # (B, stem_multiplier * C, H, W)
+        # Every cell output is read through a ReLU by the next two cells: take it once.
+        r0 = r1 = F.relu(s1) if fast_kernels_enabled() else None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.cell_drop_prob(i))
+            s0, s1 = s1, cell(s0, s1, self.cell_drop_prob(i), relus=None if r1 is None else (r0, r1))
+            if r1 is not None:
+                r0, r1 = r1, (F.relu(s1) if i + 1 < len(self.cells) else None)
             if i == self.aux_index and self._auxiliary and self.training:
                 logits_aux = self.auxiliary_head(s1)  # (B, num_classes)
         if self.final_relu:

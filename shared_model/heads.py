@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from shared_model.kernels import BatchNorm2d
+
 
 class AuxiliaryHead(nn.Module):
     """DARTS/ENAS auxiliary classifier (Szegedy et al. 2016; DARTS ``AuxiliaryHeadCIFAR``).
@@ -41,7 +43,7 @@ class AuxiliaryHead(nn.Module):
             nn.ReLU(inplace=False),
             pool,
             nn.Conv2d(channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
+            BatchNorm2d(128),
             nn.ReLU(inplace=True),
         ]
         if same_padding:
@@ -49,7 +51,7 @@ class AuxiliaryHead(nn.Module):
             layers.append(nn.ZeroPad2d((before, pooled - 1 - before, before, pooled - 1 - before)))
         layers += [
             nn.Conv2d(128, 768, pooled, bias=False),
-            nn.BatchNorm2d(768),
+            BatchNorm2d(768),
             nn.ReLU(inplace=True),
         ]
         # DARTS keeps its original module indices (checkpoint keys); the ENAS

@@ -20,6 +20,8 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
+from shared_model.kernels import BatchNorm2d, DepthwiseConv2d, PointwiseConv2d, cat_channels
+
 OpFactory = Callable[[int, int, bool], nn.Module]
 
 #: name -> factory(C, stride, affine) -> module. Extend with :func:`register_op`.
@@ -93,33 +95,65 @@ def op_info(name: str) -> OpInfo:
         raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(OPS))}") from None
 
 
-class ReLUConvBN(nn.Sequential):
+def takes_relu(op: nn.Module) -> bool:
+    """Whether ``op`` starts with a ReLU of its input, so ``op(x) == op(relu(x), relu_done=True)``.
+
+    Most cell ops start with ``ReLU(x)``; a cell that feeds one state to several
+    of them (DARTS: every conv op of every edge leaving the state, up to 16)
+    computes that ReLU once and passes it with ``relu_done=True``.
+    """
+    return isinstance(op, _ReLUFirst) and op.leading_relu
+
+
+def apply_with_relu(op: nn.Module, x: torch.Tensor, relu_x: Optional[torch.Tensor]) -> torch.Tensor:
+    """``op(x)``, reading the precomputed ``relu_x = relu(x)`` when ``op`` starts with that ReLU."""
+    if relu_x is not None and takes_relu(op):
+        return op(relu_x, relu_done=True)
+    return op(x)
+
+
+class _ReLUFirst:
+    """Mixin of the sequential ops whose first module is ``nn.ReLU`` (see :func:`takes_relu`)."""
+
+    leading_relu = True
+
+    def forward(self, x: torch.Tensor, relu_done: bool = False) -> torch.Tensor:
+        mods = iter(self._modules.values())
+        if relu_done:
+            next(mods)  # the leading ReLU: ``x`` is already its output
+        for m in mods:
+            x = m(x)
+        return x
+
+
+class ReLUConvBN(_ReLUFirst, nn.Sequential):
     """ReLU -> conv -> BN, the DARTS preprocessing block."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
                  affine: bool = True, track_running_stats: bool = True):
+        conv = PointwiseConv2d(c_in, c_out) if (kernel, stride, padding) == (1, 1, 0) else \
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
+            conv,
+            BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
         )
 
 
-class DilConv(nn.Sequential):
+class DilConv(_ReLUFirst, nn.Sequential):
     """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN (DARTS ``DilConv``)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
                  dilation: int, affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
-                      groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
+            DepthwiseConv2d(c_in, kernel, stride=stride, padding=padding, dilation=dilation),
+            PointwiseConv2d(c_in, c_out),
+            BatchNorm2d(c_out, affine=affine),
         )
 
 
-class SepConv(nn.Sequential):
+class SepConv(_ReLUFirst, nn.Sequential):
     """Two stacked dilation-1 :class:`DilConv` blocks; only the first may stride.
 
     ENAS Sec. 2.3 and DARTS ``SepConv``: the separable conv is applied twice.
@@ -131,6 +165,10 @@ class SepConv(nn.Sequential):
             DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
             DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
         )
+
+    def forward(self, x: torch.Tensor, relu_done: bool = False) -> torch.Tensor:
+        first, second = self._modules.values()
+        return second(first(x, relu_done=relu_done))
 
 
 class Identity(nn.Module):
@@ -153,7 +191,7 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
-class FactorizedReduce(nn.Module):
+class FactorizedReduce(_ReLUFirst, nn.Module):
     """Halve the spatial size with two offset 1x1 convs on every second pixel, concatenated.
 
     The second branch reads the input shifted by one pixel so that together the
@@ -173,22 +211,27 @@ class FactorizedReduce(nn.Module):
             raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
         # ENAS's _factorized_reduction has no leading ReLU (relu=False); DARTS's has one.
         self.relu = nn.ReLU(inplace=False) if relu else Identity()
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=1, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.conv_1 = PointwiseConv2d(c_in, c_out // 2)
+        self.conv_2 = PointwiseConv2d(c_in, c_out // 2)
+        self.bn = BatchNorm2d(c_out, affine=affine)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)  # (B, C_in, H, W)
+    @property
+    def leading_relu(self) -> bool:  # ENAS's final combine swaps the ReLU for an Identity
+        return isinstance(self.relu, nn.ReLU)
+
+    def forward(self, x: torch.Tensor, relu_done: bool = False) -> torch.Tensor:
+        if not relu_done:
+            x = self.relu(x)  # (B, C_in, H, W)
         h, w = x.shape[-2:]
         a = self.conv_1(x[:, :, ::2, ::2])  # (B, C_out/2, ceil(H/2), ceil(W/2))
         # The shifted grid misses the last row/column of odd sizes: zero-pad it, as DARTS's
         # pad-then-stride does, so both branches have the same spatial shape.
         shifted = nn.functional.pad(x[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2))
         b = self.conv_2(shifted)  # (B, C_out/2, ceil(H/2), ceil(W/2))
-        return self.bn(torch.cat([a, b], dim=1))
+        return self.bn(cat_channels([a, b]))
 
 
-class Conv7x1x1x7(nn.Sequential):
+class Conv7x1x1x7(_ReLUFirst, nn.Sequential):
     """ReLU -> 1x7 conv -> 7x1 conv -> BN (AmoebaNet's ``conv_7x1_1x7``)."""
 
     def __init__(self, c: int, stride: int, affine: bool = True):
@@ -196,7 +239,7 @@ class Conv7x1x1x7(nn.Sequential):
             nn.ReLU(inplace=False),
             nn.Conv2d(c, c, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
             nn.Conv2d(c, c, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
-            nn.BatchNorm2d(c, affine=affine),
+            BatchNorm2d(c, affine=affine),
         )
 
 

@@ -42,7 +42,8 @@ from torch import nn
 
 from shared_model.genotype import Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op, op_info
+from shared_model.kernels import BatchNorm2d, cat_channels, fast_kernels_enabled, pointwise_conv
+from shared_model.ops import FactorizedReduce, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
 
 #: One summand of a node: (input index, op index, mixing weight or None for 1).
 Term = Tuple[int, int, Optional[torch.Tensor]]
@@ -126,10 +127,11 @@ class SharedCell(nn.Module):
                 for name in self.ops:
                     op = make_op(name, c, stride, affine=False)
                     if op_info(name).kind == "pool":
-                        op = nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
+                        op = nn.Sequential(op, BatchNorm2d(c, affine=False))
                     bank.append(op)
                 self.edge_index[(i, j)] = len(self.edges)
                 self.edges.append(bank)
+        self._stateless_ops: Optional[List[Tuple[bool, ...]]] = None
         if output == "conv":
             # One (C x C) 1x1 slice per state that can be an output: the computed nodes, and
             # with loose_inputs the two cell inputs too (official ``final_conv`` weight of shape
@@ -138,7 +140,7 @@ class SharedCell(nn.Module):
             slices = num_nodes + 2 - self.first_out
             self.out_weight = nn.Parameter(torch.empty(c, slices, c))
             nn.init.kaiming_normal_(self.out_weight.view(c, slices * c, 1, 1))
-            self.out_bn = nn.BatchNorm2d(c, affine=False)
+            self.out_bn = BatchNorm2d(c, affine=False)
         if loose_inputs and reduction:
             # Inputs keep their resolution here (the ops reading them stride), so an unread
             # input is halved before joining the output, as the official fixed network's
@@ -187,28 +189,73 @@ class SharedCell(nn.Module):
             nodes.append(pair)
         return nodes, concat
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, arch: Arch) -> torch.Tensor:
-        """Cell inputs (B, C_pp, H, W) and (B, C_p, H, W) -> (B, out_channels, H', W')."""
+    def _stateless(self) -> List[Tuple[bool, ...]]:
+        """Per edge and op: no parameters and no buffers (e.g. BN running stats), so the output
+        depends on the input alone. Taken on first use: the supernet drops BN buffers after
+        building its cells."""
+        if self._stateless_ops is None:
+            self._stateless_ops = [tuple(next(op.parameters(), None) is None and next(op.buffers(), None) is None
+                                         for op in bank) for bank in self.edges]
+        return self._stateless_ops
+
+    @staticmethod
+    def _run_op(op: nn.Module, states: List[torch.Tensor], j: int, relus: dict, fast: bool) -> torch.Tensor:
+        """``op(states[j])``, with the state's ReLU taken once for every ReLU-first op."""
+        if fast and takes_relu(op):
+            if j not in relus:
+                relus[j] = F.relu(states[j])
+            return op(relus[j], relu_done=True)
+        return op(states[j])
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, arch: Arch,
+                relus: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """Cell inputs (B, C_pp, H, W) and (B, C_p, H, W) -> (B, out_channels, H', W').
+
+        ``relus``: ``(relu(s0), relu(s1))`` when the network already has them (the
+        preprocessing starts with that ReLU; several cells read each output).
+
+        With the fast paths on (:mod:`shared_model.kernels`), a state's ReLU and the
+        outputs of stateless ops on it are computed once per forward, whatever
+        number of edges reads them; the maths is the same.
+        """
         nodes, concat = self.terms(arch)
-        states = [self.pre0(s0), self.pre1(s1)]  # each (B, C, H, W)
+        r0, r1 = relus if relus is not None else (None, None)
+        states = [apply_with_relu(self.pre0, s0, r0), apply_with_relu(self.pre1, s1, r1)]  # each (B, C, H, W)
+        fast = fast_kernels_enabled()
+        relus: dict = {}  # state -> its ReLU, shared by every ReLU-first op reading it
+        # (state, op) -> output of a stateless op (pool + non-affine BN, identity): a function of the
+        # state alone, so all the edges leaving a state share one result (DARTS: up to 4 each).
+        shared: dict = {}
+        stateless = self._stateless() if fast else None
         for i, node_terms in enumerate(nodes, start=2):
-            out = 0
-            cache = {}
+            out = None
+            cache = {}  # ENAS may pick the same (input, op) twice in a node: run it once
             for j, k, w in node_terms:
-                # ENAS may pick the same (input, op) twice: run it once.
                 if (j, k) not in cache:
-                    cache[(j, k)] = self.edges[self.edge_index[(i, j)]][k](states[j])
+                    e = self.edge_index[(i, j)]
+                    if stateless is not None and stateless[e][k]:
+                        if (j, k) not in shared:
+                            shared[(j, k)] = self._run_op(self.edges[e][k], states, j, relus, fast)
+                        cache[(j, k)] = shared[(j, k)]
+                    else:
+                        cache[(j, k)] = self._run_op(self.edges[e][k], states, j, relus, fast)
                 y = cache[(j, k)]
-                out = out + (y if w is None else w * y)
+                if out is None:
+                    out = y if w is None else w * y
+                elif w is None:
+                    out = out + y
+                else:
+                    # One kernel for the DARTS mixing sum out + w * y.
+                    out = torch.addcmul(out, w, y) if fast else out + w * y
             states.append(out)
         if self.output == "concat":
-            return torch.cat([states[s] for s in concat], dim=1)  # (B, num_nodes * C, H', W')
+            return cat_channels([states[s] for s in concat])  # (B, num_nodes * C, H', W')
         outs = [self.input_reduce[s](states[s]) if s < 2 and self.reduction else states[s]
                 for s in concat]  # each (B, C, H', W')
-        x = F.relu(torch.cat(outs, dim=1))  # (B, len(concat) * C, H', W')
+        x = F.relu(cat_channels(outs))  # (B, len(concat) * C, H', W')
         c = self.out_weight.shape[0]
         w = self.out_weight[:, [s - self.first_out for s in concat]].reshape(c, len(concat) * c, 1, 1)
-        return self.out_bn(F.conv2d(x, w))  # (B, C, H', W')
+        return self.out_bn(pointwise_conv(x, w))  # (B, C, H', W')
 
 
 class Supernet(nn.Module):
@@ -252,7 +299,7 @@ class Supernet(nn.Module):
         self.cell_output, self.loose_inputs = cell_output, bool(loose_inputs)
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c_stem))
+                                  BatchNorm2d(c_stem))
         c_pp, c_p, c = c_stem, c_stem, channels
         self.cells = nn.ModuleList()
         reductions = reduction_layers(layers)
@@ -277,9 +324,13 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor, arch: Arch) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Run ``arch`` on ``x`` (B, C_in, H, W); returns (logits, aux logits or None)."""
         s0 = s1 = self.stem(x)
+        # Every cell output is read through a ReLU by the next two cells: take it once.
+        r0 = r1 = F.relu(s1) if fast_kernels_enabled() else None
         aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, arch)
+            s0, s1 = s1, cell(s0, s1, arch, relus=None if r1 is None else (r0, r1))
+            if r1 is not None:
+                r0, r1 = r1, (F.relu(s1) if i + 1 < len(self.cells) else None)
             if i == self.aux_index and self.training:
                 aux = self.aux_head(s1)
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1)  # (B, out_channels of the last cell)

@@ -45,7 +45,8 @@ def test_tiny_run_reports_every_documented_key():
         check_step(darts)
     enas = res["enas_step"]
     assert 0 <= enas["overhead_share"] < 1
-    assert set(enas["parts_ms"]) == {"data", "sample", "child", "other"}
+    assert {"data", "child", "other", "presample_per_step"} <= set(enas["parts_ms"])
+    assert enas["presample_ms"]["steps"] >= 1 and finite_positive(enas["parts_ms"]["presample_per_step"])
     assert finite_positive(enas["parts_ms"]["child"])
     assert finite_positive(res["reward_eval"]["reward_ms"]["median"])
     ctrl = res["controller"]

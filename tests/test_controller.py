@@ -128,6 +128,7 @@ def test_custom_decision_lists_and_validation():
         ctrl.log_prob([0, 3, 0, 0])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_controller_on_cuda_with_cpu_generator():
     space = SPACES["micro"]

@@ -1,5 +1,9 @@
 """Channels-last gradients of every candidate op equal the NCHW ones, in a child process.
 
+The same child also checks the CPU fast paths of ``shared_model.kernels`` (pointwise convs
+as matrix products, the depthwise input gradient by the flipped kernel) against the plain
+``F.conv2d`` path, so they are exercised on AVX2 kernels too.
+
 oneDNN's 1x1 stride-2 backward-weights kernel on channels-last inputs with fewer
 channels than its SIMD block corrupts the heap (1 thread) or returns wrong weight
 gradients (2+ threads) on AVX2 CPUs (uxlfoundation/oneDNN#6035). The check runs in a
@@ -21,8 +25,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, sys
+import contextlib, json, sys
 import torch
+from shared_model.kernels import reference_kernels
 from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op
 
 threads, stride_ops = int(sys.argv[1]), sys.argv[2].split(",")
@@ -30,23 +35,27 @@ torch.set_num_threads(threads)
 worst = {}
 
 def compare(key, build, c_in, seed):
+    # Channels-last (fast kernels) against NCHW, and channels-last fast against the reference path.
     torch.manual_seed(seed)
     module = build()
     x = torch.randn(16, c_in, 8, 8)
     grads, probe = [], None
-    for channels_last in (False, True):
+    for channels_last, reference in ((False, False), (True, False), (True, True)):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         m = module.to(memory_format=fmt)
         xi = x.clone().contiguous(memory_format=fmt).requires_grad_()
         for p in m.parameters():
             p.grad = None
-        out = m(xi)
+        with reference_kernels() if reference else contextlib.nullcontext():
+            out = m(xi)
         if probe is None:  # a random projection: sum(out**2) after BN is nearly constant
             probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
-        (out * probe).sum().backward()
+        with reference_kernels() if reference else contextlib.nullcontext():
+            (out * probe).sum().backward()
         grads.append([xi.grad.clone()] + [p.grad.clone() for p in m.parameters()])
-    err = max(float((a - b).norm() / (a.norm() + 1e-12)) for a, b in zip(*grads))
-    worst[key] = max(worst.get(key, 0.0), err)
+    for name, (a_set, b_set) in (("layout", grads[:2]), ("kernels", grads[1:])):
+        err = max(float((a - b).norm() / (a.norm() + 1e-12)) for a, b in zip(a_set, b_set))
+        worst[f"{name}:{key}"] = max(worst.get(f"{name}:{key}", 0.0), err)
 
 for seed in range(4):
     for c_in in (2, 4, 6):
@@ -80,4 +89,4 @@ def test_channels_last_gradients_match_nchw_in_a_child_process(threads, isa):
     worst = json.loads(proc.stdout.strip().splitlines()[-1])
     bad = {k: v for k, v in worst.items() if v > 1e-3}
     assert not bad, f"channels-last gradients differ from NCHW (threads={threads}, isa={isa}): {bad}"
-    assert len(worst) == 3 * (2 + 2 * len(OPS))
+    assert len(worst) == 2 * 3 * (2 + 2 * len(OPS))

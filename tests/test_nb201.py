@@ -25,7 +25,7 @@ def _batch(seed: int = 0, size: int = 8) -> torch.Tensor:
 def test_nb201_ops_are_relu_conv_bn_and_avg_pool_excludes_padding():
     for name, k in (("nor_conv_1x1", 1), ("nor_conv_3x3", 3)):
         op = make_op(name, 4, 1)
-        assert [type(m) for m in op] == [nn.ReLU, nn.Conv2d, nn.BatchNorm2d]
+        assert isinstance(op[0], nn.ReLU) and isinstance(op[1], nn.Conv2d) and isinstance(op[2], nn.BatchNorm2d)
         conv = op[1]
         assert conv.kernel_size == (k, k) and conv.padding == (k // 2, k // 2) and conv.bias is None
         assert op(torch.randn(2, 4, 5, 5)).shape == (2, 4, 5, 5)

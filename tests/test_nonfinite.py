@@ -247,7 +247,7 @@ def _setup(**extra):
 def test_nan_accuracy_never_moves_the_controller_in_the_controller_phase():
     cfg, setup = _setup()
     strategy = setup.strategy
-    strategy.trainer.accuracy = lambda x, y, arch: NAN
+    strategy.trainer.accuracy = lambda x, y, arch, sync=True: NAN
     before = copy.deepcopy(strategy.policy.state_dict())
     controller_phase = strategy.phases(0)[1]
     rows = list(controller_phase.run(0))
@@ -259,7 +259,7 @@ def test_nan_accuracy_never_moves_the_controller_in_the_controller_phase():
     assert strategy.epoch_result() == (None, {})  # no NaN "best" genotype of the epoch
 
     calls = iter([NAN, 0.5, NAN] * 10)  # mixed: the finite rewards still train the controller
-    strategy.trainer.accuracy = lambda x, y, arch: next(calls)
+    strategy.trainer.accuracy = lambda x, y, arch, sync=True: next(calls)
     rows = list(controller_phase.run(0))
     assert [r["skipped_nonfinite"] for r in rows] == [2, 2]
     assert strategy.reinforce.num_updates == 2 and math.isfinite(strategy.reinforce.baseline)
@@ -274,9 +274,9 @@ def test_nan_rewards_are_recorded_in_metrics_and_the_search_completes(tmp_path):
     controller_calls = cfg.controller.updates_per_epoch * cfg.controller.samples_per_update
     calls = {"n": 0}
 
-    def accuracy(x, y, arch):
+    def accuracy(x, y, arch, sync=True):
         calls["n"] += 1  # the controller phase comes first; derive then scores normally
-        return NAN if calls["n"] <= controller_calls else original(x, y, arch)
+        return NAN if calls["n"] <= controller_calls else original(x, y, arch, sync=sync)
 
     setup.trainer.accuracy = accuracy
     before = copy.deepcopy(setup.strategy.policy.state_dict())
@@ -297,7 +297,7 @@ def test_nan_rewards_are_recorded_in_metrics_and_the_search_completes(tmp_path):
 
 
 def test_all_nan_derive_scores_give_one_error_line_and_keep_the_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(ChildTrainer, "accuracy", lambda self, x, y, arch: NAN)
+    monkeypatch.setattr(ChildTrainer, "accuracy", lambda self, x, y, arch, sync=True: NAN)
     run = tmp_path / "run"
     result = invoke("search", *TINY_CLI, "--out", run)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output

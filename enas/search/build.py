@@ -19,7 +19,7 @@ from enas.augment import DeviceLoader
 from enas.data import ImageData, data_info, load_config_data, search_split
 from enas.distributed import Dist, GradientAverager
 from enas.errors import UserError
-from enas.runtime import use_channels_last
+from enas.runtime import accelerate_supernet, use_channels_last
 from enas.search.base import Strategy
 from enas.search.sampling import SamplingStrategy
 from enas.search.trainer import ChildTrainer
@@ -126,6 +126,9 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
         raise UserError(str(exc)) from None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    note = accelerate_supernet(model, device, compile=cfg.run.compile, cuda_graphs=cfg.run.cuda_graphs)
+    if note:
+        logger.info("%s", note)
     if getattr(model, "aux_head", None) is not None and not cfg.model.aux_trainable:
         # ENAS _build_train optimizes only the variables without "aux_head" in their name:
         # the head keeps its initial weights and its loss trains the cells below it. Frozen
@@ -134,7 +137,8 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr_max,
                                 momentum=cfg.optim.momentum,
                                 nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0,
-                                weight_decay=cfg.optim.weight_decay)
+                                weight_decay=cfg.optim.weight_decay,
+                                foreach=True)  # one multi-tensor step (CPU default: a loop per tensor)
     trainer = ChildTrainer(model, optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
                            max_nonfinite=cfg.run.max_nonfinite,

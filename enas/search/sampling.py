@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 
 from controller import Reinforce, UniformPolicy
+from controller.reinforce import host_floats
 from controller.constraints import BudgetInfeasible
 from enas.distributed import Dist
 from enas.errors import UserError
@@ -88,6 +89,7 @@ class SamplingStrategy(Strategy):
         self.cost = cost
         self.scored: List[Tuple[float, float]] = []  # (accuracy, cost) of this unit's rewards
         self.dist = Dist()  # this process's place in a torch.distributed run (set by the build)
+        self.train_seed: Optional[int] = None  # seed of the current train phase's architectures
 
     # -- phases ------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -114,14 +116,34 @@ class SamplingStrategy(Strategy):
         return {"rejected": n}
 
     def _train(self, epoch: int, start: int) -> Iterator[Dict[str, Any]]:
-        for i, (x, y) in enumerate(self.train_loader.epoch_batches(epoch, start), start):
-            # Several processes: each its own architecture, from its own stream of (epoch, step).
-            gen = self.dist.generator(epoch, i) if self.dist.world > 1 else None
-            genotype = self.space.decode(self._sample(generator=gen))
+        archs = iter(self._phase_actions(epoch, start))
+        for x, y in self.train_loader.epoch_batches(epoch, start):
+            genotype = self.space.decode(next(archs))
             stats = self.trainer.train_step(x, y, genotype)
             if self.cost is not None:
                 stats = dict(stats, cost=self.cost.cost(genotype), **self._rejected())
             yield stats
+
+    def _phase_actions(self, epoch: int, start: int) -> List[List[int]]:
+        """Architectures of the train phase's steps ``start, start + 1, ...``, drawn in one batched pass.
+
+        The policy does not change during the child phase (ENAS Sec. 2.2 alternates the two), so
+        drawing every step's architecture up front samples what one draw per step would, about
+        100x cheaper per architecture (docs/performance.md). The draw has its own generator,
+        seeded from ``self.generator`` when the phase starts; the seed is checkpointed, so a
+        resumed phase redraws the same architectures and continues at ``start``. Several
+        processes each draw their own architectures from their own stream of that seed.
+        """
+        if start == 0 or self.train_seed is None:  # None: a checkpoint from before the seed was kept
+            self.train_seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        n = len(self.train_loader)
+        if start >= n:
+            return []
+        gen = (self.dist.generator(epoch, self.train_seed) if self.dist.world > 1
+               else torch.Generator().manual_seed(self.train_seed))
+        with budget_errors(), torch.no_grad():
+            batch = self.policy.sample_batch(n, generator=gen)
+        return [list(s.actions) for s in batch[start:]]
 
     def _rewards(self, batch: List[List[int]]) -> List[float]:
         """Rewards of ``batch`` in order, each on its own fresh validation minibatch.
@@ -131,14 +153,16 @@ class SamplingStrategy(Strategy):
         ends with the rewards (and the bookkeeping) one process would have.
         """
         mine = self.dist.share(len(batch))
-        accs = [0.0] * len(batch)
+        accs: List[Union[float, torch.Tensor]] = [0.0] * len(batch)
         for i, actions in enumerate(batch):
             if i in mine:
                 x, y = self.valid_loader.sample_batch()
-                accs[i] = self.trainer.accuracy(x, y, self.space.decode(actions))
+                accs[i] = self.trainer.accuracy(x, y, self.space.decode(actions), sync=False)
             else:
                 self.valid_loader.skip_batch()
-        return [self._record(a, acc) for a, acc in zip(batch, self.dist.combine(accs, mine))]
+        # One host copy for all the batch's accuracies, not a wait for the device per reward.
+        gathered = self.dist.combine(host_floats(accs), mine)
+        return [self._record(a, acc) for a, acc in zip(batch, gathered)]
 
     def _record(self, actions: List[int], reward: float) -> float:
         """The reward of an accuracy (with a cost: the objective); keeps the epoch's best."""
@@ -288,6 +312,7 @@ class SamplingStrategy(Strategy):
             "trainer": self.trainer.state_dict(),
             "epoch_best_actions": self.epoch_best[0] or [], "epoch_best_reward": self.epoch_best[1],
             "derive_scores": self.derive_scores, "derive_batch_seed": self.derive_batch_seed,
+            "train_seed": self.train_seed,
         }
         if self.reinforce is not None:
             state["controller"] = self.policy.state_dict()
@@ -300,6 +325,8 @@ class SamplingStrategy(Strategy):
         self.epoch_best = (actions, float(state["epoch_best_reward"]))
         self.derive_scores = list(state["derive_scores"])
         self.derive_batch_seed = int(state["derive_batch_seed"])
+        seed = state.get("train_seed")
+        self.train_seed = None if seed is None else int(seed)
         if self.reinforce is not None:
             self.policy.load_state_dict(state["controller"])
             self.reinforce.load_state_dict(state["reinforce"])

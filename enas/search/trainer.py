@@ -8,7 +8,7 @@ in a row the run stops with a message naming the likely causes.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -103,9 +103,9 @@ class ChildTrainer:
         # clipping norm below equals the norm over the on-path gradients alone.
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.grad_clip is not None:
-            norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
+            norm = nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
+            norm = nn.utils.get_total_norm([p.grad.detach() for p in params])  # multi-tensor norms
         # One host sync per step: loss, accuracy and the finiteness check together.
         stats = torch.cat([loss_acc, norm.detach().float().reshape(1)]).cpu().tolist()
         finite = all(map(lambda v: v == v and abs(v) != float("inf"), (stats[0], stats[2])))
@@ -154,17 +154,19 @@ class ChildTrainer:
                 "the last checkpoint is intact")
 
     @torch.no_grad()
-    def accuracy(self, x: torch.Tensor, y: torch.Tensor, arch) -> float:
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, arch, sync: bool = True) -> Union[float, torch.Tensor]:
         """Accuracy of ``arch`` on one batch with the shared weights (eval mode).
 
-        BN still uses batch statistics (the supernet keeps no running stats).
+        BN still uses batch statistics (the supernet keeps no running stats). With
+        ``sync=False`` the result stays a 0-d device tensor (no wait for the device).
         """
         self.set_mode(False)
         with autocast(self.device, self.amp):
             logits, _ = self.model(x, arch)  # (B, classes)
         correct = (logits.argmax(1) == y).float().mean()
         # A non-finite forward gives a NaN reward, which the controller update skips.
-        return float(torch.where(torch.isfinite(logits).all(), correct, torch.nan))
+        acc = torch.where(torch.isfinite(logits).all(), correct, torch.nan)
+        return float(acc) if sync else acc
 
     def state_dict(self) -> Dict[str, Any]:
         return {"in_row": dict(self.in_row), "nonfinite_total": self.nonfinite_total}

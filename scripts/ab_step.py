@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Paired A/B timing of the fast kernels against the plain PyTorch path, in one process.
+
+    python scripts/ab_step.py --rows enas,darts1 --config peers --rounds 8 --threads 1
+
+On a shared machine the time another process takes moves CPU-time figures by
+tens of percent between runs (docs/performance.md). Here every round takes one
+unit's inputs (batch, sampled architecture) and runs that unit twice, once with
+:mod:`shared_model.kernels`' fast paths and once inside ``reference_kernels()``,
+in alternating order, so both see the same contention and the same
+architecture. Prints JSON: per row the median time of each path and the median
+of the per-round ratios ``reference / fast`` (> 1: the fast path wins).
+Each run updates the weights; that does not change what a step costs.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+import bench  # noqa: E402
+from enas.runtime import retain_freed_memory  # noqa: E402
+from shared_model.kernels import reference_kernels  # noqa: E402
+
+ROWS = ("enas", "reward", "darts1", "darts2", "retrain")
+
+
+def unit_factory(b: bench.Bench, row: str, size: bench.Size) -> Callable[[], Callable[[], object]]:
+    """``next_inputs()`` -> a closure that runs one unit on those inputs."""
+    if row in ("enas", "reward"):
+        s = b.enas_strategy(size)
+        batches = bench.forever(s.train_loader.sample_batch if row == "enas" else s.valid_loader.sample_batch)
+
+        def make():
+            x, y = next(batches)
+            with torch.no_grad():
+                g = s.space.decode(s.policy.sample(generator=s.generator).actions)
+            fn = s.trainer.train_step if row == "enas" else s.trainer.accuracy
+            return lambda: fn(x, y, g)
+        return make
+    if row in ("darts1", "darts2"):
+        s = b.darts_strategy(size, order=int(row[-1]))
+        train, valid = bench.forever(s.train_loader.sample_batch), bench.forever(s.valid_loader.sample_batch)
+
+        def make():
+            (x, y), (xv, yv) = next(train), next(valid)
+
+            def unit():  # DartsStrategy._train's body
+                s.arch_step(x, y, xv, yv)
+                return s.trainer.train_step(x, y, s.arch.mixed(detach=True))
+            return unit
+        return make
+    trainer = b.retrain_trainer(size)
+    loader = b.loader(size, 5, True, cutout=size.image // 2)
+
+    def make_retrain():
+        x, y = loader.sample_batch()
+        return lambda: trainer.train_step(x, y, None)
+    return make_retrain
+
+
+def run_row(b: bench.Bench, row: str, size: bench.Size, rounds: int, clock: Callable[[], float]) -> Dict:
+    make = unit_factory(b, row, size)
+    times: Dict[str, List[float]] = {"fast": [], "reference": []}
+    make()()  # warm-up, both paths
+    with reference_kernels():
+        make()()
+    for r in range(rounds):
+        unit = make()
+        order = ("fast", "reference") if r % 2 == 0 else ("reference", "fast")
+        for mode in order:
+            with reference_kernels() if mode == "reference" else contextlib.nullcontext():
+                t = clock()
+                unit()
+                times[mode].append(clock() - t)
+    ratios = [r / f for r, f in zip(times["reference"], times["fast"])]
+    return {"fast_ms": 1e3 * statistics.median(times["fast"]),
+            "reference_ms": 1e3 * statistics.median(times["reference"]),
+            "speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
+            "rounds": rounds, "size": str(size)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", default="enas,reward,darts1,retrain", help=f"comma list of {', '.join(ROWS)}")
+    p.add_argument("--config", default="peers", choices=sorted(bench.CONFIGS))
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--clock", default="process", choices=["process", "wall"])
+    p.add_argument("--channels-last", default="auto", choices=["on", "off", "auto"])
+    args = p.parse_args(argv)
+    rows = [r for r in args.rows.split(",") if r]
+    bad = [r for r in rows if r not in ROWS]
+    if bad or args.rounds < 1:
+        p.error(f"unknown row(s) {bad}; use {', '.join(ROWS)}" if bad else "--rounds must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as `enas search` / `enas train` and bench.py
+    torch.manual_seed(0)
+    b = bench.Bench(bench.parse_args(["--device", "cpu", "--channels-last", args.channels_last]),
+                    torch.device("cpu"))
+    clock = time.process_time if args.clock == "process" else time.perf_counter
+    out = {"meta": {"threads": torch.get_num_threads(), "clock": args.clock, "config": args.config,
+                    "channels_last": b.cl, "torch": torch.__version__}, "rows": {}}
+    for row in rows:
+        size = bench.CONFIGS[args.config]["retrain" if row == "retrain" else
+                                          "darts" if row.startswith("darts") else "enas"]
+        out["rows"][row] = run_row(b, row, size, args.rounds, clock)
+        r = out["rows"][row]
+        print(f"{row:8} fast {r['fast_ms']:9.1f} ms  reference {r['reference_ms']:9.1f} ms  "
+              f"x{r['speedup_median']:.2f} ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})",
+              file=sys.stderr, flush=True)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Faster CPU kernels for the convolutions of the cell ops: the same maths, other ATen calls.
+
+Profiling the search steps on CPU (docs/performance.md) showed two oneDNN
+convolution kernels far off their forward cost at the small channel counts of
+a search network (C 8-80, channels-last):
+
+* a 1x1 stride-1 convolution on a channels-last tensor *is* a matrix product
+  of the ``(B*H*W, C_in)`` view with the ``(C_out, C_in)`` weight; MKL's GEMMs
+  do its forward and both backward products about 2x faster than oneDNN's
+  1x1 convolution (:func:`pointwise_conv`);
+* the input gradient of a stride-1 depthwise convolution with "same" padding
+  is the same depthwise convolution of the output gradient with the kernel
+  flipped; oneDNN's forward kernel computes it about 2x faster than its
+  backward-data kernel (:class:`DepthwiseConv2d`). The weight gradient stays
+  oneDNN's.
+
+Both are used only on CPU (CUDA keeps cuDNN's kernels). The cells also take
+each state's ReLU once for all the ReLU-first ops that read it
+(:func:`shared_model.ops.takes_relu`) and add DARTS's weighted terms with one
+``addcmul``. :func:`reference_kernels` switches all of it off (plain
+``F.conv2d``, one ReLU per op, ``out + w * y``): the tests compare the two
+paths and ``scripts/ab_step.py`` times them against each other.
+Parameter shapes and names are those of ``nn.Conv2d``, so checkpoints load
+either way.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_FAST = True
+
+
+def fast_kernels_enabled() -> bool:
+    """Whether the CPU fast paths are active (they are unless :func:`reference_kernels` is open)."""
+    return _FAST
+
+
+@contextlib.contextmanager
+def reference_kernels() -> Iterator[None]:
+    """The plain PyTorch path inside the block: ``F.conv2d`` and its autograd, one ReLU per op."""
+    global _FAST
+    saved, _FAST = _FAST, False
+    try:
+        yield
+    finally:
+        _FAST = saved
+
+
+def _cpu(x: torch.Tensor) -> bool:
+    return _FAST and x.device.type == "cpu" and x.dim() == 4
+
+
+def pointwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """1x1 stride-1 convolution without bias: ``(B, C_in, H, W) -> (B, C_out, H, W)``.
+
+    On CPU with a channels-last input it is one matrix product of views (no
+    copy); the output is channels-last too, as oneDNN's would be.
+    """
+    if _cpu(x) and x.is_contiguous(memory_format=torch.channels_last) and x.dtype == weight.dtype:
+        b, c, h, w = x.shape
+        o = weight.shape[0]
+        y = x.permute(0, 2, 3, 1).reshape(-1, c) @ weight.reshape(o, c).t()  # (B*H*W, C_out)
+        return y.view(b, h, w, o).permute(0, 3, 1, 2)  # (B, C_out, H, W), channels-last
+    return F.conv2d(x, weight)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(c_in, c_out, 1, bias=False)`` computed by :func:`pointwise_conv`."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(c_in, c_out, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise_conv(x, self.weight)
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+
+
+class _CatChannels(torch.autograd.Function):
+    """``torch.cat(xs, 1)`` whose backward hands each input a dense gradient in its own layout."""
+
+    @staticmethod
+    def forward(ctx, *xs: torch.Tensor) -> torch.Tensor:
+        ctx.parts = [(x.shape[1], _format(x)) for x in xs]
+        return torch.cat(xs, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # differentiable ops: double backward works (DARTS tests)
+        sizes = [c for c, _ in ctx.parts]
+        return tuple(g.contiguous(memory_format=fmt) for g, (_, fmt) in zip(grad.split(sizes, dim=1), ctx.parts))
+
+
+def cat_channels(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate ``(B, C_i, H, W)`` tensors along the channels.
+
+    ``torch.cat``'s backward gives every input a channel slice of the output
+    gradient, which is not contiguous; the op that produced the input (a BN in
+    most cells) then runs its backward on strided memory, on CPU through
+    PyTorch's generic batch-norm path: 8x slower than the contiguous one at the
+    search shapes. On CPU this version copies each slice into a dense tensor
+    first (a fraction of that cost).
+    """
+    xs = list(xs)
+    if len(xs) > 1 and _cpu(xs[0]) and torch.is_grad_enabled() and any(x.requires_grad for x in xs):
+        return _CatChannels.apply(*xs)
+    return torch.cat(xs, dim=1)
+
+
+class _DepthwiseSame(torch.autograd.Function):
+    """Stride-1 depthwise convolution with "same" padding; input gradient by the flipped kernel."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: Tuple[int, int],
+                dilation: Tuple[int, int]) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conf = padding, dilation
+        return F.conv2d(x, weight, None, 1, padding, dilation, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # differentiable ops: double backward works
+        x, weight = ctx.saved_tensors
+        padding, dilation = ctx.conf
+        groups = weight.shape[0]
+        grad = grad.contiguous(memory_format=_format(x))
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            # The transpose of a stride-1 convolution padded by d * (k - 1) / 2 on each side is
+            # the same convolution with the kernel rotated by 180 degrees.
+            grad_x = F.conv2d(grad, weight.flip(2, 3), None, 1, padding, dilation, groups)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], list(padding), list(dilation), False, [0, 0], groups,
+                [False, True, False])[1]
+        return grad_x, grad_w, None, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """Depthwise ``nn.Conv2d(c, c, k, stride, padding, dilation, groups=c, bias=False)``.
+
+    At stride 1 with "same" padding (``padding == dilation * (k - 1) / 2``, odd
+    ``k``) its CPU backward computes the input gradient with the forward kernel
+    (see the module docstring); otherwise it is a plain ``nn.Conv2d``.
+    """
+
+    def __init__(self, c: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1):
+        super().__init__(c, c, kernel, stride=stride, padding=padding, dilation=dilation, groups=c, bias=False)
+        self.same = stride == 1 and kernel % 2 == 1 and padding == dilation * (kernel - 1) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same and _cpu(x) and x.dtype == self.weight.dtype and torch.is_grad_enabled():
+            return _DepthwiseSame.apply(x, self.weight, self.padding, self.dilation)
+        return super().forward(x)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _SerialBatchNorm(torch.autograd.Function):
+    """ATen's batch norm, forward and backward on one thread (see :class:`BatchNorm2d`)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training: bool, momentum: float, eps: float):
+        with _one_thread():
+            out, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
+                x, weight, bias, running_mean, running_var, training, momentum, eps)
+        ctx.save_for_backward(x, weight, running_mean, running_var, save_mean, save_invstd)
+        ctx.conf = training, eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # ATen's differentiable backward: double backward works
+        x, weight, running_mean, running_var, save_mean, save_invstd = ctx.saved_tensors
+        training, eps = ctx.conf
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        with _one_thread():
+            gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+                grad.contiguous(memory_format=_format(x)), x, weight, running_mean, running_var,
+                save_mean, save_invstd, training, eps, mask)
+        return gx, gw, gb, None, None, None, None, None
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose CPU channels-last kernels run on one thread when that is faster.
+
+    ATen's channels-last batch norm gets 2-3x *slower* with a second thread when
+    the channel count is not a multiple of 16 (8, 20, 36 at the search and retrain
+    shapes; measured on AVX-512, docs/performance.md), while the rest of a step
+    gains from it. Those calls run on one thread here; the others, and every
+    non-CPU or NCHW input, take ``nn.BatchNorm2d``'s path. Same maths, same
+    parameters, buffers and running-statistics updates.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (_cpu(x) and torch.get_num_threads() > 1 and x.shape[1] % 16
+                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+            return super().forward(x)
+        # nn.BatchNorm2d.forward's bookkeeping: momentum, batch count, which statistics to use.
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        return _SerialBatchNorm.apply(x, self.weight, self.bias, self.running_mean if keep else None,
+                                      self.running_var if keep else None, use_batch, factor, self.eps)

@@ -1,0 +1,142 @@
+"""The CPU fast paths of shared_model.kernels give the plain PyTorch results (values and gradients)."""
+import pytest
+import torch
+
+from shared_model.child import ChildNetwork
+from shared_model.kernels import (DepthwiseConv2d, PointwiseConv2d, cat_channels, fast_kernels_enabled,
+                                  reference_kernels)
+from shared_model.ops import DARTS_OPS, ENAS_MICRO_OPS, make_op, takes_relu
+from shared_model.spaces import make_space
+from shared_model.supernet import MixedArch, Supernet
+from shared_model.zoo import get_genotype
+
+CL = torch.channels_last
+
+
+def grads_of(module, x, probe, run):
+    """Output and gradients (input first, then parameters) of ``run(module, x)`` against ``probe``."""
+    for p in module.parameters():
+        p.grad = None
+    x = x.detach().clone().requires_grad_()
+    out = run(module, x)
+    (out * probe).sum().backward()
+    return [out.detach()] + [x.grad] + [p.grad for p in module.parameters()]
+
+
+def assert_close(fast, ref, rtol=1e-4):
+    assert len(fast) == len(ref)
+    assert [a is None for a in fast] == [b is None for b in ref]  # same parameters off the path
+    for a, b in zip(fast, ref):
+        if a is None:
+            continue
+        # Round-off only: relative to the tensor, or absolute for gradients that are ~0 anyway.
+        assert (a - b).norm() <= rtol * b.norm() + 1e-5, float((a - b).norm() / (b.norm() + 1e-12))
+
+
+def compare(module, x, run=lambda m, x: m(x), rtol=1e-4):
+    torch.manual_seed(0)
+    probe = torch.randn_like(run(module, x).detach())
+    fast = grads_of(module, x, probe, run)
+    with reference_kernels():
+        assert not fast_kernels_enabled()
+        ref = grads_of(module, x, probe, run)
+    assert fast_kernels_enabled()
+    assert_close(fast, ref, rtol)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("name", sorted(set(DARTS_OPS + ENAS_MICRO_OPS) - {"none"}))
+@pytest.mark.parametrize("stride", [1, 2])
+def test_every_cell_op_matches_the_reference_path(name, stride, layout):
+    torch.manual_seed(1)
+    op = make_op(name, 6, stride, affine=False)
+    x = torch.randn(4, 6, 9, 9)
+    if layout == "channels_last":
+        op, x = op.to(memory_format=CL), x.contiguous(memory_format=CL)
+    compare(op, x)
+    if takes_relu(op):  # the cell passes a state's ReLU once: same op, relu_done=True
+        compare(op, x, run=lambda m, x: m(torch.relu(x), relu_done=True))
+        compare(op, x, run=lambda m, x: m(x))
+
+
+def test_pointwise_and_depthwise_modules_keep_conv2d_parameters():
+    pw, dw = PointwiseConv2d(4, 6), DepthwiseConv2d(4, 5, padding=2)
+    assert isinstance(pw, torch.nn.Conv2d) and pw.weight.shape == (6, 4, 1, 1) and pw.bias is None
+    assert dw.weight.shape == (4, 1, 5, 5) and dw.groups == 4 and dw.same
+    assert not DepthwiseConv2d(4, 3, stride=2, padding=1).same
+    assert set(pw.state_dict()) == {"weight"}
+    x = torch.randn(2, 4, 7, 7).contiguous(memory_format=CL)
+    y = pw.to(memory_format=CL)(x)
+    assert y.is_contiguous(memory_format=CL) and y.shape == (2, 6, 7, 7)
+    compare(dw.to(memory_format=CL), x)
+    compare(DepthwiseConv2d(4, 3, padding=2, dilation=2), torch.randn(2, 4, 7, 7))
+
+
+def test_cat_channels_gives_dense_gradients_in_each_inputs_layout():
+    a = torch.randn(2, 3, 5, 5).contiguous(memory_format=CL).requires_grad_()
+    b = torch.randn(2, 4, 5, 5).requires_grad_()
+    out = cat_channels([a, b])
+    assert torch.equal(out, torch.cat([a, b], 1))
+    g = torch.randn(2, 7, 5, 5).contiguous(memory_format=CL)
+    out.backward(g)
+    assert a.grad.is_contiguous(memory_format=CL) and b.grad.is_contiguous()
+    assert torch.equal(a.grad, g[:, :3]) and torch.equal(b.grad, g[:, 3:])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("space_name", ["micro", "darts"])
+def test_supernet_step_matches_the_reference_path(space_name, layout):
+    space = make_space(space_name)
+    torch.manual_seed(2)
+    kwargs = dict(cell_output="concat") if space_name == "darts" else dict(loose_inputs=True, auxiliary=True)
+    net = Supernet(space.ops, space.num_nodes, 4, 3, 10, in_channels=3, image_size=8, **kwargs)
+    x = torch.randn(4, 3, 8, 8)
+    if layout == "channels_last":
+        net, x = net.to(memory_format=CL), x.contiguous(memory_format=CL)
+    if space_name == "darts":
+        edges = len(net.cells[0].edges)
+        w = torch.softmax(torch.randn(2, edges, len(space.ops)), -1)
+        arch = MixedArch(w[0], w[1])
+    else:
+        arch = space.decode(space.random_actions(torch.Generator().manual_seed(3)))
+    compare(net, x, run=lambda m, x: m(x, arch)[0])
+
+
+def test_child_network_step_matches_the_reference_path():
+    torch.manual_seed(4)
+    net = ChildNetwork(get_genotype("DARTS_V2"), 4, 5, 10, image_size=8).to(memory_format=CL)
+    compare(net, torch.randn(4, 3, 8, 8).contiguous(memory_format=CL), run=lambda m, x: m(x)[0])
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_serial_batch_norm_matches_nn_batch_norm_with_two_threads(affine):
+    from shared_model.kernels import BatchNorm2d
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the serial path is taken only with more than one thread
+    try:
+        torch.manual_seed(5)
+        bn, ref = BatchNorm2d(6, affine=affine), torch.nn.BatchNorm2d(6, affine=affine)
+        ref.load_state_dict(bn.state_dict())
+        for training in (True, True, False):
+            bn.train(training), ref.train(training)
+            x = (3 * torch.randn(4, 6, 5, 5) + 1).contiguous(memory_format=CL).requires_grad_()
+            xr = x.detach().clone().requires_grad_()
+            probe = torch.randn(4, 6, 5, 5)
+            out, out_ref = bn(x), ref(xr)
+            assert torch.allclose(out, out_ref, atol=1e-5)
+            # Second order (DARTS's exact Hessian test goes through it): d/dx of |grad_x|^2.
+            (g,) = torch.autograd.grad((out * probe).sum(), x, create_graph=True)
+            (gr,) = torch.autograd.grad((out_ref * probe).sum(), xr, create_graph=True)
+            assert torch.allclose(g, gr, atol=1e-5)
+            (gg,) = torch.autograd.grad(g.square().sum(), x, allow_unused=True)
+            (ggr,) = torch.autograd.grad(gr.square().sum(), xr, allow_unused=True)
+            if training:
+                assert torch.allclose(gg, ggr, atol=1e-4)
+            else:  # running statistics: the input gradient does not depend on the input
+                assert gg is None or not gg.abs().max() > 0
+        for key, value in ref.state_dict().items():
+            assert torch.allclose(bn.state_dict()[key].float(), value.float(), atol=1e-6), key
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
