@@ -139,7 +139,8 @@ def derive(run_dir: PathLike, *, samples: Optional[int] = None, device: Optional
            target: Optional[float] = None, constraint: Optional[str] = None, progress: Any = True) -> SearchResult:
     """Re-derive a search run's genotype from its last checkpoint (``enas derive``).
 
-    ``samples``: candidates to score (default: the run's ``derive.samples``). ``target`` /
+    The candidates replay the search's own derive draws (the same ones with the run's
+    ``samples``). ``samples``: candidates to score (default: the run's ``derive.samples``). ``target`` /
     ``constraint``: derive under another cost budget (a run searched with a cost). An existing
     ``genotype.json`` is replaced; the result says so (``replaced``, ``changed``).
     """

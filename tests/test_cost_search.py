@@ -129,8 +129,9 @@ def test_infeasible_budget_is_one_error_line(tmp_path):
 def test_tighter_target_derives_a_cheaper_architecture(tmp_path):
     """One toy search, derived under three MAC budgets: the derived cost never rises as the budget tightens.
 
-    Derive scores the same candidate draws whatever the budget and only lets those
-    within it compete, so this holds by construction, not by luck of the search.
+    Derive scores the same candidate draws whatever the budget (`enas derive` replays the
+    search's own draws) and only lets those within it compete, so this holds by construction,
+    not by luck of the search.
     """
     out = tmp_path / "run"
     result = run("search", *TINY, "--strategy", "random", "--cost", "macs", "--set", "derive.samples=12",

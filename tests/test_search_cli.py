@@ -84,6 +84,13 @@ def test_search_then_derive_writes_the_documented_files(tmp_path, strategy):
         assert any("alpha_normal" in k for k in json.dumps(list(state["strategy"].keys())).split())  or \
             "arch" in state["strategy"]
     before = (out / "checkpoints" / "last.pt").read_bytes()
+    searched = [(out / name).read_text() for name in ("genotype.json", "derive.json")]
+    result = run("derive", str(out))  # replays the search's own derive: same draws, same scores
+    assert result.exit_code == 0, result.output
+    again = [(out / name).read_text() for name in ("genotype.json", "derive.json")]
+    assert again[0] == searched[0]
+    drop_hours = [{k: v for k, v in json.loads(text).items() if k != "search_hours"} for text in (searched[1], again[1])]
+    assert drop_hours[0] == drop_hours[1]
     result = run("derive", str(out), "--samples", "2")
     assert result.exit_code == 0, result.output
     assert (out / "checkpoints" / "last.pt").read_bytes() == before  # derive never rewrites checkpoints

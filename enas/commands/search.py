@@ -120,7 +120,8 @@ def register(cli: click.Group) -> None:
         random: N uniform samples; both scored on one validation minibatch with the
         shared weights. Evolution and BO: the final population, then the best rewarded
         architectures of the search up to N, re-scored on one validation minibatch.
-        DARTS: the top-2 non-`none` edges per node. Writes RUN/genotype.json
+        DARTS: the top-2 non-`none` edges per node. The draws replay the search's own
+        derive (the same candidates; more or fewer with --samples). Writes RUN/genotype.json
         (replacing the previous one, and saying so) and RUN/derive.json. With a cost,
         only candidates within the budget compete and derive.json lists the
         accuracy-cost Pareto front.

@@ -79,6 +79,8 @@ class SearchDriver:
         self.clock = RunClock(cfg.epochs)
         self.dist = dist or Dist(seed=cfg.run.seed)
         self.derived: Optional[tuple] = None  # (genotype, derive details) once derived
+        # Random state when derive began: `enas derive` replays the search's candidate draws from it.
+        self.derive_rng: Optional[Dict[str, Any]] = None
 
     # -- checkpoints -----------------------------------------------------------
     def _payload(self, rng: Dict[str, Any]) -> Dict[str, Any]:
@@ -93,6 +95,7 @@ class SearchDriver:
             "best_score": self.best_score,
             "epoch_sums": self.epoch_sums,
             "elapsed_seconds": self._elapsed(),
+            "derive_rng": self.derive_rng,
         }
 
     def _elapsed(self) -> float:
@@ -102,6 +105,8 @@ class SearchDriver:
         if not self.save_checkpoints:
             return
         rng = self.dist.rng_state(self.setup.generators)  # every process's (a collective)
+        if self.pos.stage == DERIVE and self.pos.unit == 0 and self.derive_rng is None:
+            self.derive_rng = rng
         if self.dist.world > 1:
             self.dist.check_same("shared weights and search states",
                                  [self.setup.model.state_dict(), self.strategy.state_dict()])
@@ -139,6 +144,7 @@ class SearchDriver:
         self.best_score = float(state["best_score"])
         self.epoch_sums = {k: dict(v) for k, v in state["epoch_sums"].items()}
         self.elapsed_before = float(state["elapsed_seconds"])
+        self.derive_rng = state.get("derive_rng")  # None: before derive, or an older checkpoint
         logger.info("resumed at epoch %d, %s phase %d unit %d, step %d",
                     self.pos.epoch + 1, self.pos.stage, self.pos.phase, self.pos.unit, self.pos.step)
         return int(state["metrics_offset"])
@@ -181,8 +187,15 @@ class SearchDriver:
         return self.run_dir / "genotype.json"
 
     def derive_only(self) -> Path:
-        """Re-run derive from the last checkpoint without changing it (``enas derive``)."""
+        """Re-run derive from the last checkpoint without changing it (``enas derive``).
+
+        The candidates are drawn from the random state the search's own derive began with, so
+        they are the search's draws (the first ``derive.samples`` of them with another count)
+        whatever the budget or the number of re-derives.
+        """
         self.restore()
+        if self.derive_rng is not None:
+            self.dist.set_rng_state(self.derive_rng, self.setup.generators, self.pos.step)
         self.save_checkpoints = False
         self.pos = Position(self.cfg.epochs, 0, 0, self.pos.step, DERIVE)
         size = (self.run_dir / "metrics.jsonl").stat().st_size if (self.run_dir / "metrics.jsonl").exists() else 0
