@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from enas.errors import UserError
-from enas.search_run import SearchResult
-from enas.train_run import TrainResult
+from enas.search.run import SearchResult
+from enas.retrain.run import TrainResult
 
 __all__ = ["SearchResult", "TrainResult", "build_child", "derive", "evaluate", "export", "load_genotype",
            "run_search", "train"]
@@ -54,7 +54,7 @@ def _flags(base: Dict[str, Any], overrides: Optional[Mapping[str, Any]]) -> Dict
 def load_genotype(arg: PathLike) -> Any:
     """An architecture from a zoo name (``"DARTS_V2"``), a genotype JSON file, a run folder or
     an architecture string (NAS-Bench-201); see README "Getting the architecture out"."""
-    from enas.genotype_io import resolve_arch
+    from enas.runs.genotype_io import resolve_arch
 
     return resolve_arch(str(arg))[1]
 
@@ -68,9 +68,9 @@ def build_child(genotype: Any, preset: Optional[str] = None, channels: Optional[
     ``channels``/``layers`` default to the preset's (darts: C 36, 20 cells); ``image_size`` is
     ``H`` or ``[H, W]``; ``auxiliary`` adds the preset's auxiliary head (training only).
     """
-    from enas.data import image_hw
-    from enas.train_config import build_train_config
-    from enas.trained import make_child
+    from enas.data.datasets import image_hw
+    from enas.config.train import build_train_config
+    from enas.retrain.trained import make_child
     from shared_model.spaces import space_for_arch
 
     if isinstance(genotype, (str, Path)):
@@ -115,7 +115,7 @@ def run_search(out: Optional[PathLike] = None, *, resume: Optional[PathLike] = N
     Returns:
         :class:`SearchResult`: the run folder, the derived genotype and its search-time score.
     """
-    from enas.search_run import resume_search, start_search
+    from enas.search.run import resume_search, start_search
 
     if resume is not None:
         _given({"out": out, "force": force, "preset": preset, "strategy": strategy, "space": space,
@@ -144,7 +144,7 @@ def derive(run_dir: PathLike, *, samples: Optional[int] = None, device: Optional
     ``constraint``: derive under another cost budget (a run searched with a cost). An existing
     ``genotype.json`` is replaced; the result says so (``replaced``, ``changed``).
     """
-    from enas.search_run import derive_run
+    from enas.search.run import derive_run
 
     return derive_run(run_dir, samples=samples, device=device, target=target, constraint=constraint,
                       progress=progress)
@@ -164,7 +164,7 @@ def train(genotype: Optional[PathLike] = None, out: Optional[PathLike] = None, *
     search, the ``quick`` preset; the arguments override. ``resume`` continues a train run
     (only ``device`` may be given with it). Returns :class:`TrainResult` (``result.json``).
     """
-    from enas.train_run import resume_train, start_train
+    from enas.retrain.run import resume_train, start_train
 
     if resume is not None:
         _given({"genotype": genotype, "out": out, "force": force, "preset": preset, "dataset": dataset,
@@ -187,7 +187,7 @@ def evaluate(checkpoint: PathLike, *, device: str = "auto", data_dir: Optional[P
     """Test a retrained checkpoint (a ``.pt`` or a train run folder; ``enas evaluate``): top-1/5,
     loss, parameters, multiply-adds and latency, as the ``--json`` object; with ``lut`` (a latency
     table) also ``table_latency``, its prediction next to a measurement."""
-    from enas.evaluator import evaluate_checkpoint
+    from enas.retrain.evaluator import evaluate_checkpoint
 
     return evaluate_checkpoint(str(checkpoint), device, str(data_dir) if data_dir is not None else None,
                                batch_size, latency_batch, repeats, str(lut) if lut is not None else None)
@@ -199,6 +199,6 @@ def export(checkpoint: PathLike, format: str = "onnx", out: Optional[PathLike] =
 
     An existing ``out`` is replaced only if enas exported it, or with ``force``.
     """
-    from enas.exporter import export_checkpoint
+    from enas.retrain.exporter import export_checkpoint
 
     return export_checkpoint(str(checkpoint), format, str(out) if out is not None else None, batch_size, force)

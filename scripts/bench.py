@@ -2,7 +2,7 @@
 """Throughput harness for the search and retrain steps (see docs/performance.md).
 
 Items, timed on synthetic uint8 images fed through
-:class:`enas.augment.DeviceLoader` (so the on-device augmentation is included):
+:class:`enas.data.augment.DeviceLoader` (so the on-device augmentation is included):
 
 * ``a`` / ``enas``: the ENAS shared-weight step as the search loop runs it
   (controller sample, decode, supernet forward/backward/SGD; Pham et al. 2018,
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from controller import Controller, Reinforce  # noqa: E402
-from enas.augment import DeviceLoader  # noqa: E402
+from enas.data.augment import DeviceLoader  # noqa: E402
 from enas.errors import UserError  # noqa: E402
 from enas.runtime import accelerate_supernet, resolve_device, retain_freed_memory, use_channels_last  # noqa: E402
 from enas.search.sampling import SamplingStrategy  # noqa: E402
@@ -137,7 +137,7 @@ class Bench:
             accelerate_supernet(model, self.device, compile=self.args.compile == "on",
                                 cuda_graphs=self.args.cuda_graphs == "on")
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd,
-                              foreach=True)  # as enas.search.build and enas.retrain
+                              foreach=True)  # as enas.search.build and enas.retrain.setup
         return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=grad_clip, amp=self.args.amp,
                             update_off_path=self.args.off_path == "on")
 

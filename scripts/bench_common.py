@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 
-from enas.data import ImageData
+from enas.data.datasets import ImageData
 
 NUM_CLASSES = 10
 

@@ -74,7 +74,7 @@ def worker(args: argparse.Namespace) -> None:
     from enas.distributed import session
     from enas.runtime import configure_threads
     from enas.search.build import build_search
-    from enas.search_config import build_search_config
+    from enas.config.search import build_search_config
 
     c, layers, batch, image = CONFIGS[args.config]
     common = {"data.dataset": "digits", "data.image_size": image, "data.batch_size": batch, "model.channels": c,
@@ -106,8 +106,8 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def _retrain_steps(dist: Any, device: Any, common: Dict[str, Any]) -> Iterator[Dict[str, float]]:
-    from enas.retrain import build_retrain
-    from enas.train_config import build_train_config
+    from enas.retrain.setup import build_retrain
+    from enas.config.train import build_train_config
     from shared_model.spaces import space_for_arch
     from shared_model.zoo import get_genotype
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from enas.search_config import build_search_config  # noqa: E402
+from enas.config.search import build_search_config  # noqa: E402
 from shared_model.spaces import make_space  # noqa: E402
 
 

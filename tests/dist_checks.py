@@ -78,7 +78,7 @@ def check_split_batch_equals_whole_batch(dist: Dist) -> None:
 
 def tiny_search(dist=None):
     from enas.search.build import build_search
-    from enas.search_config import build_search_config
+    from enas.config.search import build_search_config
 
     cfg = build_search_config("enas", "quick", None, {
         "epochs": 1, "data.batch_size": 16, "model.channels": 4, "model.layers": 3, "data.limit": 200,

@@ -11,7 +11,7 @@ from torch import nn
 
 from enas.errors import UserError
 from enas.runtime import accelerate_supernet
-from enas.search_config import build_search_config
+from enas.config.search import build_search_config
 from shared_model.accel import compile_op_banks, graph_counts, graph_op_banks, op_bank_modules
 from shared_model.ops import make_op
 from shared_model.spaces import make_space

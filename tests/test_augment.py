@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from enas.augment import DeviceLoader, augment_batch, draw_params
-from enas.data import ImageData
+from enas.data.augment import DeviceLoader, augment_batch, draw_params
+from enas.data.datasets import ImageData
 from enas.errors import UserError
 
 

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from enas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from enas.runs.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from enas.errors import UserError
 
 
@@ -39,7 +39,7 @@ def test_full_disk_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("enas.checkpoint.os.fsync", no_space)
+    monkeypatch.setattr("enas.runs.checkpoint.os.fsync", no_space)
     with pytest.raises(UserError, match="No space left on device"):
         save_checkpoint(target, "search", {"x": torch.zeros(10)})
     monkeypatch.undo()

@@ -8,7 +8,7 @@ import click
 import pytest
 
 from enas.cli import cli, memory_error_kind
-from enas.progress import LogBar, RunClock, duration
+from enas.runs.progress import LogBar, RunClock, duration
 
 HELP_PROBE = """
 import sys
@@ -77,7 +77,7 @@ def test_out_of_memory_names_the_right_memory():
 def test_log_bar_reports_rate_and_eta_every_n_seconds(caplog):
     now = [0.0]
     bar = LogBar(total=100, desc="epoch 1/3 train", every=10.0, clock=lambda: now[0])
-    with caplog.at_level("INFO", logger="enas.progress"):
+    with caplog.at_level("INFO", logger="enas.runs.progress"):
         for _ in range(50):
             now[0] += 0.5  # 2 it/s
             bar.set_postfix(**{"loss": "1.234", "run ETA": "2m00s"})
@@ -99,7 +99,7 @@ def test_run_clock_and_durations():
 
 
 def test_metrics_lines_are_on_disk_at_once(tmp_path):
-    from enas.runlog import RunLog
+    from enas.runs.runlog import RunLog
 
     log = RunLog(tmp_path, tensorboard=False)
     log.record(1, 1, "train", {"loss": 0.5})

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from enas.configlib import parse_set_option, read_config_file, to_dict
+from enas.config.lib import parse_set_option, read_config_file, to_dict
 from enas.errors import UserError
-from enas.search_config import SearchConfig, build_search_config
+from enas.config.search import SearchConfig, build_search_config
 
 
 def test_paper_defaults_are_the_official_enas_values():

@@ -152,7 +152,7 @@ def test_tighter_target_derives_a_cheaper_architecture(tmp_path):
 
 def test_darts_cost_term_adds_its_gradient_to_the_architecture_step(tmp_path):
     from enas.search.build import build_search
-    from enas.search_config import build_search_config
+    from enas.config.search import build_search_config
 
     cfg = build_search_config("darts", "quick", None, {
         "strategy": "darts", "data.batch_size": 16, "data.image_size": 4, "model.channels": 4,
@@ -203,7 +203,7 @@ def test_cost_plugin_by_dotted_path(tmp_path, monkeypatch):
 
 
 def test_mobile_preset_is_a_latency_budget():
-    from enas.search_config import build_search_config
+    from enas.config.search import build_search_config
 
     cfg = build_search_config("enas", "mobile", None, {})
     assert (cfg.cost.model, cfg.cost.target, cfg.cost.constraint, cfg.cost.batch_size, cfg.cost.threads) == \

@@ -321,7 +321,7 @@ def test_heatmap_colours_follow_the_values():
 def _digits_run(run_dir, order, stop_after=None, resume=False):
     from enas.search.build import build_search
     from enas.search.driver import SearchDriver
-    from enas.search_config import build_search_config
+    from enas.config.search import build_search_config
 
     flags = {"epochs": 1, "data.batch_size": 16, "darts.train_portion": 0.03, "darts.order": order,
              "model.channels": 4, "model.layers": 3, "model.num_nodes": 2, "run.checkpoint_every_steps": 1}
@@ -340,7 +340,7 @@ def _digits_run(run_dir, order, stop_after=None, resume=False):
 
 @pytest.mark.parametrize("order", [1, 2])
 def test_search_driver_runs_darts_and_resumes_exactly(tmp_path, order):
-    from enas.checkpoint import load_checkpoint
+    from enas.runs.checkpoint import load_checkpoint
 
     full = _digits_run(tmp_path / "full", order)
     genotype = (tmp_path / "full" / "genotype.json").read_text()

@@ -1,4 +1,4 @@
-"""Dataset sources of enas.data: real loads where the files exist, every user error, splits."""
+"""Dataset sources of enas.data.datasets: real loads where the files exist, every user error, splits."""
 import gzip
 import os
 import struct
@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from enas import data as D
-from enas import data_sources, imagefolder
-from enas.data import ImageData, load_dataset, search_split
+from enas.data import datasets as D
+from enas.data import imagefolder, sources as data_sources
+from enas.data.datasets import ImageData, load_dataset, search_split
 from enas.errors import UserError
 
 from conftest import CIFAR10_DIR

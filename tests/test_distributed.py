@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from enas.augment import DeviceLoader
-from enas.data import ImageData
+from enas.data.augment import DeviceLoader
+from enas.data.datasets import ImageData
 from enas.distributed import CollectiveError, Dist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,8 +113,8 @@ def test_the_global_batch_must_split_evenly():
 
 def test_linear_scaling_is_opt_in():
     from enas.errors import UserError
-    from enas.schedules import batch_scaled
-    from enas.train_config import build_train_config
+    from enas.retrain.schedules import batch_scaled
+    from enas.config.train import build_train_config
 
     assert batch_scaled(0.025, 384, None) == 0.025  # default: the protocol's rate at any batch
     assert batch_scaled(0.025, 384, 96) == pytest.approx(0.1)

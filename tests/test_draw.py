@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enas import draw
-from enas.draw import cell_image_array, cell_to_dot, render_cell
+from enas.runs import draw
+from enas.runs.draw import cell_image_array, cell_to_dot, render_cell
 from enas.errors import UserError
 from shared_model.zoo import ZOO
 
@@ -109,7 +109,7 @@ def _inside(p, box):
 
 @pytest.mark.parametrize("name,graph", list(_all_graphs()), ids=lambda v: v if isinstance(v, str) else "")
 def test_edges_never_cross_boxes_and_labels_never_overlap(name, graph):
-    from enas.draw_layout import sample
+    from enas.runs.draw_layout import sample
 
     lay = draw._layout(graph, draw._font())
     boxes = [it for it in lay.items if it.kind in ("node", "label")]

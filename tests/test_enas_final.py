@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from enas.configlib import to_dict
-from enas.train_config import AUX_POSITIONS, DROP_PATH_EXEMPT, build_train_config
-from enas.trained import make_child, network_from_checkpoint
+from enas.config.lib import to_dict
+from enas.config.train import AUX_POSITIONS, DROP_PATH_EXEMPT, build_train_config
+from enas.retrain.trained import make_child, network_from_checkpoint
 from shared_model import child as child_module
 from shared_model.child import Cell, ChildNetwork
 from shared_model.heads import AuxiliaryHead
@@ -247,7 +247,7 @@ def test_checkpoint_without_the_new_keys_rebuilds_the_old_network():
 def test_retrain_step_leaves_the_frozen_aux_head_alone():
     # The trainer gives every optimizer parameter a zero gradient (off-path updates), so
     # the head must not be in the optimizer at all, or weight decay would shrink it.
-    from enas.retrain import build_retrain
+    from enas.retrain.setup import build_retrain
 
     cfg = build_train_config(None, {"data.dataset": "digits", "model.channels": 4, "model.layers": 5,
                                     "data.batch_size": 16, "data.cutout": 0}, preset="enas")

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from enas.checkpoint import save_checkpoint
+from enas.runs.checkpoint import save_checkpoint
 from enas.cli import cli
-from enas.configlib import to_dict
-from enas.train_config import build_train_config
-from enas.trained import make_child, network_from_checkpoint
+from enas.config.lib import to_dict
+from enas.config.train import build_train_config
+from enas.retrain.trained import make_child, network_from_checkpoint
 from shared_model.child import Cell, ChildNetwork
 from shared_model.genotype import Genotype
 from shared_model.profile import count_parameters

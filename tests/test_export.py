@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from enas.cli import cli
-from enas.trained import input_shape, load_train_checkpoint, network_from_checkpoint
+from enas.retrain.trained import input_shape, load_train_checkpoint, network_from_checkpoint
 
 TINY = ["--preset", "quick", "--channels", "4", "--layers", "3", "--epochs", "1", "--batch-size", "128",
         "--set", "run.threads=1", "--set", "run.channels_last=off", "--set", "model.drop_path_prob=0.2"]

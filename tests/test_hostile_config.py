@@ -33,12 +33,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from controller import Controller, Reinforce
-from enas.configlib import parse_set_option, read_config_file
-from enas.data import DATASETS
+from enas.config.lib import parse_set_option, read_config_file
+from enas.data.datasets import DATASETS
 from enas.errors import UserError
-from enas.schedules import epoch_lr
-from enas.search_config import SearchConfig, build_search_config
-from enas.train_config import TrainConfig, build_train_config
+from enas.retrain.schedules import epoch_lr
+from enas.config.search import SearchConfig, build_search_config
+from enas.config.train import TrainConfig, build_train_config
 from shared_model.spaces import make_space
 
 # -------------------------------------------------------------------------------- config files

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from enas.data import load_dataset
+from enas.data.datasets import load_dataset
 from enas.errors import UserError
 from shared_model.genotype import Genotype
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from enas import imagefolder
-from enas.data import load_dataset
-from enas.dataprep import stratified_indices
+from enas.data import imagefolder
+from enas.data.datasets import load_dataset
+from enas.data.prep import stratified_indices
 from enas.errors import UserError
 
 

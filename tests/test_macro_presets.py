@@ -9,8 +9,8 @@ import math
 import pytest
 
 from enas.errors import UserError
-from enas.search_config import build_search_config
-from enas.train_config import build_train_config
+from enas.config.search import build_search_config
+from enas.config.train import build_train_config
 from shared_model.spaces import get_space
 from shared_model.zoo import get_genotype
 

@@ -86,7 +86,7 @@ def test_show_an_arch_file_and_draw_it(tmp_path):
 
 
 def test_nb201_is_the_default_train_preset_of_nb201_cells():
-    from enas.train_config import build_train_config
+    from enas.config.train import build_train_config
     from shared_model.spaces import get_space
 
     cfg = build_train_config(None, {}, arch_space=get_space("nb201"))

@@ -19,13 +19,13 @@ from click.testing import CliRunner
 from torch import nn
 
 from controller import Controller, Reinforce, TFAdam
-from enas.checkpoint import load_checkpoint
+from enas.runs.checkpoint import load_checkpoint
 from enas.cli import cli
 from enas.errors import UserError
 from enas.search.build import build_search
 from enas.search.driver import SearchDriver
 from enas.search.trainer import ChildTrainer, NonFiniteError
-from enas.search_config import build_search_config
+from enas.config.search import build_search_config
 from shared_model.spaces import make_space
 
 NAN = float("nan")

@@ -4,7 +4,7 @@ import torch
 
 from enas.search.build import build_search
 from enas.search.driver import SearchDriver
-from enas.search_config import build_search_config
+from enas.config.search import build_search_config
 from shared_model.spaces import list_spaces
 
 TINY = {"epochs": 1, "data.batch_size": 16, "model.channels": 4, "model.layers": 3, "data.image_size": 8,

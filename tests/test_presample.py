@@ -6,7 +6,7 @@ import torch
 
 from controller import Controller, Reinforce
 from enas.search.build import build_search
-from enas.search_config import build_search_config
+from enas.config.search import build_search_config
 from shared_model.spaces import make_space
 
 TINY = {"epochs": 1, "data.batch_size": 16, "model.channels": 4, "model.layers": 3, "data.image_size": 8,

@@ -2,7 +2,7 @@
 import torch
 
 from enas.search.build import build_search
-from enas.search_config import build_search_config
+from enas.config.search import build_search_config
 
 TINY = {"epochs": 1, "data.batch_size": 16, "model.channels": 4, "model.layers": 3,
         "data.image_size": 8, "controller.samples_per_update": 2, "derive.samples": 4,

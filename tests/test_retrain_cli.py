@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import enas.trained
-from enas.checkpoint import save_checkpoint
+import enas.retrain.trained
+from enas.runs.checkpoint import save_checkpoint
 from enas.cli import cli
 from shared_model.child import ChildNetwork
 from shared_model.genotype import Genotype
@@ -100,8 +100,8 @@ def test_genotype_file_interrupt_and_resume_matches_uninterrupted(zoo_run, tmp_p
     geno_file.write_text(ZOO["DARTS_V2"].to_json())
     run = tmp_path / "file"
     # Killed at step 17; the last checkpoint is at step 15, mid-way through epoch 2.
-    original = enas.retrain.run_retrain
-    monkeypatch.setattr(enas.retrain, "run_retrain", lambda *a, **kw: original(*a, **dict(kw, stop_after=17)))
+    original = enas.retrain.setup.run_retrain
+    monkeypatch.setattr(enas.retrain.setup, "run_retrain", lambda *a, **kw: original(*a, **dict(kw, stop_after=17)))
     first = invoke("train", geno_file, *TINY, "--out", run)
     assert first.exit_code == 130 and "--resume" in first.output
     assert not (run / "result.json").exists()
@@ -189,8 +189,8 @@ def test_genotypes_and_show_count_the_network_of_a_preset(tmp_path):
     assert "enas network at C 36, 17 layers" in invoke("show", "ENAS_RELEASED", "--preset", "enas").output
     # The same builder as `enas train`: a genotype leaving input 0 unread gets the ENAS loose
     # inputs (wider cells) with enas, and flags still override the preset's sizes.
-    from enas.train_config import build_train_config
-    from enas.trained import make_child
+    from enas.config.train import build_train_config
+    from enas.retrain.trained import make_child
 
     cells = [["skip_connect", 1], ["max_pool_3x3", 1], ["avg_pool_3x3", 2], ["skip_connect", 2]]
     unread0 = Genotype(cells, [3], cells, [3])
@@ -263,5 +263,5 @@ def test_diverging_run_stops_with_one_error_and_keeps_its_checkpoint(tmp_path):
     assert result.exit_code == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: 2 consecutive non-finite steps") and "Traceback" not in result.output
-    state, _ = enas.trained.load_train_checkpoint(run)
+    state, _ = enas.retrain.trained.load_train_checkpoint(run)
     assert state["position"]["step"] == 0  # the start checkpoint, untouched by the bad steps

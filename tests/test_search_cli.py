@@ -100,7 +100,7 @@ def test_search_then_derive_writes_the_documented_files(tmp_path, strategy):
 def test_resume_continues_the_step_count(tmp_path):
     from enas.search.build import build_search
     from enas.search.driver import SearchDriver
-    from enas.search_config import build_search_config
+    from enas.config.search import build_search_config
 
     out = tmp_path / "run"
     flags = {"epochs": 2, "data.batch_size": 32, "model.channels": 4, "model.layers": 3,
@@ -108,7 +108,7 @@ def test_resume_continues_the_step_count(tmp_path):
              "run.checkpoint_every_steps": 5}
     cfg = build_search_config("enas", "quick", None, flags)
     out.mkdir()
-    from enas.configlib import save_config
+    from enas.config.lib import save_config
 
     save_config(cfg, out / "config.json")
     driver = SearchDriver(cfg, build_search(cfg, torch.device("cpu")), out, stop_after=12)

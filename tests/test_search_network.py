@@ -4,12 +4,12 @@ for old checkpoints."""
 import pytest
 import torch
 
-from enas.augment import DeviceLoader
-from enas.checkpoint import load_checkpoint, save_checkpoint
+from enas.data.augment import DeviceLoader
+from enas.runs.checkpoint import load_checkpoint, save_checkpoint
 from enas.errors import UserError
 from enas.search.build import build_search, load_search_data
 from enas.search.driver import SearchDriver
-from enas.search_config import build_search_config
+from enas.config.search import build_search_config
 from shared_model.genotype import Genotype
 from shared_model.supernet import Supernet
 
@@ -150,7 +150,7 @@ def test_enas_search_step_leaves_the_aux_head_alone_but_its_loss_trains_the_cell
 
 
 def test_search_checkpoint_without_aux_trainable_resumes_with_a_trained_head(tmp_path):
-    from enas.search_run import load_run as _load_run
+    from enas.search.run import load_run as _load_run
 
     cfg = tiny_config("enas", **{"model.auxiliary": True, "model.aux_trainable": True})
     setup = build_search(cfg, torch.device("cpu"))

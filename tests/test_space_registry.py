@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from enas.draw import graph_image_array, graph_to_dot
+from enas.runs.draw import graph_image_array, graph_to_dot
 from shared_model.arch_params import ArchParameters
 from shared_model.spaces import CellGraph, get_space, list_spaces, register_space, space_for_arch, space_for_json
 
@@ -156,7 +156,7 @@ def test_every_policy_samples_every_space(name):
 
     # The macro space (skip decisions) gets its own sampler; build.py chooses the same way.
     from enas.search.build import build_controller
-    from enas.search_config import ControllerConfig
+    from enas.config.search import ControllerConfig
 
     space = toy_space(name)
     bias, prior = space.enas_op_bias()

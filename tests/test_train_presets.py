@@ -9,7 +9,7 @@ import math
 import pytest
 
 from enas.errors import UserError
-from enas.train_config import TrainConfig, build_train_config
+from enas.config.train import TrainConfig, build_train_config
 
 # scripts/cifar10_micro_final.sh
 ENAS_MICRO_FINAL_SH = {

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cli_helpers import error_line, run
-from enas import imagefolder
+from enas.data import imagefolder
 
 TINY = ["--preset", "quick", "--epochs", "2", "--batch-size", "4", "--set", "model.channels=2",
         "--set", "controller.updates_per_epoch=3", "--set", "derive.samples=2", "--set", "run.checkpoint_every_steps=1000"]

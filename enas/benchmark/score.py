@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from enas.benchmark.table import BenchmarkTable
-from enas.checkpoint import atomic_write_text
+from enas.runs.checkpoint import atomic_write_text
 from enas.errors import UserError
 from shared_model.nb201_arch import NUM_ARCHS, NB201Arch, NB201ArchError
 

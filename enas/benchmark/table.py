@@ -32,7 +32,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from enas.checkpoint import atomic_write_text
+from enas.runs.checkpoint import atomic_write_text
 from enas.errors import UserError
 from shared_model.nb201_arch import NB201_OPS, NUM_ARCHS, NUM_EDGES, NB201Arch, NB201ArchError
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from controller.tpe import require_optuna
-from enas.configlib import layer_config
+from enas.config.lib import layer_config
 from enas.errors import UserError
 
 logger = logging.getLogger(__name__)

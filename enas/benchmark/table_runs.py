@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional
 from enas.benchmark.table import BenchmarkTable
 from enas.benchmark.table_config import NB201_BUDGET_SECONDS, TableConfig
 from enas.benchmark.table_search import TableSearch
-from enas.checkpoint import atomic_write_text
+from enas.runs.checkpoint import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ Budget (``budget.queries`` or ``budget.seconds``):
   time of the policy's own step, which NAS-Bench-201 adds, is left out so runs are exact.
 
 Runs are seeded and deterministic. With a run folder, a checkpoint (plain data, atomic,
-:mod:`enas.checkpoint`) is written every ``checkpoint_every`` queries (at the first update
+:mod:`enas.runs.checkpoint`) is written every ``checkpoint_every`` queries (at the first update
 boundary after) and at the end; a killed run resumed from it ends exactly as an uninterrupted
 one, with ``metrics.jsonl`` cut back to the checkpoint.
 """
@@ -33,9 +33,9 @@ import torch
 from enas.benchmark.policies import TablePolicy, greedy_actions, make_policy
 from enas.benchmark.table import BenchmarkTable, arch_index
 from enas.benchmark.table_config import TableConfig
-from enas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from enas.runs.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from enas.errors import UserError
-from enas.runlog import RunLog
+from enas.runs.runlog import RunLog
 from shared_model.nb201_arch import NB201Arch, all_archs
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional
 from enas.benchmark.score import OUTPUT as SCORE_FILE, score_run
 from enas.benchmark.table import BenchmarkTable
 from enas.benchmark.ws_protocols import PUBLISHED_WS, PUBLISHED_WS_NOTE, search_args
-from enas.checkpoint import atomic_write_text
+from enas.runs.checkpoint import atomic_write_text
 from enas.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -65,7 +65,7 @@ def force(help_text: str = "Replace the run in --out (deletes only the files tha
 
 def parse_sets(items) -> dict:
     """``--set KEY=VALUE`` items as ``{"KEY": value}`` (values parsed as JSON)."""
-    from enas.configlib import parse_set_option
+    from enas.config.lib import parse_set_option
 
     return dict(parse_set_option(item) for item in items)
 

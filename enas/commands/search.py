@@ -6,7 +6,7 @@ import os
 import click
 
 from enas.commands import options as opt
-from enas.search_config import CONSTRAINTS, PRESETS, STRATEGIES
+from enas.config.search import CONSTRAINTS, PRESETS, STRATEGIES
 
 
 def _echo_cost(run_dir) -> None:
@@ -24,7 +24,7 @@ def _echo_cost(run_dir) -> None:
 
 
 def _report(result, derived: bool = False) -> None:
-    from enas.search_run import honesty
+    from enas.search.run import honesty
 
     acc = f"{result.best_valid_acc:.4f}"
     if derived:

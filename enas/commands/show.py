@@ -41,8 +41,8 @@ def counting_network(genotype: Any, preset: Optional[str] = None, channels: Opti
     """
     import torch
 
-    from enas.train_config import build_train_config
-    from enas.trained import make_child
+    from enas.config.train import build_train_config
+    from enas.retrain.trained import make_child
     from shared_model.spaces import space_for_arch
 
     # The head is excluded from the counts; without it no aux-position check applies.
@@ -89,7 +89,7 @@ def run_sizes(arg: str) -> Dict[str, Any]:
     A train run: its preset, channels, layers and data; a search run: the preset and data
     ``enas train RUN`` would use (its data.json).
     """
-    from enas.train_run import search_run_info
+    from enas.retrain.run import search_run_info
 
     folder = Path(arg).expanduser()
     try:
@@ -146,7 +146,7 @@ def register(cli: click.Group) -> None:
         `enas train --preset PRESET` builds, auxiliary head excluded (DARTS
         convention); for a run folder, at the run's own sizes.
         """
-        from enas.genotype_io import resolve_arch
+        from enas.runs.genotype_io import resolve_arch
 
         space, geno, source = resolve_arch(genotype)
         own = run_sizes(genotype)
@@ -161,7 +161,7 @@ def register(cli: click.Group) -> None:
         image_size = _hw(sizes["image_size"])
         files: List[str] = []
         if out:
-            from enas.draw import render_graph
+            from enas.runs.draw import render_graph
 
             for cell, graph in space.graphs(geno).items():
                 try:

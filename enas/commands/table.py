@@ -10,7 +10,7 @@ from typing import Any, Dict
 
 import click
 
-from enas.configlib import load_saved_config, parse_set_option, read_config_file, save_config
+from enas.config.lib import load_saved_config, parse_set_option, read_config_file, save_config
 from enas.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def register(cli: click.Group) -> None:
         from enas.benchmark.table import read_table
         from enas.benchmark.table_config import METHODS, TableConfig, build_table_config, validate_table_config
         from enas.benchmark.table_runs import format_summary, run_all
-        from enas.rundir import attach_log_file, is_run_dir, prepare_run_dir
+        from enas.runs.rundir import attach_log_file, is_run_dir, prepare_run_dir
 
         if resume_dir:
             changed = [n for n, v in [("--seeds", seeds), ("--budget-queries", budget_queries),

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 import click
 
-from enas.checkpoint import atomic_write_text
+from enas.runs.checkpoint import atomic_write_text
 from enas.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def run_weight_sharing(*, benchmark: Optional[str], seeds: Optional[int], method
     from enas.benchmark.table import read_table
     from enas.benchmark.ws_protocols import DEFAULT_DATASET, WS_METHODS, search_args
     from enas.benchmark.ws_runs import COLUMN, format_summary, run_all
-    from enas.rundir import MARKER, attach_log_file, is_run_dir, written_by_enas
+    from enas.runs.rundir import MARKER, attach_log_file, is_run_dir, written_by_enas
 
     given = [name for name, value in table_only.items() if value not in (None, False, ())]
     if given:

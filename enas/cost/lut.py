@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from enas.checkpoint import atomic_write_text
+from enas.runs.checkpoint import atomic_write_text
 from enas.errors import UserError
 from shared_model.cost_blocks import Block, NetSpec
 

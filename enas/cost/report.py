@@ -59,7 +59,7 @@ def checkpoint_latency(lut: str, cfg: Any, genotype: Any, info: Dict[str, Any], 
                        repeats: int) -> Dict[str, Any]:
     """:func:`latency_report` of a retrained checkpoint's network (``enas evaluate --lut``)."""
     from enas.cost.lut import read_table
-    from enas.trained import input_shape, train_space
+    from enas.retrain.trained import input_shape, train_space
     from shared_model.spaces.cell_cost import EVAL_OPTIONS
 
     m = cfg.model

@@ -11,7 +11,7 @@ of one process are exactly those of before.
 Conventions every stage follows (the maths is in the README):
 
 * ``data.batch_size`` is the global batch of one optimizer step; each process takes
-  ``batch_size / WORLD_SIZE`` images of it (:class:`~enas.augment.DeviceLoader` ``shard``).
+  ``batch_size / WORLD_SIZE`` images of it (:class:`~enas.data.augment.DeviceLoader` ``shard``).
 * Process 0 alone writes the run folder; the others write nothing.
 * Whatever all processes must agree on is computed identically by all of them and
   checked bitwise (:meth:`Dist.check_same`); a user error met by any process during

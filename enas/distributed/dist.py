@@ -220,7 +220,7 @@ class Dist:
 
     def rng_state(self, generators: Dict[str, torch.Generator]) -> Dict[str, Any]:
         """The checkpoint's random state: the shared generators plus every process's global RNG."""
-        from enas.checkpoint import rng_state
+        from enas.runs.checkpoint import rng_state
 
         state = rng_state(generators, all_cuda=self.world == 1)
         if self.world > 1:
@@ -232,7 +232,7 @@ class Dist:
 
     def set_rng_state(self, state: Dict[str, Any], generators: Dict[str, torch.Generator], step: int) -> None:
         """Restore :meth:`rng_state`; a checkpoint of another process count reseeds processes 1.."""
-        from enas.checkpoint import set_rng_state
+        from enas.runs.checkpoint import set_rng_state
 
         set_rng_state(state, generators, all_cuda=self.world == 1)
         saved = state.get("processes")
@@ -249,7 +249,7 @@ class Dist:
                         loader: Optional[Callable[[Path], Dict[str, Any]]] = None) -> Dict[str, Any]:
         """Process 0 reads and checks the checkpoint, every process gets the same content
         (no shared file system needed); a bad file is one error on all processes."""
-        from enas.checkpoint import load_checkpoint
+        from enas.runs.checkpoint import load_checkpoint
 
         read = loader or (lambda p: load_checkpoint(p, kind=kind))
         return self.agree(lambda: read(path), main_only=True)

@@ -1,6 +1,6 @@
 """Composition root of a search: turns a resolved config into components.
 
-This is the one place that reads :class:`~enas.search_config.SearchConfig`;
+This is the one place that reads :class:`~enas.config.search.SearchConfig`;
 every component below it receives explicit arguments.
 """
 from __future__ import annotations
@@ -15,15 +15,15 @@ import torch
 
 from controller import Controller, ExtraLoss, LSTMPolicy, MacroController, Reinforce, UniformPolicy
 from controller.reinforce import LossTerm
-from enas.augment import DeviceLoader
-from enas.data import ImageData, data_info, load_config_data, search_split
+from enas.data.augment import DeviceLoader
+from enas.data.datasets import ImageData, data_info, load_config_data, search_split
 from enas.distributed import Dist, GradientAverager
 from enas.errors import UserError
 from enas.runtime import accelerate_supernet, use_channels_last
 from enas.search.base import Strategy
 from enas.search.sampling import SamplingStrategy
 from enas.search.trainer import ChildTrainer
-from enas.search_config import ControllerConfig, SearchConfig
+from enas.config.search import ControllerConfig, SearchConfig
 from shared_model.spaces import Space, get_space
 
 logger = logging.getLogger(__name__)

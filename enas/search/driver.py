@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 
-from enas.checkpoint import atomic_write_text, save_checkpoint
-from enas.configlib import to_dict
+from enas.runs.checkpoint import atomic_write_text, save_checkpoint
+from enas.config.lib import to_dict
 from enas.distributed import Dist
 from enas.errors import UserError
-from enas.progress import RunClock, duration
-from enas.runlog import NullRunLog, RunLog
-from enas.schedules import batch_scaled, epoch_lr
+from enas.runs.progress import RunClock, duration
+from enas.runs.runlog import NullRunLog, RunLog
+from enas.retrain.schedules import batch_scaled, epoch_lr
 from enas.search.build import SearchSetup
 from enas.search.base import Phase
-from enas.search_config import SearchConfig
+from enas.config.search import SearchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ class SearchDriver:
         return f"epoch {epoch + 1}/{self.cfg.epochs}: {', '.join(parts)} ({took}{eta})"
 
     def _log_cells(self, genotype) -> None:
-        from enas.draw import graph_image_array
+        from enas.runs.draw import graph_image_array
 
         if self.log.writer is None:
             return

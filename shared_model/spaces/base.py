@@ -17,7 +17,7 @@ A search space is one module that registers a factory with
 * **DARTS** (Liu et al. 2019, Sec. 2.1/2.4): the mixing-weight shapes, the
   edges and ops they index, and ``derive`` from softmaxed weights;
 * **presentation**: :meth:`Space.describe` (text lines) and
-  :meth:`Space.graphs` (neutral graphs that ``enas.draw`` renders);
+  :meth:`Space.graphs` (neutral graphs that ``enas.runs.draw`` renders);
 * **cost** (hardware-aware search): the child network of an architecture as
   :class:`~shared_model.cost_blocks.Block` objects (:meth:`Space.cost_blocks`),
   the blocks any architecture can place (:meth:`Space.cost_vocabulary`) and,
@@ -60,7 +60,7 @@ class Decision:
 
 @dataclass
 class CellGraph:
-    """A cell as a plain graph, for drawing (``enas.draw`` renders it).
+    """A cell as a plain graph, for drawing (``enas.runs.draw`` renders it).
 
     Attributes:
         title: caption, e.g. ``"normal cell"``.

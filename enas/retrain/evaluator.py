@@ -8,10 +8,10 @@ from enas.errors import UserError
 
 
 def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
-    from enas.augment import DeviceLoader
-    from enas.data import load_dataset
-    from enas.dataprep import match_classes
-    from enas.trained import input_shape
+    from enas.data.augment import DeviceLoader
+    from enas.data.datasets import load_dataset
+    from enas.data.prep import match_classes
+    from enas.retrain.trained import input_shape
 
     channels, height, width = input_shape(info)
     where = f"the test data in {data_dir or cfg.data.data_dir or info['dataset']}"
@@ -34,7 +34,7 @@ def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, laten
                         repeats: int, lut: Optional[str] = None) -> Dict[str, Any]:
     """Everything ``enas evaluate`` reports, as a JSON-ready dict (with ``lut``: ``table_latency``,
     the table's prediction next to a measurement, README "Searching for a device")."""
-    from enas.trained import evaluate_model, input_shape, load_train_checkpoint, network_from_checkpoint
+    from enas.retrain.trained import evaluate_model, input_shape, load_train_checkpoint, network_from_checkpoint
     from enas.runtime import resolve_device
     from shared_model.profile import count_macs, count_parameters, measure_latency
 

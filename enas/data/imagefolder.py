@@ -3,7 +3,7 @@
 ``ROOT/<class>/<images>`` (classes sorted by name, files found recursively), or
 ``ROOT/train/<class>/...`` with ``ROOT/test/`` (or ``val/``) holding the same
 class folders. Without a test folder a seeded ``test_fraction`` of every
-class is held out as test. Files are decoded by :mod:`enas.imaging` (every
+class is held out as test. Files are decoded by :mod:`enas.data.imaging` (every
 PIL mode, 16-bit scaled, transparency composited), fitted to the image size
 by ``resize``, and summarised in one line (:attr:`ImageData.summary`).
 """
@@ -18,10 +18,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from enas.data import IMG_EXTENSIONS, ImageData, channel_stats
-from enas.data_sources import _one_line
+from enas.data.datasets import IMG_EXTENSIONS, ImageData, channel_stats
+from enas.data.sources import _one_line
 from enas.errors import UserError
-from enas.imaging import Decoded, decode_image, fit, quiet_pil, summarize, to_channels, to_uint8
+from enas.data.imaging import Decoded, decode_image, fit, quiet_pil, summarize, to_channels, to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _to_tensors(parts: Sequence[Dict[str, List[Path]]], classes: List[str], size
 
 def _limit_files(files: Dict[str, List[Path]], limit: Optional[int]) -> Dict[str, List[Path]]:
     """A stratified ``limit`` of the training files (before decoding: only those are read)."""
-    from enas.dataprep import stratified_indices
+    from enas.data.prep import stratified_indices
 
     flat = [(c, f) for c, fs in files.items() for f in fs]
     if limit is None or limit >= len(flat):

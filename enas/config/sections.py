@@ -26,7 +26,7 @@ class OptimConfig:
     # 2 * l2 * w, i.e. PyTorch weight_decay = 2e-4.
     weight_decay: float = 2e-4
     # DARTS's clip (search and evaluation); the ENAS search section overrides it with None
-    # because the official ENAS child never clips (see enas.search_config.SearchOptimConfig).
+    # because the official ENAS child never clips (see enas.config.search.SearchOptimConfig).
     grad_clip: Optional[float] = 5.0
     # Linear scaling rule (Goyal et al. 2017, Sec. 2.1): with a reference batch B0, lr_max and
     # lr_min are multiplied by data.batch_size / B0. Off (null) by default: the published

@@ -31,19 +31,19 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
-from enas.augment import DeviceLoader
-from enas.checkpoint import atomic_write_text, save_checkpoint
-from enas.configlib import to_dict
-from enas.data import load_config_data
+from enas.data.augment import DeviceLoader
+from enas.runs.checkpoint import atomic_write_text, save_checkpoint
+from enas.config.lib import to_dict
+from enas.data.datasets import load_config_data
 from enas.distributed import Dist, GradientAverager
 from enas.errors import UserError
-from enas.progress import RunClock, duration
-from enas.runlog import NullRunLog, RunLog
+from enas.runs.progress import RunClock, duration
+from enas.runs.runlog import NullRunLog, RunLog
 from enas.runtime import use_channels_last
-from enas.schedules import batch_scaled, epoch_lr, sgdr_boundaries  # noqa: F401  (sgdr_boundaries kept importable here)
+from enas.retrain.schedules import batch_scaled, epoch_lr, sgdr_boundaries  # noqa: F401  (sgdr_boundaries kept importable here)
 from enas.search.trainer import ChildTrainer
-from enas.train_config import TrainConfig, validate_train_config
-from enas.trained import KIND, data_info, evaluate_model, input_shape, load_train_checkpoint, make_child
+from enas.config.train import TrainConfig, validate_train_config
+from enas.retrain.trained import KIND, data_info, evaluate_model, input_shape, load_train_checkpoint, make_child
 from shared_model.profile import count_macs, count_parameters
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def load_retrain_data(cfg: TrainConfig, expect: Any = None) -> tuple:
         raise UserError(f"dataset {d.dataset} has no test images")
     info = data_info(train, d.dataset)
     if expect:
-        from enas.train_run import check_same_data
+        from enas.retrain.run import check_same_data
 
         check_same_data(info, *expect)
     # data.json: the checkpoint's data_info plus where it came from and how it was decoded.
@@ -253,8 +253,8 @@ class Retrainer:
         return result
 
     def _log_start(self) -> None:
-        from enas.draw import graph_image_array
-        from enas.trained import train_space
+        from enas.runs.draw import graph_image_array
+        from enas.retrain.trained import train_space
 
         for cell, graph in train_space(self.cfg, self.genotype).graphs(self.genotype).items():
             try:

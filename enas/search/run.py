@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from enas.configlib import load_saved_config, read_config_file, save_config
+from enas.config.lib import load_saved_config, read_config_file, save_config
 from enas.errors import UserError
-from enas.rundir import attach_log_file, prepare_run_dir
-from enas.search_config import SearchConfig, build_search_config, validate_search_config
+from enas.runs.rundir import attach_log_file, prepare_run_dir
+from enas.config.search import SearchConfig, build_search_config, validate_search_config
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class SearchResult:
 
 def load_run(run_dir: Path) -> Tuple[SearchConfig, Dict[str, Any]]:
     """The saved config and last checkpoint of a search run."""
-    from enas.checkpoint import load_checkpoint
+    from enas.runs.checkpoint import load_checkpoint
 
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt", kind="search")
     cfg = load_saved_config(SearchConfig, state["config"])
@@ -80,7 +80,7 @@ def check_benchmark(cfg: SearchConfig):
 
 def _driver(cfg: SearchConfig, run_dir: Path, progress: Any, stop_after: Optional[int] = None, dist: Any = None):
     from enas.distributed import Dist
-    from enas.progress import progress_factory
+    from enas.runs.progress import progress_factory
     from enas.runtime import configure_threads, describe_device, set_determinism
     from enas.search.build import build_search
     from enas.search.driver import SearchDriver
@@ -122,7 +122,7 @@ def _outcome(driver: Any, cfg: SearchConfig, table) -> SearchResult:
 
 def _result(run_dir: Path, cfg: SearchConfig, table, replaced: bool = False, previous: Any = None
             ) -> SearchResult:
-    from enas.genotype_io import load_arch_file
+    from enas.runs.genotype_io import load_arch_file
 
     details = json.loads((run_dir / "derive.json").read_text())
     space, arch = load_arch_file(run_dir / "genotype.json", cfg.model.space)

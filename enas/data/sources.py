@@ -1,6 +1,6 @@
-"""Dataset readers behind :func:`enas.data.load_dataset`: CIFAR through torchvision,
+"""Dataset readers behind :func:`enas.data.datasets.load_dataset`: CIFAR through torchvision,
 Fashion-MNIST IDX files and scikit-learn's digits, to uint8 tensors (image folders:
-:mod:`enas.imagefolder`).
+:mod:`enas.data.imagefolder`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from enas.data import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DEBIAN_FASHION_MNIST,
+from enas.data.datasets import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DEBIAN_FASHION_MNIST,
                        DIGITS_NUM_TRAIN, FASHION_MNIST_CLASSES, ImageData, channel_stats)
 from enas.errors import UserError
 

@@ -1,6 +1,6 @@
 """Decode image files of any PIL mode into 8-bit arrays, and fit them to one size.
 
-Used by the ``imagefolder`` source (:mod:`enas.data_sources`) and, for the
+Used by the ``imagefolder`` source (:mod:`enas.data.sources`) and, for the
 size fitting, by every dataset. What each mode becomes (README "Image folders"):
 
 * 8-bit gray (``L``, ``1``) and colour (``RGB``, ``YCbCr``, ``CMYK``, ``LAB``,

@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-from enas.checkpoint import atomic_write_text
+from enas.runs.checkpoint import atomic_write_text
 from enas.errors import UserError
 from shared_model.spaces import Space, get_space, list_spaces, space_for_arch, space_for_json
 from shared_model.zoo import ZOO, get_genotype

@@ -156,7 +156,7 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str | None, batch_size: in
 
     An existing ``out`` is replaced only when it is an earlier enas export, or with ``force``.
     """
-    from enas.trained import input_shape, load_train_checkpoint, network_from_checkpoint
+    from enas.retrain.trained import input_shape, load_train_checkpoint, network_from_checkpoint
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")

@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
-from enas.configlib import layer_config
+from enas.config.lib import layer_config
 from enas.errors import UserError
-from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
+from enas.config.sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
                                   shared_checks)
 
 
@@ -235,7 +235,7 @@ def build_train_config(file_data: Dict[str, Any] | None, flags: Dict[str, Any],
 
 def validate_train_config(cfg: TrainConfig) -> None:
     """Reject impossible values with one clear line (image-size checks happen once data is known)."""
-    from enas.data import canonical_name
+    from enas.data.datasets import canonical_name
 
     if cfg.preset not in PRESETS:
         raise UserError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")

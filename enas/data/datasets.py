@@ -3,7 +3,7 @@
 ENAS trains its shared weights on CIFAR-10 with the last 5,000 of the 50,000
 training images held out as the validation set that rewards the controller
 (Pham et al. 2018, Sec. 3.2; official ``data_utils.read_data``). Keeping
-whole datasets as one uint8 tensor lets :mod:`enas.augment` move them to the
+whole datasets as one uint8 tensor lets :mod:`enas.data.augment` move them to the
 training device once and augment batches there.
 
 Sources: ``cifar10`` / ``cifar100`` (torchvision files), ``fashion_mnist``
@@ -190,7 +190,7 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
             folder has no ``test/`` (or ``val/``) subfolder; 1.0 makes every image of a folder
             without ``train/`` the test split (``enas evaluate --data-dir``).
         resize: ``stretch``, ``pad`` (keep the aspect ratio, pad with black) or ``crop``
-            (keep the aspect ratio, centre crop); see :mod:`enas.imaging`.
+            (keep the aspect ratio, centre crop); see :mod:`enas.data.imaging`.
         channels: 1 or 3 to convert every image (colour to luminance, gray repeated);
             ``None`` keeps the data's own (an image folder is 1-channel if all its
             images are grayscale).
@@ -203,7 +203,7 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
     Raises:
         UserError: for any problem with the name, the folder or its files.
     """
-    from enas.dataprep import check_options, convert_channels, limit_subset, resize_images
+    from enas.data.prep import check_options, convert_channels, limit_subset, resize_images
 
     key = canonical_name(name)
     if split not in ("train", "test"):
@@ -215,8 +215,8 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
         if not os.path.isdir(data_dir):
             raise UserError(f"data dir {data_dir} does not exist or is not a folder")
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    from enas.data_sources import _load_cifar, _load_digits, _load_fashion_mnist
-    from enas.imagefolder import _load_imagefolder
+    from enas.data.sources import _load_cifar, _load_digits, _load_fashion_mnist
+    from enas.data.imagefolder import _load_imagefolder
 
     if key == "imagefolder":
         if data_dir is None:

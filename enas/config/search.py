@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from enas.config_sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
+from enas.config.sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
                                   shared_checks)
-from enas.configlib import layer_config
+from enas.config.lib import layer_config
 from enas.errors import UserError
 
 
@@ -283,7 +283,7 @@ PRESETS = ("paper", "quick", "mobile")
 
 def _mobile_network(space: Any) -> Dict[str, Any]:
     """The mobile preset prices the network ``enas train --preset quick`` retrains (not the supernet)."""
-    from enas.train_config import preset_overrides as train_preset
+    from enas.config.train import preset_overrides as train_preset
 
     train = {**train_preset("quick"), **space.train_overrides("quick")}
     return {"cost.channels": train["model.channels"], "cost.layers": train["model.layers"]}

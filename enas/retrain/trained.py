@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enas.augment import DeviceLoader
-from enas.checkpoint import load_checkpoint
-from enas.configlib import load_saved_config
-from enas.data import data_info  # noqa: F401  (checkpoints' data_info; kept importable here)
+from enas.data.augment import DeviceLoader
+from enas.runs.checkpoint import load_checkpoint
+from enas.config.lib import load_saved_config
+from enas.data.datasets import data_info  # noqa: F401  (checkpoints' data_info; kept importable here)
 from enas.errors import UserError
 from enas.runtime import autocast
-from enas.train_config import TrainConfig
+from enas.config.train import TrainConfig
 from shared_model.spaces import Space, get_space, space_for_arch, space_for_json
 
 KIND = "train"
@@ -123,7 +123,7 @@ def evaluate_model(model: nn.Module, loader: DeviceLoader, device: torch.device,
     ``top5`` is None with 5 classes or fewer (it would always be 1). ``bar``: a tqdm-like
     progress bar advanced per batch (closed at the end). ``all_sum``: under torch.distributed,
     sums the processes' totals in place (each process evaluated its part of every batch,
-    :class:`~enas.augment.DeviceLoader` ``shard``).
+    :class:`~enas.data.augment.DeviceLoader` ``shard``).
     """
     was_training = model.training
     model.eval()

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from enas.configlib import load_saved_config, read_config_file, save_config
+from enas.config.lib import load_saved_config, read_config_file, save_config
 from enas.errors import UserError
-from enas.rundir import attach_log_file, prepare_run_dir
-from enas.train_config import TrainConfig, build_train_config, validate_train_config
+from enas.runs.rundir import attach_log_file, prepare_run_dir
+from enas.config.train import TrainConfig, build_train_config, validate_train_config
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def start_train(genotype: str, flags: Dict[str, Any], config: Any = None, out: O
     process 0 alone prepares the run folder (:mod:`enas.distributed`).
     """
     from enas.distributed import session
-    from enas.genotype_io import resolve_arch
+    from enas.runs.genotype_io import resolve_arch
 
     def configure() -> tuple:
         space, geno, source = resolve_arch(genotype)
@@ -138,7 +138,7 @@ def start_train(genotype: str, flags: Dict[str, Any], config: Any = None, out: O
 def resume_train(resume_dir: str | Path, device: Optional[str] = None, progress: Any = True) -> TrainResult:
     """Continue a retrain run from its last checkpoint with its saved config and genotype."""
     from enas.distributed import session
-    from enas.trained import load_train_checkpoint, network_from_checkpoint
+    from enas.retrain.trained import load_train_checkpoint, network_from_checkpoint
 
     def load() -> tuple:
         state, _ = load_train_checkpoint(prepare_run_dir(Path(resume_dir), resume=True, force=False))
@@ -156,10 +156,10 @@ def resume_train(resume_dir: str | Path, device: Optional[str] = None, progress:
 
 def _run(cfg: TrainConfig, genotype: Any, source: str, run_dir: Path, resume: bool, progress: Any,
          expect: Any = None, dist: Any = None) -> Dict[str, Any]:
-    from enas import retrain
+    from enas.retrain import setup as retrain
     from enas.distributed import Dist
-    from enas.genotype_io import write_genotype
-    from enas.progress import progress_factory
+    from enas.runs.genotype_io import write_genotype
+    from enas.runs.progress import progress_factory
     from enas.runtime import configure_threads, describe_device, set_determinism
 
     dist = dist or Dist()

@@ -35,7 +35,7 @@ def written_by_enas(path: Path) -> bool:
     ckpt = path / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         return False
-    from enas.checkpoint import load_checkpoint
+    from enas.runs.checkpoint import load_checkpoint
 
     try:
         load_checkpoint(ckpt)

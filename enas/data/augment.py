@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from enas.data import ImageData
+from enas.data.datasets import ImageData
 from enas.errors import UserError
 
 logger = logging.getLogger(__name__)

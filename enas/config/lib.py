@@ -181,7 +181,7 @@ def parse_set_option(item: str) -> tuple[str, Any]:
 
 def save_config(cfg: Any, path: Path) -> None:
     """Write the resolved config as indented JSON (atomically)."""
-    from enas.checkpoint import atomic_write_text
+    from enas.runs.checkpoint import atomic_write_text
 
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 

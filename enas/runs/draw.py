@@ -9,7 +9,7 @@ each genotype entry is an edge labelled with its op and every concatenated
 node has an unlabelled edge to ``c_{k}``.
 
 Rendering uses graphviz ``dot`` when it is on PATH. Otherwise a pure-Python
-layered layout (:mod:`enas.draw_layout`: every edge in its own lane, op labels
+layered layout (:mod:`enas.runs.draw_layout`: every edge in its own lane, op labels
 in their own slots, never through a box; a ``"chain"`` graph such as the macro
 network is one box per row with skips as arcs on the right) is drawn with PIL (PNG) and as
 hand-written SVG, so drawing never needs a system binary. Files are written
@@ -30,8 +30,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from enas.checkpoint import atomic_write_bytes
-from enas.draw_layout import MARGIN, Layout, chain_layout, layout, sample
+from enas.runs.checkpoint import atomic_write_bytes
+from enas.runs.draw_layout import MARGIN, Layout, chain_layout, layout, sample
 from enas.errors import UserError
 from shared_model.genotype import CELL_TYPES, Genotype
 from shared_model.spaces import CellGraph
@@ -82,7 +82,7 @@ def cell_to_dot(genotype: Genotype, cell_type: str) -> str:
     return graph_to_dot(genotype_graph(genotype, cell_type), cell_type)
 
 
-# -- built-in renderer (layout: enas.draw_layout) -----------------------------
+# -- built-in renderer (layout: enas.runs.draw_layout) -----------------------------
 _FILLS = {"input": _IN_FILL, "node": _NODE_FILL, "output": _OUT_FILL}
 _SCALE = 2  # PNGs are drawn at twice the size and scaled down: smooth lines and text
 

@@ -1,7 +1,7 @@
 """Whole-split transforms of loaded data: size fitting, channel conversion, stratified subsets.
 
 The imagefolder source fits and converts image by image while decoding
-(:mod:`enas.imaging`); the tensor datasets (CIFAR, Fashion-MNIST, digits) get
+(:mod:`enas.data.imaging`); the tensor datasets (CIFAR, Fashion-MNIST, digits) get
 the same three choices here, on the whole uint8 tensor at once:
 ``data.image_size`` (``H`` or ``[H, W]``) with ``data.resize``, ``data.channels``
 and ``data.limit``.
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from enas.data import ImageData, channel_stats
+from enas.data.datasets import ImageData, channel_stats
 from enas.errors import UserError
-from enas.imaging import RESIZE_MODES
+from enas.data.imaging import RESIZE_MODES
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Configuration: dataclass defaults -> config file -> CLI flags, validated (README "Configuration")."""

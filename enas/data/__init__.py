@@ -1,0 +1,1 @@
+"""Datasets, image decoding, splits and the on-device loader with augmentation."""

@@ -1,0 +1,1 @@
+"""Run folders: layout, logs, progress, checkpoints, genotype files and drawings."""
