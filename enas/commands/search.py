@@ -6,7 +6,8 @@ import os
 import click
 
 from enas.commands import options as opt
-from enas.config.search import CONSTRAINTS, PRESETS, STRATEGIES
+from enas.config.search import CONSTRAINTS
+from enas.config.search_presets import PRESETS, STRATEGIES
 
 
 def _echo_cost(run_dir) -> None:
