@@ -9,10 +9,10 @@ CLI flags (:func:`build_search_config`), then :func:`validate_search_config`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
-from enas.config.sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
-                                  shared_checks)
+from enas.config.sections import (DataSourceConfig, OptimConfig, RunConfig, optim_checks, raise_first_failure,
+                                  run_checks, shared_checks)
 from enas.config.lib import layer_config
 from enas.config.search_presets import (CELL_OUTPUTS, DEFAULT_SPACE, DEFAULT_UPDATE_OFF_PATH, STRATEGIES,
                                         default_aux_trainable, default_cell_output, mobile_network,
@@ -21,15 +21,7 @@ from enas.errors import UserError
 
 
 @dataclass
-class DataConfig:
-    dataset: str = "cifar10"
-    data_dir: Optional[str] = None
-    # H or [H, W]; None: the dataset's own size (an image folder: 32). Other sizes are fitted by
-    # resize: stretch | pad (keep the aspect ratio, black borders) | crop (keep it, centre crop).
-    image_size: Optional[Union[int, List[int]]] = None
-    resize: str = "stretch"
-    channels: Optional[int] = None  # 1 | 3 converts every image; None: the data's own
-    limit: Optional[int] = None  # a stratified subset of this many training images; None: all
+class DataConfig(DataSourceConfig):
     valid_fraction: float = 0.1  # ignored for cifar10 (last 5k of train)
     batch_size: int = 160
     eval_batch_size: Optional[int] = None  # None: batch_size

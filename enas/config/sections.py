@@ -6,11 +6,25 @@ subclasses these sections with the DARTS evaluation defaults.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple, Union
 
 MAX_SEED = 2**63 - 3  # torch.manual_seed accepts up to 2**64 - 1; seed + 2 must still fit
 
 Check = Tuple[bool, str]
+
+
+@dataclass
+class DataSourceConfig:
+    """Which images, from where, fitted how (the first keys of ``[data]`` for search and train)."""
+
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    # H or [H, W]; None: the dataset's own size (an image folder: 32). Other sizes are fitted by
+    # resize: stretch | pad (keep the aspect ratio, black borders) | crop (keep it, centre crop).
+    image_size: Optional[Union[int, List[int]]] = None
+    resize: str = "stretch"
+    channels: Optional[int] = None  # 1 | 3 converts every image; None: the data's own
+    limit: Optional[int] = None  # a stratified subset of this many training images; None: all
 
 
 @dataclass

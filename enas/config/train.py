@@ -28,24 +28,16 @@ Config flows one way: defaults -> preset -> ``--config`` file -> flags.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Optional
 
 from enas.config.lib import layer_config
 from enas.errors import UserError
-from enas.config.sections import (OptimConfig, RunConfig, optim_checks, raise_first_failure, run_checks,
-                                  shared_checks)
+from enas.config.sections import (DataSourceConfig, OptimConfig, RunConfig, optim_checks, raise_first_failure,
+                                  run_checks, shared_checks)
 
 
 @dataclass
-class TrainDataConfig:
-    dataset: str = "cifar10"
-    data_dir: Optional[str] = None
-    # H or [H, W]; None: the dataset's own size (an image folder: 32). Other sizes are fitted by
-    # resize: stretch | pad (keep the aspect ratio, black borders) | crop (keep it, centre crop).
-    image_size: Optional[Union[int, List[int]]] = None
-    resize: str = "stretch"
-    channels: Optional[int] = None  # 1 | 3 converts every image; None: the data's own
-    limit: Optional[int] = None  # a stratified subset of this many training images; None: all
+class TrainDataConfig(DataSourceConfig):
     batch_size: int = 96
     eval_batch_size: Optional[int] = None  # None: batch_size
     pad: int = 4
