@@ -157,3 +157,33 @@ def test_drawing_files_have_the_usual_permissions(tmp_path):
     os.umask(umask)
     for path in render_cell(ZOO["DARTS_V2"], "normal", tmp_path / "cell", use_dot=False):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_chain_layout_draws_every_skip_as_a_bus_of_right_angles():
+    """The macro network: each skip leaves its source on the source's own lane and enters its
+    target with a junction dot on that lane; no line runs through a box."""
+    from enas.runs.draw_layout import chain_layout
+    from shared_model.spaces import get_space
+
+    space = get_space("macro")
+    arch = ZOO["ENAS_MACRO"]
+    graph = space.graphs(arch)["network"]
+    lay = chain_layout(graph, lambda text: (7.0 * len(text), 14.0))
+    boxes = [(it.x - it.w / 2, it.y - it.h / 2, it.x + it.w / 2, it.y + it.h / 2) for it in lay.items]
+    right = max(b[2] for b in boxes)
+    skips = [(s, d) for s, d, _ in graph.edges if d - s > 1]
+    assert len(skips) == arch.skip_count() > 0
+    lanes = {}
+    for (s, d, _), (segs, _, tip) in zip(graph.edges, lay.edges):
+        if d - s <= 1:
+            continue
+        (_, a0, a1), (_, b0, b1), (_, c0, c1) = segs
+        assert a0[1] == a1[1] and b0[0] == b1[0] and c0[1] == c1[1]  # horizontal, vertical, horizontal
+        assert a0 == (right, a0[1]) and boxes[s][1] < a0[1] < boxes[s][3]  # leaves its source box
+        assert tip == c1 == (right, c1[1]) and boxes[d][1] < c1[1] < boxes[d][3]  # enters its target
+        assert b0[0] > right  # the lane is right of every box
+        lanes.setdefault(s, b0[0])
+        assert lanes[s] == b0[0]  # one lane per source
+        assert (b0[0], c0[1]) in lay.dots  # the junction that says this lane feeds this layer
+    assert len(set(lanes.values())) == len(lanes)
+    assert lay.width > max(lanes.values())

@@ -11,7 +11,7 @@ node has an unlabelled edge to ``c_{k}``.
 Rendering uses graphviz ``dot`` when it is on PATH. Otherwise a pure-Python
 layered layout (:mod:`enas.runs.draw_layout`: every edge in its own lane, op labels
 in their own slots, never through a box; a ``"chain"`` graph such as the macro
-network is one box per row with skips as arcs on the right) is drawn with PIL (PNG) and as
+network is one box per row with its skips as buses on the right) is drawn with PIL (PNG) and as
 hand-written SVG, so drawing never needs a system binary. Files are written
 atomically with the usual permissions of new files (``0644`` under umask 022).
 """
@@ -85,6 +85,7 @@ def cell_to_dot(genotype: Genotype, cell_type: str) -> str:
 # -- built-in renderer (layout: enas.runs.draw_layout) -----------------------------
 _FILLS = {"input": _IN_FILL, "node": _NODE_FILL, "output": _OUT_FILL}
 _SCALE = 2  # PNGs are drawn at twice the size and scaled down: smooth lines and text
+_DOT = 3.5  # radius of a skip-bus junction dot
 
 
 def _font(size: int = _FONT_SIZE):
@@ -125,6 +126,8 @@ def _draw_pil(lay: Layout) -> Image.Image:
         for seg in segs:
             d.line([(x * k, y * k) for x, y in sample(seg)], fill=color, width=2 * k, joint="curve")
         d.polygon([(x * k, y * k) for x, y in _arrow_head(segs)], fill=color)
+    for x, y in lay.dots:
+        d.ellipse(((x - _DOT) * k, (y - _DOT) * k, (x + _DOT) * k, (y + _DOT) * k), fill="#444444")
     for it in lay.items:
         x0, y0, x1, y1 = ((it.x - it.w / 2) * k, (it.y - it.h / 2) * k, (it.x + it.w / 2) * k, (it.y + it.h / 2) * k)
         if it.kind == "node":
@@ -153,6 +156,8 @@ def _svg(lay: Layout) -> str:
         head = " ".join(f"{fmt(x)},{fmt(y)}" for x, y in _arrow_head(segs))
         out.append(f'<path d="{" ".join(path)}" fill="none" stroke="{color}" stroke-width="2"/>')
         out.append(f'<polygon points="{head}" fill="{color}"/>')
+    for x, y in lay.dots:
+        out.append(f'<circle cx="{fmt(x)}" cy="{fmt(y)}" r="{_DOT}" fill="#444444"/>')
     for it in lay.items:
         x0, y0 = it.x - it.w / 2, it.y - it.h / 2
         if it.kind == "node":

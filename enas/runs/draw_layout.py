@@ -25,6 +25,7 @@ Point = Tuple[float, float]
 Segment = Tuple
 
 BOX_H, BOX_PAD, ITEM_GAP, COL_GAP, LANE_H, MARGIN = 40.0, 14.0, 14.0, 46.0, 6.0, 20.0
+LANE_GAP = 12.0  # between the skip buses of a chain layout
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Layout:
     items: List[Item]
     node_kinds: List[str]
     edges: List[Tuple[List[Segment], Optional[str], Point]]  # segments, label, arrow tip
+    dots: List[Point] = field(default_factory=list)  # junctions of a chain layout's skip buses
 
 
 def _levels(graph: CellGraph) -> List[int]:
@@ -227,38 +229,43 @@ def _route(graph: CellGraph, items: List[Item], chains: List[List[int]], node_it
 def chain_layout(graph: CellGraph, text_size: Callable[[str], Tuple[float, float]]) -> Layout:
     """A layer-by-layer network (``graph.layout == "chain"``): one box per row, top to bottom.
 
-    An edge between neighbours is a short vertical arrow; a longer one (a skip) is an arc on
-    the right of the boxes, bowing out by the rows it spans, so it never crosses a box; ports
-    are spread along the right sides by the far end's row so that arcs nest.
+    An edge between neighbours is a short vertical arrow. The longer ones (skips) are drawn
+    as buses, the way circuit diagrams draw wires: every source with skips owns one vertical
+    lane right of the boxes, entered from the upper part of its box; each target's skips
+    arrive on one horizontal line into the lower part of its box, and a dot marks every lane
+    that feeds it (a lane crossed without a dot does not). Lines only meet at right angles,
+    so a skip can be read off however many there are.
     """
     box_w = max(text_size(s)[0] for s in graph.labels) + 2 * BOX_PAD
     title_h = text_size(graph.title or "Ag")[1] + 14
     pitch = BOX_H + 2 * ITEM_GAP
     items = [Item("node", box_w, BOX_H, node=i, text=label, x=MARGIN + box_w / 2,
                   y=MARGIN + title_h + BOX_H / 2 + i * pitch) for i, label in enumerate(graph.labels)]
-    side: Dict[int, List[Tuple[int, int]]] = {}
-    for e, (s, d, _) in enumerate(graph.edges):
-        if abs(d - s) > 1:
-            side.setdefault(s, []).append((-d, e))
-            side.setdefault(d, []).append((s, e))
-    port: Dict[Tuple[int, int], Point] = {}
-    for node, ends in side.items():
-        it = items[node]
-        for rank, (_, e) in enumerate(sorted(ends)):
-            port[(e, node)] = (it.x + it.w / 2, it.y - it.h / 2 + it.h * (rank + 1) / (len(ends) + 1))
-    edges, reach = [], MARGIN + box_w
-    for e, (s, d, op) in enumerate(graph.edges):
+    right = MARGIN + box_w
+    sources = sorted({s for s, d, _ in graph.edges if abs(d - s) > 1})
+    lane_x = {s: right + 18.0 + LANE_GAP * k for k, s in enumerate(sources)}
+
+    def out_y(node: int) -> float:  # where a source's bus leaves its box
+        return items[node].y - items[node].h / 4
+
+    def in_y(node: int) -> float:  # where a target's skips enter its box
+        return items[node].y + items[node].h / 4
+
+    edges: List[Tuple[List[Segment], Optional[str], Point]] = []
+    dots: List[Point] = []
+    for s, d, op in graph.edges:
         a, b = items[s], items[d]
         if abs(d - s) <= 1:
-            segs: List[Segment] = [("L", (a.x, a.y + a.h / 2), (b.x, b.y - b.h / 2))]
-        else:
-            p0, p1 = port[(e, s)], port[(e, d)]
-            bow = 28.0 + 28.0 * (abs(d - s) - 1)
-            segs = [("C", p0, (p0[0] + bow, p0[1]), (p1[0] + bow, p1[1]), p1)]
-            reach = max(reach, p0[0] + 0.75 * bow)
-        edges.append((segs, op, segs[-1][-1]))
+            edges.append(([("L", (a.x, a.y + a.h / 2), (b.x, b.y - b.h / 2))], op, (b.x, b.y - b.h / 2)))
+            continue
+        x = lane_x[s]
+        segs: List[Segment] = [("L", (right, out_y(s)), (x, out_y(s))), ("L", (x, out_y(s)), (x, in_y(d))),
+                               ("L", (x, in_y(d)), (right, in_y(d)))]
+        edges.append((segs, op, (right, in_y(d))))
+        dots += [(x, out_y(s)), (x, in_y(d))]
     height = (items[-1].y + BOX_H / 2 + MARGIN) if items else 2 * MARGIN
-    return Layout(reach + MARGIN, height, graph.title, items, list(graph.kinds), edges)
+    width = (max(lane_x.values()) if lane_x else right) + MARGIN
+    return Layout(width, height, graph.title, items, list(graph.kinds), edges, dots=sorted(set(dots)))
 
 
 def sample(seg: Segment, steps: int = 20) -> List[Point]:
