@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import enas.retrain.loop
 import enas.retrain.trained
 from enas.runs.checkpoint import save_checkpoint
 from enas.cli import cli
@@ -100,8 +101,8 @@ def test_genotype_file_interrupt_and_resume_matches_uninterrupted(zoo_run, tmp_p
     geno_file.write_text(ZOO["DARTS_V2"].to_json())
     run = tmp_path / "file"
     # Killed at step 17; the last checkpoint is at step 15, mid-way through epoch 2.
-    original = enas.retrain.setup.run_retrain
-    monkeypatch.setattr(enas.retrain.setup, "run_retrain", lambda *a, **kw: original(*a, **dict(kw, stop_after=17)))
+    original = enas.retrain.loop.run_retrain
+    monkeypatch.setattr(enas.retrain.loop, "run_retrain", lambda *a, **kw: original(*a, **dict(kw, stop_after=17)))
     first = invoke("train", geno_file, *TINY, "--out", run)
     assert first.exit_code == 130 and "--resume" in first.output
     assert not (run / "result.json").exists()

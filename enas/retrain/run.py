@@ -156,7 +156,7 @@ def resume_train(resume_dir: str | Path, device: Optional[str] = None, progress:
 
 def _run(cfg: TrainConfig, genotype: Any, source: str, run_dir: Path, resume: bool, progress: Any,
          expect: Any = None, dist: Any = None) -> Dict[str, Any]:
-    from enas.retrain import setup as retrain
+    from enas.retrain import loop as retrain
     from enas.distributed import Dist
     from enas.runs.genotype_io import write_genotype
     from enas.runs.progress import progress_factory
