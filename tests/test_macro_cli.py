@@ -54,6 +54,7 @@ def test_random_search_on_macro(tmp_path):
     assert json.loads((out / "config.json").read_text())["strategy"] == "random"
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_train_show_evaluate_export_from_the_search_run(search_run, tmp_path):
     train = tmp_path / "train"
     result = run("train", search_run, *TRAIN, "--out", train)

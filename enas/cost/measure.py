@@ -60,6 +60,9 @@ def _onnx_runner(module: nn.Module, inputs: Sequence[torch.Tensor], device: torc
     # The TorchScript-based exporter: fast for hundreds of small blocks, and every block op has a symbolic.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        # A block's Python flags (e.g. an op's relu_done) are constants of its shape: the tracer's
+        # warning that they will be treated as such says what is intended.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(module.cpu(), tuple(t.cpu() for t in inputs), buffer, dynamo=False, opset_version=17,
                           input_names=names)
     options = ort.SessionOptions()
