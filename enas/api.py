@@ -183,14 +183,16 @@ def train(genotype: Optional[PathLike] = None, out: Optional[PathLike] = None, *
 
 def evaluate(checkpoint: PathLike, *, device: str = "auto", data_dir: Optional[PathLike] = None,
              batch_size: Optional[int] = None, latency_batch: int = 64, repeats: int = 20,
-             lut: Optional[PathLike] = None) -> Dict[str, Any]:
+             lut: Optional[PathLike] = None, threads: Optional[int] = None) -> Dict[str, Any]:
     """Test a retrained checkpoint (a ``.pt`` or a train run folder; ``enas evaluate``): top-1/5,
     loss, parameters, multiply-adds and latency, as the ``--json`` object; with ``lut`` (a latency
-    table) also ``table_latency``, its prediction next to a measurement."""
+    table) also ``table_latency``, its prediction next to a measurement. ``threads``: CPU threads
+    (default: the run's ``run.threads``, else torch's default); note that it is set process-wide."""
     from enas.retrain.evaluator import evaluate_checkpoint
 
     return evaluate_checkpoint(str(checkpoint), device, str(data_dir) if data_dir is not None else None,
-                               batch_size, latency_batch, repeats, str(lut) if lut is not None else None)
+                               batch_size, latency_batch, repeats, str(lut) if lut is not None else None,
+                               threads)
 
 
 def export(checkpoint: PathLike, format: str = "onnx", out: Optional[PathLike] = None, *,  # noqa: A002

@@ -139,6 +139,22 @@ def test_evaluate_json(zoo_run):
     assert table.exit_code == 0 and "top-1" in table.stdout and "latency b=2" in table.stdout
 
 
+def test_evaluate_times_on_the_runs_threads_or_threads_flag(zoo_run):
+    run, _ = zoo_run
+    before = torch.get_num_threads()
+    saved = json.loads((run / "config.json").read_text())["run"]["threads"]
+    try:
+        report = json.loads(invoke("evaluate", run, "--json", "--repeats", "1", "--latency-batch", "2").stdout)
+        assert report["threads"] == (saved or before)
+        report = json.loads(invoke("evaluate", run, "--json", "--repeats", "1", "--latency-batch", "2",
+                                   "--threads", "2").stdout)
+        assert report["threads"] == 2
+        table = invoke("evaluate", run, "--repeats", "1", "--latency-batch", "2", "--threads", "1").stdout
+        assert "on cpu (1 thread)" in table
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_show_darts_v2_json_reports_the_paper_parameter_count():
     out = invoke("show", "DARTS_V2", "--json")
     assert out.exit_code == 0, out.output
@@ -242,6 +258,7 @@ def _bad_inputs(tmp: Path, good_ckpt: Path):
         (["evaluate", f"{t}/module.pt"], "refused"),
         (["evaluate", f"{t}/search.pt"], "search checkpoint"),
         (["evaluate", f"{t}/missing.pt"], "not found"),
+        (["evaluate", f"{t}/missing.pt", "--threads", "0"], "--threads must be >= 1"),
         (["show", "DARTS_V2", "--image-size", "2"], "too small"),
     ]
 

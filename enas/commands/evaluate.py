@@ -9,6 +9,11 @@ import click
 from enas.commands import options as opt
 
 
+def _threads(r: Dict[str, Any]) -> str:
+    n = r.get("threads")
+    return "1 thread" if n == 1 else f"{n} threads"
+
+
 def _print_table(r: Dict[str, Any]) -> None:
     rows = [
         ("checkpoint", f"{r['checkpoint']} (epoch {r['epoch']}/{r['epochs']}, step {r['step']})"),
@@ -27,7 +32,7 @@ def _print_table(r: Dict[str, Any]) -> None:
     for key, lat in r["latency"].items():
         rows.append((f"latency b={lat['batch_size']}",
                      f"median {lat['median_ms']:.2f} ms (p10 {lat['p10']:.2f}, p90 {lat['p90']:.2f}) on "
-                     f"{r['device']}, {lat['images_per_s']:.0f} images/s"))
+                     f"{r['device']} ({_threads(r)}), {lat['images_per_s']:.0f} images/s"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
@@ -51,7 +56,9 @@ def register(cli: click.Group) -> None:
     @opt.option("--lut", default=None,
                 help="Latency table (`enas latency-table`) of this network: its predicted latency next to "
                      "one measured at the table's batch, device, threads, runtime and clock.")
-    def evaluate(checkpoint, as_json, device, data_dir, batch_size, latency_batch, repeats, lut):
+    @opt.option("--threads", type=int, default=None,
+                help="CPU threads (default: the run's run.threads, else all cores).")
+    def evaluate(checkpoint, as_json, device, data_dir, batch_size, latency_batch, repeats, lut, threads):
         """Test a retrained CHECKPOINT (a .pt file or a train run folder).
 
         Reports top-1/top-5 on the test split of the checkpoint's dataset,
@@ -61,7 +68,7 @@ def register(cli: click.Group) -> None:
         import enas
 
         result = enas.evaluate(checkpoint, device=device, data_dir=data_dir, batch_size=batch_size,
-                               latency_batch=latency_batch, repeats=repeats, lut=lut)
+                               latency_batch=latency_batch, repeats=repeats, lut=lut, threads=threads)
         if as_json:
             click.echo(json.dumps(result, indent=1))
         else:

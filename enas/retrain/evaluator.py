@@ -31,19 +31,27 @@ def _test_loader(cfg, info: Dict[str, Any], data_dir, batch_size, device):
 
 
 def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, latency_batch: int,
-                        repeats: int, lut: Optional[str] = None) -> Dict[str, Any]:
+                        repeats: int, lut: Optional[str] = None, threads: Optional[int] = None) -> Dict[str, Any]:
     """Everything ``enas evaluate`` reports, as a JSON-ready dict (with ``lut``: ``table_latency``,
     the table's prediction next to a measurement, README "Searching for a device")."""
     from enas.retrain.trained import evaluate_model, input_shape, load_train_checkpoint, network_from_checkpoint
     from enas.runtime import resolve_device
+    import torch
+
     from shared_model.profile import count_macs, count_parameters, measure_latency
 
     if batch_size is not None and batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     if latency_batch < 1 or repeats < 1:
         raise UserError("--latency-batch and --repeats must be >= 1")
+    if threads is not None and threads < 1:
+        raise UserError("--threads must be >= 1")
     state, ckpt = load_train_checkpoint(path)
     model, cfg, genotype, info = network_from_checkpoint(state, inference=True)
+    # The run's own thread count by default: a small network timed with more threads than it
+    # trained with mostly measures the threads waiting for each other (docs/performance.md).
+    if threads or cfg.run.threads:
+        torch.set_num_threads(threads or cfg.run.threads)
     device = resolve_device(device_name)
     model.to(device).eval()
     loader = _test_loader(cfg, info, data_dir, batch_size, device)
@@ -65,7 +73,7 @@ def evaluate_checkpoint(path: str, device_name: str, data_dir, batch_size, laten
         "genotype_source": state.get("genotype_source"), "dataset": info["dataset"], "split": "test",
         "test_images": test["n"], "top1": test["top1"], "top5": test["top5"], "test_loss": test["loss"],
         "params": count_parameters(model), "multiply_adds": count_macs(model, shape), "input_shape": list(shape),
-        "device": str(device), "precision": "bf16 autocast" if device.type == "cuda" and cfg.run.amp != "off"
+        "device": str(device), "threads": torch.get_num_threads(), "precision": "bf16 autocast" if device.type == "cuda" and cfg.run.amp != "off"
         else "fp32", "latency": latency, "genotype": genotype.to_dict(),
         **({"table_latency": table_latency} if table_latency else {}),
     }
