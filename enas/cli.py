@@ -117,7 +117,22 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="enas")
+    if not SEVERAL:
+        cli(prog_name="enas")
+        return
+    code = 1
+    try:
+        cli(prog_name="enas")
+        code = 0
+    except SystemExit as exc:  # click's exit status
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:  # noqa: BLE001 - a bug: its traceback, then the worker's exit below
+        import traceback
+
+        traceback.print_exc()
+    from enas.distributed import exit_worker
+
+    exit_worker(code)  # a torchrun worker skips interpreter shutdown: see exit_worker
 
 
 if __name__ == "__main__":

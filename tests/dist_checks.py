@@ -13,7 +13,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from enas.distributed import CollectiveError, Dist, GradientAverager, session  # noqa: E402
+from enas.distributed import CollectiveError, Dist, GradientAverager, exit_worker, session  # noqa: E402
 from enas.errors import UserError  # noqa: E402
 
 
@@ -154,3 +154,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_worker(0)  # as the enas CLI's workers do: no interpreter shutdown racing gloo's threads

@@ -23,6 +23,7 @@ random state), :mod:`~enas.distributed.grads` (gradient averaging).
 """
 from enas.distributed.dist import CollectiveError, Dist, digest
 from enas.distributed.grads import GradientAverager
-from enas.distributed.group import comm_failure, launched, session
+from enas.distributed.group import comm_failure, exit_worker, launched, session
 
-__all__ = ["CollectiveError", "Dist", "GradientAverager", "comm_failure", "digest", "launched", "session"]
+__all__ = ["CollectiveError", "Dist", "GradientAverager", "comm_failure", "digest", "exit_worker", "launched",
+           "session"]
