@@ -183,7 +183,12 @@ def main() -> None:
     unknown = set(args.only.split(",")) - set(ITEMS)
     if unknown:
         p.error(f"unknown items {sorted(unknown)}; choose from {', '.join(ITEMS)}")
-    (worker if args.worker else launch)(args)
+    if args.worker:
+        from enas.distributed import exit_worker
+
+        worker(args)
+        exit_worker(0)  # as the enas CLI's workers: no interpreter shutdown racing gloo's threads
+    launch(args)
 
 
 if __name__ == "__main__":
