@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does the quick search beat random cells? Retrain the derived cell and random cells, several seeds.
 
-    python scripts/quick_compare.py --out runs/quick-compare            # ~10 min on 2 CPU cores
+    python scripts/quick_compare.py --out runs/quick-compare            # ~3 min on 2 CPU cores
     python scripts/quick_compare.py --out runs/quick-compare --random-cells 3 --seeds 0 1 2
 
 Runs ``enas search --preset quick`` once (ENAS controller, digits), draws ``--random-cells``
