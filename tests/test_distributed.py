@@ -135,7 +135,8 @@ def test_other_commands_refuse_torchrun():
 def test_exit_worker_flushes_and_keeps_the_status():
     code = ("import logging, sys; from enas.distributed import exit_worker; logging.basicConfig(); "
             "print('out', end=''); sys.stderr.write('err'); logging.getLogger('x').warning('logged'); exit_worker(3)")
-    out = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=REPO, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}  # buffered pipes, as torchrun's may be
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 3 and out.stdout == "out", out
     assert out.stderr.startswith("err") and "logged" in out.stderr, out.stderr
 
