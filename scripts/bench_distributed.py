@@ -188,7 +188,8 @@ def main() -> None:
 
         worker(args)
         exit_worker(0)  # as the enas CLI's workers: no interpreter shutdown racing gloo's threads
-    launch(args)
+    else:
+        launch(args)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,6 @@ def test_other_commands_refuse_torchrun():
         "error: enas genotypes runs in one process; torchrun is for enas search and enas train"], out.stderr
 
 
-
 def test_exit_worker_flushes_and_keeps_the_status():
     code = ("import logging, sys; from enas.distributed import exit_worker; logging.basicConfig(); "
             "print('out', end=''); sys.stderr.write('err'); logging.getLogger('x').warning('logged'); exit_worker(3)")
@@ -139,6 +138,7 @@ def test_exit_worker_flushes_and_keeps_the_status():
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 3 and out.stdout == "out", out
     assert out.stderr.startswith("err") and "logged" in out.stderr, out.stderr
+
 
 # -- 2 gloo processes ----------------------------------------------------------------
 def test_collectives_equal_one_process():

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import sys
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import torch
 
@@ -97,7 +97,7 @@ def session() -> Iterator[Dist]:
             torch.distributed.destroy_process_group()
 
 
-def exit_worker(code: int) -> None:
+def exit_worker(code: int) -> NoReturn:
     """End a torchrun worker with ``code`` now, without Python's interpreter finalization.
 
     ``destroy_process_group`` leaves gloo's worker threads running; one of them can still be
