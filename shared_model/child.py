@@ -61,7 +61,8 @@ from torch import nn
 
 from shared_model.genotype import Entry, Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.kernels import BatchNorm2d, cat_channels, fast_kernels_enabled
+from shared_model.batch_norm import BatchNorm2d
+from shared_model.kernels import cat_channels, fast_kernels_enabled
 from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
 
 logger = logging.getLogger(__name__)

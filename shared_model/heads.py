@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shared_model.kernels import BatchNorm2d
+from shared_model.batch_norm import BatchNorm2d
 
 
 class AuxiliaryHead(nn.Module):

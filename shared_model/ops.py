@@ -20,7 +20,8 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from shared_model.kernels import BatchNorm2d, DepthwiseConv2d, PointwiseConv2d, cat_channels
+from shared_model.batch_norm import BatchNorm2d
+from shared_model.kernels import DepthwiseConv2d, PointwiseConv2d, cat_channels
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 

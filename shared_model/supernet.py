@@ -42,7 +42,8 @@ from torch import nn
 
 from shared_model.genotype import Genotype
 from shared_model.heads import AuxiliaryHead
-from shared_model.kernels import BatchNorm2d, cat_channels, fast_kernels_enabled, pointwise_conv
+from shared_model.batch_norm import BatchNorm2d
+from shared_model.kernels import cat_channels, fast_kernels_enabled, pointwise_conv
 from shared_model.ops import FactorizedReduce, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
 
 #: One summand of a node: (input index, op index, mixing weight or None for 1).

@@ -1,8 +1,9 @@
 """Channels-last gradients of every candidate op equal the NCHW ones, in a child process.
 
 The same child also checks the CPU fast paths of ``shared_model.kernels`` (pointwise convs
-as matrix products, the depthwise input gradient by the flipped kernel) against the plain
-``F.conv2d`` path, so they are exercised on AVX2 kernels too.
+as matrix products, the depthwise input gradient by the flipped kernel) and
+``shared_model.batch_norm`` (the folded view, at 2 threads) against the plain PyTorch path,
+so they are exercised on AVX2 kernels too.
 
 oneDNN's 1x1 stride-2 backward-weights kernel on channels-last inputs with fewer
 channels than its SIMD block corrupts the heap (1 thread) or returns wrong weight
@@ -27,11 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import contextlib, json, sys
 import torch
+import shared_model.batch_norm
 from shared_model.kernels import reference_kernels
 from shared_model.ops import FactorizedReduce, ReLUConvBN, make_op
 
 threads, stride_ops = int(sys.argv[1]), sys.argv[2].split(",")
 torch.set_num_threads(threads)
+shared_model.batch_norm.FOLD_MIN_NUMEL = 0  # the folded batch norm at these small shapes too
 worst = {}
 
 def compare(key, build, c_in, seed):

@@ -106,37 +106,3 @@ def test_child_network_step_matches_the_reference_path():
     torch.manual_seed(4)
     net = ChildNetwork(get_genotype("DARTS_V2"), 4, 5, 10, image_size=8).to(memory_format=CL)
     compare(net, torch.randn(4, 3, 8, 8).contiguous(memory_format=CL), run=lambda m, x: m(x)[0])
-
-
-@pytest.mark.parametrize("affine", [True, False])
-def test_serial_batch_norm_matches_nn_batch_norm_with_two_threads(affine):
-    from shared_model.kernels import BatchNorm2d
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the serial path is taken only with more than one thread
-    try:
-        torch.manual_seed(5)
-        bn, ref = BatchNorm2d(6, affine=affine), torch.nn.BatchNorm2d(6, affine=affine)
-        ref.load_state_dict(bn.state_dict())
-        for training in (True, True, False):
-            bn.train(training), ref.train(training)
-            x = (3 * torch.randn(4, 6, 5, 5) + 1).contiguous(memory_format=CL).requires_grad_()
-            xr = x.detach().clone().requires_grad_()
-            probe = torch.randn(4, 6, 5, 5)
-            out, out_ref = bn(x), ref(xr)
-            assert torch.allclose(out, out_ref, atol=1e-5)
-            # Second order (DARTS's exact Hessian test goes through it): d/dx of |grad_x|^2.
-            (g,) = torch.autograd.grad((out * probe).sum(), x, create_graph=True)
-            (gr,) = torch.autograd.grad((out_ref * probe).sum(), xr, create_graph=True)
-            assert torch.allclose(g, gr, atol=1e-5)
-            (gg,) = torch.autograd.grad(g.square().sum(), x, allow_unused=True)
-            (ggr,) = torch.autograd.grad(gr.square().sum(), xr, allow_unused=True)
-            if training:
-                assert torch.allclose(gg, ggr, atol=1e-4)
-            else:  # running statistics: the input gradient does not depend on the input
-                assert gg is None or not gg.abs().max() > 0
-        for key, value in ref.state_dict().items():
-            assert torch.allclose(bn.state_dict()[key].float(), value.float(), atol=1e-6), key
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)

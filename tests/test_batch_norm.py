@@ -1,0 +1,98 @@
+"""shared_model.batch_norm.BatchNorm2d gives nn.BatchNorm2d's results on every path it takes."""
+import pytest
+import torch
+
+import shared_model.batch_norm as bn_module
+from shared_model.batch_norm import BatchNorm2d
+from shared_model.kernels import reference_kernels
+
+CL = torch.channels_last
+
+
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the other paths are taken only with more than one thread
+    yield
+    assert torch.get_num_threads() == 2  # the serial path restores the thread count
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["serial", "folded"])
+def path(request, monkeypatch):
+    monkeypatch.setattr(bn_module, "FOLD_MIN_NUMEL", 1 << 62 if request.param == "serial" else 0)
+    return request.param
+
+
+def rel(a, b):
+    return float((a - b).detach().norm() / (b.detach().norm() + 1e-12))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("channels", [6, 20])
+def test_matches_nn_batch_norm_with_two_threads(two_threads, path, affine, channels):
+    torch.manual_seed(5)
+    bn, ref = BatchNorm2d(channels, affine=affine), torch.nn.BatchNorm2d(channels, affine=affine)
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5), bn.bias.normal_()
+    ref.load_state_dict(bn.state_dict())
+    for training in (True, True, False):
+        bn.train(training), ref.train(training)
+        x = (3 * torch.randn(4, channels, 4, 4) + 1).contiguous(memory_format=CL).requires_grad_()
+        assert bn._path(x) == (-1 if path == "serial" else {6: 8, 20: 4}[channels])
+        xr = x.detach().clone().requires_grad_()
+        probe = torch.randn(4, channels, 4, 4)
+        out, out_ref = bn(x), ref(xr)
+        assert out.is_contiguous(memory_format=CL) and rel(out, out_ref) < 1e-6
+        # Second order (DARTS's exact Hessian test goes through it): d/dx of |grad_x|^2.
+        (g,) = torch.autograd.grad((out * probe).sum(), x, create_graph=True)
+        (gr,) = torch.autograd.grad((out_ref * probe).sum(), xr, create_graph=True)
+        assert rel(g, gr) < 1e-5
+        (gg,) = torch.autograd.grad(g.square().sum(), x, allow_unused=True)
+        (ggr,) = torch.autograd.grad(gr.square().sum(), xr, allow_unused=True)
+        if training:
+            assert rel(gg, ggr) < 1e-4
+        else:  # running statistics: the input gradient does not depend on the input
+            assert gg is None or not gg.abs().max() > 0
+        # First order without create_graph: the folded backward proper.
+        for p in (x, xr, *bn.parameters(), *ref.parameters()):
+            p.grad = None
+        (bn(x) * probe).sum().backward(), (ref(xr) * probe).sum().backward()
+        assert x.grad.is_contiguous(memory_format=CL) and rel(x.grad, xr.grad) < 1e-5
+        for p, q in zip(bn.parameters(), ref.parameters()):
+            assert rel(p.grad, q.grad) < 1e-5
+    for key, value in ref.state_dict().items():
+        assert torch.allclose(bn.state_dict()[key].float(), value.float(), rtol=1e-5, atol=1e-6), key
+
+
+def test_cumulative_average_and_untracked_statistics(two_threads, path):
+    torch.manual_seed(6)
+    for kwargs in ({"momentum": None}, {"track_running_stats": False}):
+        bn, ref = BatchNorm2d(12, **kwargs), torch.nn.BatchNorm2d(12, **kwargs)
+        for _ in range(3):
+            x = torch.randn(4, 12, 4, 4).contiguous(memory_format=CL)
+            assert rel(bn(x), ref(x)) < 1e-6
+        bn.eval(), ref.eval()
+        assert rel(bn(x), ref(x)) < 1e-6
+        for key, value in ref.state_dict().items():
+            assert torch.allclose(bn.state_dict()[key].float(), value.float(), atol=1e-6), key
+
+
+def test_which_inputs_take_which_path(two_threads):
+    bn = BatchNorm2d(8)
+    big = torch.randn(32, 8, 32, 32)  # 2^18 elements
+    assert bn._path(big.contiguous(memory_format=CL)) == 2
+    assert bn._path(big) == 0  # NCHW
+    assert bn._path(big[:2].contiguous(memory_format=CL)) == -1  # small: ATen on one thread
+    assert bn._path(big.double().contiguous(memory_format=CL)) == 0
+    assert BatchNorm2d(16)._path(torch.randn(32, 16, 32, 32).contiguous(memory_format=CL)) == 0
+    odd = torch.randn(1, 8, 361, 363).contiguous(memory_format=CL)  # pixel count not divisible by 2
+    assert bn._path(odd) == -1
+    with reference_kernels():
+        assert bn._path(big.contiguous(memory_format=CL)) == 0
+    torch.set_num_threads(1)
+    try:
+        assert bn._path(big.contiguous(memory_format=CL)) == 0
+    finally:
+        torch.set_num_threads(2)
