@@ -12,7 +12,8 @@ a search network (C 8-80, channels-last):
   is the same depthwise convolution of the output gradient with the kernel
   flipped; oneDNN's forward kernel computes it about 2x faster than its
   backward-data kernel (:class:`DepthwiseConv2d`). The weight gradient stays
-  oneDNN's.
+  oneDNN's, for kernels wider than 3 taken in column blocks of width 3
+  (:func:`_depthwise_weight_grad`).
 
 Both are used only on CPU (CUDA keeps cuDNN's kernels). The cells also take
 each state's ReLU once for all the ReLU-first ops that read it
@@ -136,10 +137,42 @@ class _DepthwiseSame(torch.autograd.Function):
             # the same convolution with the kernel rotated by 180 degrees.
             grad_x = F.conv2d(grad, weight.flip(2, 3), None, 1, padding, dilation, groups)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], list(padding), list(dilation), False, [0, 0], groups,
-                [False, True, False])[1]
+            grad_w = _depthwise_weight_grad(grad, x, weight, padding, dilation)
         return grad_x, grad_w, None, None
+
+
+#: Smaller inputs keep oneDNN's kernel: there the padding copies cost about what the blocks save (a
+#: paired DARTS step at (32, 8, 32, 32): 0.99x with blocks; at (64, 16, 32, 32): 1.03x).
+_SPLIT_MIN_NUMEL = 1 << 19
+
+
+def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: Tuple[int, int],
+                           dilation: Tuple[int, int]) -> torch.Tensor:
+    """Weight gradient ``(C, 1, kh, kw)`` of a stride-1 "same" depthwise convolution.
+
+    oneDNN's depthwise weight-gradient kernel slows down sharply above a kernel width of 3
+    (5x5 at (160, 20, 32, 32): 9 ms against 0.9 ms for 3x3 and 1.3 ms for 5x3, AVX-512 and
+    AVX2 alike). Undilated kernels wider than 3 are therefore computed as column blocks of
+    width <= 3: with ``x`` padded by ``p = (kw - 1) / 2`` columns on each side, the block of
+    columns ``[s, s + b)`` is the ``(kh, b)`` weight gradient of that padded input against
+    the output gradient padded by ``s`` columns on the left and ``kw - b - s`` on the right.
+    """
+    kh, kw = weight.shape[2:]
+    groups = weight.shape[0]
+    if kw <= 3 or tuple(dilation) != (1, 1) or x.numel() < _SPLIT_MIN_NUMEL:
+        return torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], list(padding), list(dilation), False, [0, 0], groups,
+            [False, True, False])[1]
+    p = (kw - 1) // 2
+    x_pad = F.pad(x, (p, p))  # (B, C, H, W + kw - 1), channels-last like x
+    blocks = []
+    for s in range(0, kw, 3):
+        b = min(3, kw - s)
+        g = F.pad(grad, (s, kw - b - s))  # (B, C, H, W + kw - b)
+        blocks.append(torch.ops.aten.convolution_backward(
+            g, x_pad, weight[..., s:s + b], None, [1, 1], [padding[0], 0], [1, 1], False, [0, 0], groups,
+            [False, True, False])[1])
+    return torch.cat(blocks, dim=3)  # (C, 1, kh, kw)
 
 
 class DepthwiseConv2d(nn.Conv2d):

@@ -1,4 +1,6 @@
 """The CPU fast paths of shared_model.kernels give the plain PyTorch results (values and gradients)."""
+import contextlib
+
 import pytest
 import torch
 
@@ -70,6 +72,25 @@ def test_pointwise_and_depthwise_modules_keep_conv2d_parameters():
     assert y.is_contiguous(memory_format=CL) and y.shape == (2, 6, 7, 7)
     compare(dw.to(memory_format=CL), x)
     compare(DepthwiseConv2d(4, 3, padding=2, dilation=2), torch.randn(2, 4, 7, 7))
+
+
+@pytest.mark.parametrize("kernel", [5, 7])
+def test_wide_depthwise_weight_gradient_in_column_blocks(kernel, monkeypatch):
+    import shared_model.kernels as kernels
+
+    monkeypatch.setattr(kernels, "_SPLIT_MIN_NUMEL", 0)  # the blocks at test size
+    torch.manual_seed(2)
+    dw = DepthwiseConv2d(5, kernel, padding=kernel // 2).to(memory_format=CL)
+    for shape in ((3, 5, 7, 9), (2, 5, 1, 2)):
+        compare(dw, torch.randn(*shape).contiguous(memory_format=CL))
+    # Second order goes through it too (DARTS's exact Hessian test): d/dw of |grad_w|^2.
+    x = torch.randn(3, 5, 7, 9).contiguous(memory_format=CL)
+    grads = []
+    for reference in (False, True):
+        with reference_kernels() if reference else contextlib.nullcontext():
+            (g,) = torch.autograd.grad(dw(x).square().sum(), dw.weight, create_graph=True)
+            grads.append(torch.autograd.grad(g.square().sum(), dw.weight)[0])
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-4)
 
 
 def test_cat_channels_gives_dense_gradients_in_each_inputs_layout():
