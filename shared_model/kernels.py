@@ -180,14 +180,20 @@ class DepthwiseConv2d(nn.Conv2d):
 
     At stride 1 with "same" padding (``padding == dilation * (k - 1) / 2``, odd
     ``k``) its CPU backward computes the input gradient with the forward kernel
-    (see the module docstring); otherwise it is a plain ``nn.Conv2d``.
+    (see the module docstring) where that pays for the Python autograd function
+    (about 0.07 ms per forward and backward): always when dilated, for
+    undilated kernels from :attr:`min_numel` input elements on (fwd+bwd at 2
+    threads, 3x3: (32, 16, 16, 16) 0.34 against 0.28 ms plain, (160, 20, 32, 32)
+    2.68 against 2.82 ms). Otherwise it is a plain ``nn.Conv2d``.
     """
 
     def __init__(self, c: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1):
         super().__init__(c, c, kernel, stride=stride, padding=padding, dilation=dilation, groups=c, bias=False)
         self.same = stride == 1 and kernel % 2 == 1 and padding == dilation * (kernel - 1) // 2
+        self.min_numel = 0 if dilation > 1 else (1 << 21) if kernel <= 3 else (1 << 18)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.same and _cpu(x) and x.dtype == self.weight.dtype and torch.is_grad_enabled():
+        if (self.same and _cpu(x) and x.dtype == self.weight.dtype and torch.is_grad_enabled()
+                and x.numel() >= self.min_numel):
             return _DepthwiseSame.apply(x, self.weight, self.padding, self.dilation)
         return super().forward(x)

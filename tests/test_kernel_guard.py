@@ -43,6 +43,9 @@ def compare(key, build, c_in, seed):
     # Channels-last (fast kernels) against NCHW, and channels-last fast against the reference path.
     torch.manual_seed(seed)
     module = build()
+    for m in module.modules():  # the flipped-kernel input gradient at these small shapes too
+        if hasattr(m, "min_numel"):
+            m.min_numel = 0
     x = torch.randn(16, c_in, 8, 8)
     grads, probe = [], None
     for channels_last, reference in ((False, False), (True, False), (True, True)):

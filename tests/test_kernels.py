@@ -36,6 +36,9 @@ def assert_close(fast, ref, rtol=1e-4):
 
 
 def compare(module, x, run=lambda m, x: m(x), rtol=1e-4):
+    for m in module.modules():  # the flipped-kernel path at test size too
+        if isinstance(m, DepthwiseConv2d):
+            m.min_numel = 0
     torch.manual_seed(0)
     probe = torch.randn_like(run(module, x).detach())
     fast = grads_of(module, x, probe, run)
@@ -72,6 +75,12 @@ def test_pointwise_and_depthwise_modules_keep_conv2d_parameters():
     assert y.is_contiguous(memory_format=CL) and y.shape == (2, 6, 7, 7)
     compare(dw.to(memory_format=CL), x)
     compare(DepthwiseConv2d(4, 3, padding=2, dilation=2), torch.randn(2, 4, 7, 7))
+    # The autograd function only where it pays: dilated always, undilated from a size on.
+    x = x.requires_grad_()
+    assert type(DepthwiseConv2d(4, 3, padding=2, dilation=2)(x).grad_fn).__name__ == "_DepthwiseSameBackward"
+    for kernel, numel in ((3, 1 << 21), (5, 1 << 18)):
+        small = DepthwiseConv2d(4, kernel, padding=kernel // 2)
+        assert small.min_numel == numel and small(x).grad_fn.name() == "ConvolutionBackward0"
 
 
 @pytest.mark.parametrize("kernel", [5, 7])
