@@ -1,4 +1,5 @@
 """DARTS on the shared supernet: derive, checkpoint state, Hessian-vector product, arch steps."""
+import contextlib
 import io
 import json
 
@@ -8,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from enas.search.darts import DartsStrategy, build_darts_strategy, finite_difference_hvp
+import enas.search.darts as darts_module
+from enas.search.darts import DartsStrategy, build_darts_strategy, finite_difference_hvp, weights_frozen
 from enas.search.heatmap import render_heatmap
 from enas.search.trainer import ChildTrainer
 from shared_model.arch_params import ArchParameters
@@ -242,6 +244,30 @@ def test_second_order_gradient_matches_exact_unrolled_gradient_and_restores_weig
 
 
 @pytest.mark.parametrize("order", [1, 2])
+def test_frozen_weights_give_the_same_architecture_gradient(order, monkeypatch):
+    # The alpha-only passes run with the weights' requires_grad off (no weight-gradient work).
+    train, valid = Batches(1, 3, dtype=torch.float64), Batches(1, 4, dtype=torch.float64)
+    x, y, xv, yv = train.x[0], train.y[0], valid.x[0], valid.y[0]
+    grads = []
+    for frozen in (True, False):
+        s = make_strategy(order=order, dtype=torch.float64)
+        if not frozen:
+            monkeypatch.setattr(darts_module, "weights_frozen", lambda params: contextlib.nullcontext())
+        grads.append(torch.cat([g.flatten() for g in s.arch_grads(x, y, xv, yv)[0]]))
+        assert all(p.requires_grad for p in s.model.parameters())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)
+
+
+def test_weights_frozen_restores_the_flags_also_on_error():
+    params = [torch.zeros(2, requires_grad=True), torch.zeros(2)]
+    with pytest.raises(RuntimeError, match="inside"):
+        with weights_frozen(params):
+            assert not any(p.requires_grad for p in params)
+            raise RuntimeError("inside")
+    assert [p.requires_grad for p in params] == [True, False]
+
+
+@pytest.mark.parametrize("order", [1, 2])
 def test_architecture_step_decreases_the_validation_objective(order):
     s = make_strategy(order=order, arch_optimizer=lambda ps: torch.optim.SGD(ps, lr=1.0),
                       dtype=torch.float64, unrolled_r=1e-6)
@@ -319,9 +345,9 @@ def test_heatmap_colours_follow_the_values():
 
 # -- through the driver -------------------------------------------------------
 def _digits_run(run_dir, order, stop_after=None, resume=False):
+    from enas.config.search import build_search_config
     from enas.search.build import build_search
     from enas.search.driver import SearchDriver
-    from enas.config.search import build_search_config
 
     flags = {"epochs": 1, "data.batch_size": 16, "darts.train_portion": 0.03, "darts.order": order,
              "model.channels": 4, "model.layers": 3, "model.num_nodes": 2, "run.checkpoint_every_steps": 1}

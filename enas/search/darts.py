@@ -83,6 +83,26 @@ def exact_fp32(device: torch.device) -> Iterator[None]:
             torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
+@contextlib.contextmanager
+def weights_frozen(params: Sequence[torch.Tensor]) -> Iterator[None]:
+    """``requires_grad`` off for ``params`` inside the block (restored on exit, also on error).
+
+    For the passes that differentiate only with respect to the architecture: autograd
+    then records no weight-gradient work at all. PyTorch's own kernels skip weight
+    gradients nobody asked for anyway, but a custom autograd function only sees
+    which inputs require a gradient (``ctx.needs_input_grad``), so the depthwise
+    convolutions' weight gradients would be computed and dropped (docs/performance.md).
+    """
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 def finite_difference_hvp(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor],
                           inputs: Sequence[torch.Tensor], vector: Sequence[torch.Tensor],
                           r: float = 0.01) -> List[torch.Tensor]:
@@ -228,7 +248,7 @@ class DartsStrategy(Strategy):
         d_w = self.dist.mean(_zeros_for_none(grads[len(alphas):], params))
         # eta folded into v (per parameter group): same perturbation as DARTS, result already times eta.
         vector = [group["lr"] * g for (_, group), g in zip(pairs, d_w)]
-        with exact_fp32(self.trainer.device):
+        with exact_fp32(self.trainer.device), weights_frozen(params):
             hvp = finite_difference_hvp(lambda: self._fp32_train_loss(x, y), params, alphas, vector,
                                         self.unrolled_r)
         return self.dist.mean([da - h for da, h in zip(d_alpha, hvp)]), loss_v, logits_v
@@ -241,9 +261,10 @@ class DartsStrategy(Strategy):
         self.trainer.set_mode(True)
         if self.order == 2:
             return self._unrolled_grads(x, y, xv, yv)
-        loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())
         alphas = list(self.arch.parameters())
-        grads = _zeros_for_none(torch.autograd.grad(loss_v, alphas, allow_unused=True), alphas)
+        with weights_frozen([p for p, _ in self._weight_params()]):
+            loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())
+            grads = _zeros_for_none(torch.autograd.grad(loss_v, alphas, allow_unused=True), alphas)
         return self.dist.mean(grads), loss_v, logits_v
 
     def cost_term(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
