@@ -137,7 +137,7 @@ class Bench:
             accelerate_supernet(model, self.device, compile=self.args.compile == "on",
                                 cuda_graphs=self.args.cuda_graphs == "on")
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd,
-                              fused=True)  # as enas.search.build and enas.retrain.setup
+                              foreach=True)  # as enas.search.build and enas.retrain.setup
         return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=grad_clip, amp=self.args.amp,
                             update_off_path=self.args.off_path == "on")
 

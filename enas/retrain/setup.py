@@ -107,7 +107,7 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect:
     # in the official code: the trainer's zero gradients would let weight decay move them.
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=o.lr_max,
                                 momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                                weight_decay=o.weight_decay, fused=True)
+                                weight_decay=o.weight_decay, foreach=True)
     net: nn.Module = _FixedArch(model)
     if dist.world > 1:
         # static_graph: the same parameters take part in every step (a cell input no node reads,

@@ -138,7 +138,7 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
                                 momentum=cfg.optim.momentum,
                                 nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0,
                                 weight_decay=cfg.optim.weight_decay,
-                                fused=True)  # one fused multi-tensor kernel (CPU default: a loop per tensor)
+                                foreach=True)  # one multi-tensor step (CPU default: a loop per tensor)
     trainer = ChildTrainer(model, optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
                            max_nonfinite=cfg.run.max_nonfinite,
