@@ -4,14 +4,14 @@ ATen's channels-last batch-norm kernels vectorize over the channels. With a
 channel count that is not a multiple of 16 (C 8, 20, 36 at the search and
 retrain sizes) most of the work falls to the scalar tail, and with a second
 thread the kernels get 2-3x *slower* instead of faster (docs/performance.md,
-"Batch norm on a folded view"). A channels-last tensor is the matrix
+"Two threads: a second pass"). A channels-last tensor is the matrix
 ``(B*H*W, C)``; read as ``(B*H*W / k, k*C)`` with ``k*C`` a multiple of 16,
 every row holds ``k`` pixels and column ``j`` is channel ``j mod C``. On that
 view every pass runs vectorized and on all threads:
 
 * forward: per-column mean and biased variance (``torch.batch_norm_update_stats``),
   folded to per-channel statistics with the parallel-variance formula, then
-  the normalisation as ATen's inference-mode batch norm with those statistics;
+  the normalisation as one ``addcmul`` (``x * scale + shift``, per channel);
 * backward: the two per-column sums (of ``dy`` and of ``dy * x_hat``) from
   ATen's backward with only the parameter gradients requested, folded the
   same way; the input gradient is the affine map
