@@ -2,6 +2,7 @@
 """Paired A/B timing of the fast kernels against the plain PyTorch path, in one process.
 
     python scripts/ab_step.py --rows enas,darts1 --config peers --rounds 8 --threads 1
+    python scripts/ab_step.py --rows enas,retrain --threads 2 --clock wall --against serial-bn
 
 On a shared machine the time another process takes moves CPU-time figures by
 tens of percent between runs (docs/performance.md). Here every round takes one
@@ -11,6 +12,13 @@ in alternating order, so both see the same contention and the same
 architecture. Prints JSON: per row the median time of each path and the median
 of the per-round ratios ``reference / fast`` (> 1: the fast path wins).
 Each run updates the weights; that does not change what a step costs.
+
+``--against`` picks what the "reference" side switches off (docs/performance.md,
+"Two threads: a second pass"): ``reference`` every fast path; ``serial-bn`` the
+folded batch norm (ATen on one thread instead); ``plain-wide-wgrad`` the 5x5
+depthwise weight gradient in column blocks; ``flipped-everywhere`` the size rule
+of the flipped-kernel depthwise path (taken at every size again);
+``darts-unfrozen`` the frozen weights of DARTS's architecture-only passes.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, ContextManager, Dict, Iterator, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,9 +38,31 @@ import torch  # noqa: E402
 
 import bench  # noqa: E402
 from enas.runtime import retain_freed_memory  # noqa: E402
+import enas.search.darts as darts_search  # noqa: E402
+import shared_model.batch_norm as batch_norm  # noqa: E402
+import shared_model.kernels as kernels  # noqa: E402
 from shared_model.kernels import reference_kernels  # noqa: E402
 
 ROWS = ("enas", "reward", "darts1", "darts2", "retrain")
+
+
+@contextlib.contextmanager
+def _patched(module, name: str, value) -> Iterator[None]:
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
+AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
+    "reference": reference_kernels,
+    "serial-bn": lambda: _patched(batch_norm, "FOLD_MIN_NUMEL", 1 << 62),
+    "plain-wide-wgrad": lambda: _patched(kernels, "_SPLIT_MIN_NUMEL", 1 << 62),
+    "flipped-everywhere": lambda: _patched(kernels, "_FLIPPED_EVERYWHERE", True),
+    "darts-unfrozen": lambda: _patched(darts_search, "weights_frozen", lambda params: contextlib.nullcontext()),
+}
 
 
 def unit_factory(b: bench.Bench, row: str, size: bench.Size) -> Callable[[], Callable[[], object]]:
@@ -69,17 +99,19 @@ def unit_factory(b: bench.Bench, row: str, size: bench.Size) -> Callable[[], Cal
     return make_retrain
 
 
-def run_row(b: bench.Bench, row: str, size: bench.Size, rounds: int, clock: Callable[[], float]) -> Dict:
+def run_row(b: bench.Bench, row: str, size: bench.Size, rounds: int, clock: Callable[[], float],
+            against: str = "reference") -> Dict:
     make = unit_factory(b, row, size)
+    switch_off = AGAINST[against]
     times: Dict[str, List[float]] = {"fast": [], "reference": []}
     make()()  # warm-up, both paths
-    with reference_kernels():
+    with switch_off():
         make()()
     for r in range(rounds):
         unit = make()
         order = ("fast", "reference") if r % 2 == 0 else ("reference", "fast")
         for mode in order:
-            with reference_kernels() if mode == "reference" else contextlib.nullcontext():
+            with switch_off() if mode == "reference" else contextlib.nullcontext():
                 t = clock()
                 unit()
                 times[mode].append(clock() - t)
@@ -98,6 +130,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--clock", default="process", choices=["process", "wall"])
     p.add_argument("--channels-last", default="auto", choices=["on", "off", "auto"])
+    p.add_argument("--against", default="reference", choices=sorted(AGAINST),
+                   help="what the reference side switches off (default: every fast path)")
     args = p.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     bad = [r for r in rows if r not in ROWS]
@@ -111,11 +145,12 @@ def main(argv=None) -> int:
                     torch.device("cpu"))
     clock = time.process_time if args.clock == "process" else time.perf_counter
     out = {"meta": {"threads": torch.get_num_threads(), "clock": args.clock, "config": args.config,
+                    "against": args.against,
                     "channels_last": b.cl, "torch": torch.__version__}, "rows": {}}
     for row in rows:
         size = bench.CONFIGS[args.config]["retrain" if row == "retrain" else
                                           "darts" if row.startswith("darts") else "enas"]
-        out["rows"][row] = run_row(b, row, size, args.rounds, clock)
+        out["rows"][row] = run_row(b, row, size, args.rounds, clock, args.against)
         r = out["rows"][row]
         print(f"{row:8} fast {r['fast_ms']:9.1f} ms  reference {r['reference_ms']:9.1f} ms  "
               f"x{r['speedup_median']:.2f} ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})",

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 _FAST = True
+#: Benchmarks only (``scripts/ab_step.py --against flipped-everywhere``): the flipped-kernel
+#: depthwise path at every size, as before the size rule of :class:`DepthwiseConv2d`.
+_FLIPPED_EVERYWHERE = False
 
 
 def fast_kernels_enabled() -> bool:
@@ -194,6 +197,6 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.same and _cpu(x) and x.dtype == self.weight.dtype and torch.is_grad_enabled()
-                and x.numel() >= self.min_numel):
+                and (x.numel() >= self.min_numel or _FLIPPED_EVERYWHERE)):
             return _DepthwiseSame.apply(x, self.weight, self.padding, self.dilation)
         return super().forward(x)

@@ -109,3 +109,37 @@ def test_channels_last_auto_follows_the_measured_choice_per_device():
     assert use_channels_last(cuda, "auto") is True and use_channels_last(cuda, "auto", amp="bf16") is True
     assert use_channels_last(cuda, "auto", amp="off") is False
     assert use_channels_last(cpu, "off") is False and use_channels_last(cuda, "on", amp="off") is True
+
+
+def test_ab_step_switches_off_one_change_and_restores_it():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import ab_step
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    import enas.search.darts as darts
+    import shared_model.batch_norm as batch_norm
+    import shared_model.kernels as kernels
+
+    before = (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
+              darts.weights_frozen, kernels.fast_kernels_enabled())
+    seen = {}
+    for name, switch_off in ab_step.AGAINST.items():
+        with switch_off():
+            seen[name] = (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
+                          darts.weights_frozen, kernels.fast_kernels_enabled())
+        assert (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
+                darts.weights_frozen, kernels.fast_kernels_enabled()) == before
+    assert seen["reference"][4] is False
+    assert seen["serial-bn"][0] > 1 << 60 and seen["plain-wide-wgrad"][1] > 1 << 60
+    assert seen["flipped-everywhere"][2] is True and seen["darts-unfrozen"][3] is not before[3]
+    # Every entry changes exactly one thing.
+    assert all(sum(a != b for a, b in zip(s, before)) == 1 for s in seen.values())
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ab_step.py"), "--rows", "darts1", "--config", "tiny",
+                           "--rounds", "1", "--threads", "1", "--against", "darts-unfrozen"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["meta"]["against"] == "darts-unfrozen"
+    assert finite_positive(report["rows"]["darts1"]["fast_ms"])
