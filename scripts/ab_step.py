@@ -29,7 +29,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, Iterator, List
+from typing import Callable, ContextManager, Dict, List
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,22 +47,12 @@ from shared_model.kernels import reference_kernels  # noqa: E402
 ROWS = ("enas", "reward", "darts1", "darts2", "retrain")
 
 
-@contextlib.contextmanager
-def _patched(module, name: str, value) -> Iterator[None]:
-    saved = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, saved)
-
-
 AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
     "reference": reference_kernels,
-    "serial-bn": lambda: _patched(batch_norm, "FOLD_MIN_NUMEL", 1 << 62),
-    "plain-wide-wgrad": lambda: _patched(kernels, "_SPLIT_MIN_NUMEL", 1 << 62),
-    "flipped-everywhere": lambda: _patched(kernels, "_FLIPPED_EVERYWHERE", True),
-    "darts-unfrozen": lambda: _patched(darts_search, "weights_frozen", lambda params: contextlib.nullcontext()),
+    "serial-bn": lambda: patch.object(batch_norm, "FOLD_MIN_NUMEL", 1 << 62),
+    "plain-wide-wgrad": lambda: patch.object(kernels, "_SPLIT_MIN_NUMEL", 1 << 62),
+    "flipped-everywhere": lambda: patch.object(kernels, "_FLIPPED_EVERYWHERE", True),
+    "darts-unfrozen": lambda: patch.object(darts_search, "weights_frozen", lambda params: contextlib.nullcontext()),
 }
 
 
