@@ -18,7 +18,10 @@ Each run updates the weights; that does not change what a step costs.
 folded batch norm (ATen on one thread instead); ``plain-wide-wgrad`` the 5x5
 depthwise weight gradient in column blocks; ``flipped-everywhere`` the size rule
 of the flipped-kernel depthwise path (taken at every size again);
-``darts-unfrozen`` the frozen weights of DARTS's architecture-only passes.
+``darts-unfrozen`` the frozen weights of DARTS's architecture-only passes;
+``unscaled-mixing`` DARTS's mixing weights applied as the conv ops' final BN
+weight (``w * op(x)`` as its own pass again); ``strided-reduce`` FactorizedReduce's
+pixel grids as strided slices again (``kernels.even_odd_pixels``).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, List
+from typing import Callable, ContextManager, Dict, Iterator, List
 from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,9 +45,26 @@ from enas.runtime import retain_freed_memory  # noqa: E402
 import enas.search.darts as darts_search  # noqa: E402
 import shared_model.batch_norm as batch_norm  # noqa: E402
 import shared_model.kernels as kernels  # noqa: E402
+import shared_model.nb201 as nb201  # noqa: E402
+import shared_model.ops as ops  # noqa: E402
+import shared_model.supernet as supernet  # noqa: E402
 from shared_model.kernels import reference_kernels  # noqa: E402
 
 ROWS = ("enas", "reward", "darts1", "darts2", "retrain")
+
+
+@contextlib.contextmanager
+def _all(*managers: ContextManager) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for m in managers:
+            stack.enter_context(m)
+        yield
+
+
+def _sliced(x: torch.Tensor):
+    """FactorizedReduce's two pixel grids as strided slices (``kernels.even_odd_pixels``' plain path)."""
+    with reference_kernels():
+        return kernels.even_odd_pixels(x)
 
 
 AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
@@ -53,6 +73,9 @@ AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
     "plain-wide-wgrad": lambda: patch.object(kernels, "_SPLIT_MIN_NUMEL", 1 << 62),
     "flipped-everywhere": lambda: patch.object(kernels, "_FLIPPED_EVERYWHERE", True),
     "darts-unfrozen": lambda: patch.object(darts_search, "weights_frozen", lambda params: contextlib.nullcontext()),
+    "unscaled-mixing": lambda: _all(patch.object(supernet, "takes_scale", lambda op: False),
+                                    patch.object(nb201, "takes_scale", lambda op: False)),
+    "strided-reduce": lambda: patch.object(ops, "even_odd_pixels", _sliced),
 }
 
 

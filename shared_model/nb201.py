@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from shared_model.nb201_arch import EDGE_INDEX, EDGES, NB201_OPS, NUM_EDGES, NUM_NODES, NB201Arch
-from shared_model.ops import ReLUConvBN, make_op
+from shared_model.kernels import fast_kernels_enabled
+from shared_model.ops import ReLUConvBN, make_op, takes_scale
 from shared_model.supernet import MixedArch, use_batch_stats
 
 #: What :meth:`NB201Supernet.forward` runs: one cell, or mixing weights (6, 5) shared by all cells.
@@ -101,8 +102,11 @@ class NB201SearchCell(nn.Module):
             return _run_cell(x, lambda e, h: None if actions[e] == _NONE else self.edges[e][actions[e]](h))
 
         def mixed(e: int, h: torch.Tensor) -> torch.Tensor:
-            # DARTS relaxation; none's term is w * 0, so it is left out.
-            outs = [arch[e, k] * op(h) for k, op in enumerate(self.edges[e]) if k != _NONE]
+            # DARTS relaxation; none's term is w * 0, so it is left out. The conv ops take their
+            # weight as their final BN's (ops.takes_scale): no separate pass for w * op(h).
+            fold = fast_kernels_enabled()
+            outs = [op(h, scale=arch[e, k]) if fold and takes_scale(op) else arch[e, k] * op(h)
+                    for k, op in enumerate(self.edges[e]) if k != _NONE]
             return sum(outs[1:], outs[0])  # (B, C, H, W)
 
         return _run_cell(x, mixed)

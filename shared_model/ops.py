@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from shared_model.batch_norm import BatchNorm2d
-from shared_model.kernels import DepthwiseConv2d, PointwiseConv2d, cat_channels
+from shared_model.kernels import DepthwiseConv2d, PointwiseConv2d, cat_channels, even_odd_pixels
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
@@ -113,18 +113,27 @@ def apply_with_relu(op: nn.Module, x: torch.Tensor, relu_x: Optional[torch.Tenso
     return op(x)
 
 
+def takes_scale(op: nn.Module) -> bool:
+    """Whether ``op(x, scale=s) == s * op(x)`` for a scalar tensor ``s``, at no extra pass.
+
+    The ops ending in a :class:`BatchNorm2d` apply ``s`` as its weight; DARTS's
+    mixed edge passes each op's mixing weight that way (Sec. 2.2, Eq. 2).
+    """
+    return isinstance(op, _ReLUFirst)
+
+
 class _ReLUFirst:
-    """Mixin of the sequential ops whose first module is ``nn.ReLU`` (see :func:`takes_relu`)."""
+    """Mixin of the ops whose first module is ``nn.ReLU`` (see :func:`takes_relu`) and last a
+    :class:`BatchNorm2d` (see :func:`takes_scale`)."""
 
     leading_relu = True
 
-    def forward(self, x: torch.Tensor, relu_done: bool = False) -> torch.Tensor:
-        mods = iter(self._modules.values())
-        if relu_done:
-            next(mods)  # the leading ReLU: ``x`` is already its output
-        for m in mods:
+    def forward(self, x: torch.Tensor, relu_done: bool = False,
+                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        *mods, last = self._modules.values()
+        for m in mods[1:] if relu_done else mods:  # relu_done: ``x`` is already the leading ReLU's output
             x = m(x)
-        return x
+        return last(x, scale) if scale is not None else last(x)
 
 
 class ReLUConvBN(_ReLUFirst, nn.Sequential):
@@ -167,9 +176,10 @@ class SepConv(_ReLUFirst, nn.Sequential):
             DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
         )
 
-    def forward(self, x: torch.Tensor, relu_done: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu_done: bool = False,
+                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         first, second = self._modules.values()
-        return second(first(x, relu_done=relu_done))
+        return second(first(x, relu_done=relu_done), scale=scale)
 
 
 class Identity(nn.Module):
@@ -220,16 +230,17 @@ class FactorizedReduce(_ReLUFirst, nn.Module):
     def leading_relu(self) -> bool:  # ENAS's final combine swaps the ReLU for an Identity
         return isinstance(self.relu, nn.ReLU)
 
-    def forward(self, x: torch.Tensor, relu_done: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu_done: bool = False,
+                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not relu_done:
             x = self.relu(x)  # (B, C_in, H, W)
-        h, w = x.shape[-2:]
-        a = self.conv_1(x[:, :, ::2, ::2])  # (B, C_out/2, ceil(H/2), ceil(W/2))
-        # The shifted grid misses the last row/column of odd sizes: zero-pad it, as DARTS's
-        # pad-then-stride does, so both branches have the same spatial shape.
-        shifted = nn.functional.pad(x[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2))
+        # The shifted grid misses the last row/column of odd sizes: it comes zero-padded, as
+        # DARTS's pad-then-stride does, so both branches have the same spatial shape.
+        even, shifted = even_odd_pixels(x)  # each (B, C_in, ceil(H/2), ceil(W/2))
+        a = self.conv_1(even)  # (B, C_out/2, ceil(H/2), ceil(W/2))
         b = self.conv_2(shifted)  # (B, C_out/2, ceil(H/2), ceil(W/2))
-        return self.bn(cat_channels([a, b]))
+        out = cat_channels([a, b])  # (B, C_out, ceil(H/2), ceil(W/2))
+        return self.bn(out, scale) if scale is not None else self.bn(out)
 
 
 class Conv7x1x1x7(_ReLUFirst, nn.Sequential):

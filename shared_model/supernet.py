@@ -44,7 +44,7 @@ from shared_model.genotype import Genotype
 from shared_model.heads import AuxiliaryHead
 from shared_model.batch_norm import BatchNorm2d
 from shared_model.kernels import cat_channels, fast_kernels_enabled, pointwise_conv
-from shared_model.ops import FactorizedReduce, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
+from shared_model.ops import FactorizedReduce, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu, takes_scale
 
 #: One summand of a node: (input index, op index, mixing weight or None for 1).
 Term = Tuple[int, int, Optional[torch.Tensor]]
@@ -200,13 +200,16 @@ class SharedCell(nn.Module):
         return self._stateless_ops
 
     @staticmethod
-    def _run_op(op: nn.Module, states: List[torch.Tensor], j: int, relus: dict, fast: bool) -> torch.Tensor:
-        """``op(states[j])``, with the state's ReLU taken once for every ReLU-first op."""
+    def _run_op(op: nn.Module, states: List[torch.Tensor], j: int, relus: dict, fast: bool,
+                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``op(states[j])`` (times ``scale``, which ``op`` must take), with the state's ReLU
+        taken once for every ReLU-first op."""
+        kwargs = {} if scale is None else {"scale": scale}
         if fast and takes_relu(op):
             if j not in relus:
                 relus[j] = F.relu(states[j])
-            return op(relus[j], relu_done=True)
-        return op(states[j])
+            return op(relus[j], relu_done=True, **kwargs)
+        return op(states[j], **kwargs)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, arch: Arch,
                 relus: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
@@ -232,8 +235,13 @@ class SharedCell(nn.Module):
             out = None
             cache = {}  # ENAS may pick the same (input, op) twice in a node: run it once
             for j, k, w in node_terms:
+                e = self.edge_index[(i, j)]
+                if fast and w is not None and (j, k) not in cache and takes_scale(self.edges[e][k]):
+                    # The mixing weight as the op's final BN weight: w * op(x) in the BN's own passes.
+                    y = self._run_op(self.edges[e][k], states, j, relus, fast, scale=w)
+                    out = y if out is None else out + y
+                    continue
                 if (j, k) not in cache:
-                    e = self.edge_index[(i, j)]
                     if stateless is not None and stateless[e][k]:
                         if (j, k) not in shared:
                             shared[(j, k)] = self._run_op(self.edges[e][k], states, j, relus, fast)

@@ -97,3 +97,45 @@ def test_which_inputs_take_which_path(two_threads):
         assert bn._path(big.contiguous(memory_format=CL)) == 0
     finally:
         torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("route", ["aten", "serial", "folded"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_scale_is_the_output_factor_on_every_path(two_threads, monkeypatch, route, affine):
+    # bn(x, s) == s * bn(x): values, gradients of the input, the scale and the affine parameters,
+    # second order, and the same running statistics (DARTS passes its mixing weight this way).
+    monkeypatch.setattr(bn_module, "FOLD_MIN_NUMEL", 1 << 62 if route == "serial" else 0)
+    torch.manual_seed(7)
+    channels = 16 if route == "aten" else 6
+    bn, ref = BatchNorm2d(channels, affine=affine), BatchNorm2d(channels, affine=affine)
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5), bn.bias.normal_()
+    ref.load_state_dict(bn.state_dict())
+    for training in (True, False):
+        bn.train(training), ref.train(training)
+        x = (2 * torch.randn(4, channels, 4, 4) + 1).contiguous(memory_format=CL).requires_grad_()
+        assert bn._path(x) == {"aten": 0, "serial": -1, "folded": 8}[route]
+        xr = x.detach().clone().requires_grad_()
+        s, sr = torch.tensor(0.3, requires_grad=True), torch.tensor(0.3, requires_grad=True)
+        probe = torch.randn(4, channels, 4, 4)
+        out = bn(x, s)
+        with reference_kernels():  # ATen's batch norm times the scale, as the reference path mixes
+            out_ref = sr * ref(xr)
+        assert out.is_contiguous(memory_format=CL) and torch.allclose(out, out_ref, rtol=1e-5, atol=1e-6)
+        grads = torch.autograd.grad((out * probe).sum(), (x, s, *bn.parameters()), create_graph=True)
+        grads_ref = torch.autograd.grad((out_ref * probe).sum(), (xr, sr, *ref.parameters()), create_graph=True)
+        for g, gr in zip(grads, grads_ref):
+            assert torch.allclose(g, gr, rtol=1e-4, atol=1e-5)
+        if training:  # d/ds of |grad_x|^2 through the batch norm's own backward
+            (gs,) = torch.autograd.grad(grads[0].square().sum(), s)
+            (gsr,) = torch.autograd.grad(grads_ref[0].square().sum(), sr)
+            assert torch.allclose(gs, gsr, rtol=1e-4)
+        # First order without create_graph: the folded backward proper.
+        grads = torch.autograd.grad((bn(x, s) * probe).sum(), (x, s, *bn.parameters()))
+        with reference_kernels():
+            grads_ref = torch.autograd.grad((sr * ref(xr) * probe).sum(), (xr, sr, *ref.parameters()))
+        for g, gr in zip(grads, grads_ref):
+            assert torch.allclose(g, gr, rtol=1e-4, atol=1e-5)
+    for key, value in ref.state_dict().items():
+        assert torch.allclose(bn.state_dict()[key].float(), value.float(), rtol=0, atol=1e-6), key

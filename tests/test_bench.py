@@ -120,19 +120,29 @@ def test_ab_step_switches_off_one_change_and_restores_it():
     import enas.search.darts as darts
     import shared_model.batch_norm as batch_norm
     import shared_model.kernels as kernels
+    import shared_model.nb201 as nb201
+    import shared_model.ops as ops
+    import shared_model.supernet as supernet
+    import torch
+    from shared_model.ops import make_op
 
-    before = (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
-              darts.weights_frozen, kernels.fast_kernels_enabled())
+    def state():
+        return (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
+                darts.weights_frozen, kernels.fast_kernels_enabled(), (supernet.takes_scale, nb201.takes_scale),
+                ops.even_odd_pixels)
+
+    before = state()
     seen = {}
     for name, switch_off in ab_step.AGAINST.items():
         with switch_off():
-            seen[name] = (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
-                          darts.weights_frozen, kernels.fast_kernels_enabled())
-        assert (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
-                darts.weights_frozen, kernels.fast_kernels_enabled()) == before
+            seen[name] = state()
+        assert state() == before
     assert seen["reference"][4] is False
     assert seen["serial-bn"][0] > 1 << 60 and seen["plain-wide-wgrad"][1] > 1 << 60
     assert seen["flipped-everywhere"][2] is True and seen["darts-unfrozen"][3] is not before[3]
+    assert not any(f(torch.nn.Identity()) or f(make_op("sep_conv_3x3", 4, 1)) for f in seen["unscaled-mixing"][5])
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    assert seen["strided-reduce"][6](x)[0].grad_fn.name() != before[6](x)[0].grad_fn.name()
     # Every entry changes exactly one thing.
     assert all(sum(a != b for a, b in zip(s, before)) == 1 for s in seen.values())
 

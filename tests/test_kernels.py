@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from shared_model.child import ChildNetwork
-from shared_model.kernels import (DepthwiseConv2d, PointwiseConv2d, cat_channels, fast_kernels_enabled,
-                                  reference_kernels)
-from shared_model.ops import DARTS_OPS, ENAS_MICRO_OPS, make_op, takes_relu
+from shared_model.kernels import (DepthwiseConv2d, PointwiseConv2d, cat_channels, even_odd_pixels,
+                                  fast_kernels_enabled, reference_kernels)
+from shared_model.nb201 import NB201Supernet
+from shared_model.ops import DARTS_OPS, ENAS_MICRO_OPS, make_op, takes_relu, takes_scale
 from shared_model.spaces import make_space
 from shared_model.supernet import MixedArch, Supernet
 from shared_model.zoo import get_genotype
@@ -62,6 +63,12 @@ def test_every_cell_op_matches_the_reference_path(name, stride, layout):
     if takes_relu(op):  # the cell passes a state's ReLU once: same op, relu_done=True
         compare(op, x, run=lambda m, x: m(torch.relu(x), relu_done=True))
         compare(op, x, run=lambda m, x: m(x))
+    if takes_scale(op):  # the DARTS mixing weight as the final BN's weight: op(x, scale=s) == s * op(x)
+        s = torch.tensor(0.37)
+        compare(op, x, run=lambda m, x: m(x, scale=s) if fast_kernels_enabled() else s * m(x))
+        if takes_relu(op):
+            compare(op, x, run=lambda m, x: m(torch.relu(x), relu_done=True, scale=s) if fast_kernels_enabled()
+                    else s * m(x))
 
 
 def test_pointwise_and_depthwise_modules_keep_conv2d_parameters():
@@ -114,6 +121,28 @@ def test_cat_channels_gives_dense_gradients_in_each_inputs_layout():
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("size", [(6, 6), (7, 5)])
+def test_even_odd_pixels_match_slicing_and_give_one_dense_gradient(size, layout):
+    fmt = CL if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(2, 3, *size).contiguous(memory_format=fmt).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    even, odd = even_odd_pixels(x)
+    h, w = size
+    even_ref = xr[:, :, ::2, ::2]
+    odd_ref = torch.nn.functional.pad(xr[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2))
+    assert torch.equal(even, even_ref) and torch.equal(odd, odd_ref)
+    assert even.is_contiguous(memory_format=fmt) and odd.is_contiguous(memory_format=fmt)
+    pe, po = torch.randn_like(even), torch.randn_like(odd)
+    (g,) = torch.autograd.grad((even * pe).sum() + (odd * po).sum(), x, create_graph=True)
+    (gr,) = torch.autograd.grad((even_ref * pe).sum() + (odd_ref * po).sum(), xr, create_graph=True)
+    assert torch.equal(g, gr) and g.is_contiguous(memory_format=fmt)
+    # Double backward (DARTS's exact Hessian test): through the backward's own ops.
+    (gg,) = torch.autograd.grad((g * x).square().sum(), x)
+    (ggr,) = torch.autograd.grad((gr * xr).square().sum(), xr)
+    assert torch.allclose(gg, ggr)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("space_name", ["micro", "darts"])
 def test_supernet_step_matches_the_reference_path(space_name, layout):
     space = make_space(space_name)
@@ -136,3 +165,31 @@ def test_child_network_step_matches_the_reference_path():
     torch.manual_seed(4)
     net = ChildNetwork(get_genotype("DARTS_V2"), 4, 5, 10, image_size=8).to(memory_format=CL)
     compare(net, torch.randn(4, 3, 8, 8).contiguous(memory_format=CL), run=lambda m, x: m(x)[0])
+
+
+@pytest.mark.parametrize("space_name", ["darts", "nb201"])
+def test_mixing_weight_gradients_match_the_reference_path(space_name):
+    # The fast path applies each conv op's mixing weight inside its final BN (ops.takes_scale):
+    # the architecture gradient must be the reference path's w * op(x) one.
+    torch.manual_seed(8)
+    if space_name == "nb201":
+        net, shape = NB201Supernet(channels=4, cells_per_stage=1, num_classes=5, image_size=8), (6, 5)
+    else:
+        space = make_space("darts")
+        net = Supernet(space.ops, space.num_nodes, 4, 3, 5, in_channels=3, image_size=8, cell_output="concat")
+        shape = (2, len(net.cells[0].edges), len(space.ops))
+    net = net.to(memory_format=CL)
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=CL)
+    alpha = (0.5 * torch.randn(shape)).requires_grad_()
+    probe = None
+    grads = []
+    for ctx in (contextlib.nullcontext, reference_kernels):
+        with ctx():
+            w = torch.softmax(alpha, -1)
+            logits = net(x, w if space_name == "nb201" else MixedArch(w[0], w[1]))[0]
+            probe = torch.randn_like(logits) if probe is None else probe
+            (g,) = torch.autograd.grad((logits * probe).sum(), alpha)
+            grads.append(g)
+    fast, ref = grads
+    assert ref.abs().sum() > 0
+    assert (fast - ref).norm() <= 1e-4 * ref.norm() + 1e-6, float((fast - ref).norm() / ref.norm())
