@@ -43,7 +43,8 @@ import torch  # noqa: E402
 from controller import Controller, Reinforce  # noqa: E402
 from enas.data.augment import DeviceLoader  # noqa: E402
 from enas.errors import UserError  # noqa: E402
-from enas.runtime import accelerate_supernet, resolve_device, retain_freed_memory, use_channels_last  # noqa: E402
+from enas.runtime import (accelerate_supernet, resolve_device, retain_freed_memory, sgd,  # noqa: E402
+                          use_channels_last)
 from enas.search.sampling import SamplingStrategy  # noqa: E402
 from enas.search.trainer import ChildTrainer  # noqa: E402
 from shared_model.child import ChildNetwork  # noqa: E402
@@ -136,8 +137,8 @@ class Bench:
         if supernet:  # run.compile / run.cuda_graphs act on the op banks, as enas.search.build does
             accelerate_supernet(model, self.device, compile=self.args.compile == "on",
                                 cuda_graphs=self.args.cuda_graphs == "on")
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd,
-                              foreach=True)  # as enas.search.build and enas.retrain.setup
+        opt = sgd(list(model.parameters()), lr=lr, momentum=0.9, nesterov=nesterov,
+                  weight_decay=wd)  # as enas.search.build and enas.retrain.setup
         return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=grad_clip, amp=self.args.amp,
                             update_off_path=self.args.off_path == "on")
 

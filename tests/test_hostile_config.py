@@ -37,6 +37,7 @@ from enas.config.lib import parse_set_option, read_config_file
 from enas.data.datasets import DATASETS
 from enas.errors import UserError
 from enas.retrain.schedules import epoch_lr
+from enas.runtime import sgd
 from enas.config.search import SearchConfig, build_search_config
 from enas.config.train import TrainConfig, build_train_config
 from shared_model.spaces import make_space
@@ -133,8 +134,8 @@ def check_search_config_is_usable(cfg: SearchConfig, key: str = "controller.") -
                 assert math.isfinite(v), (f.name, v)
     p = torch.nn.Parameter(torch.zeros(3))
     o, c, d, r = cfg.optim, cfg.controller, cfg.darts, cfg.run
-    torch.optim.SGD([p], lr=o.lr_max, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                    weight_decay=o.weight_decay)
+    sgd([p], lr=o.lr_max, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+        weight_decay=o.weight_decay)
     assert o.grad_clip is None or o.grad_clip > 0
     for epoch in (0, cfg.epochs - 1):
         assert math.isfinite(epoch_lr(o.schedule, epoch, cfg.epochs, o.lr_max, o.lr_min, o.sgdr_t0, o.sgdr_tmul))
@@ -166,8 +167,8 @@ def check_train_config_is_usable(cfg: TrainConfig, key: str = "") -> None:
                 assert math.isfinite(v), (f.name, v)
     o = cfg.optim
     p = torch.nn.Parameter(torch.zeros(3))
-    torch.optim.SGD([p], lr=o.lr_max, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                    weight_decay=o.weight_decay)
+    sgd([p], lr=o.lr_max, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+        weight_decay=o.weight_decay)
     for epoch in (0, cfg.epochs - 1):
         assert math.isfinite(epoch_lr(o.schedule, epoch, cfg.epochs, o.lr_max, o.lr_min, o.sgdr_t0, o.sgdr_tmul))
     for offset in (0, 1):

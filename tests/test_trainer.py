@@ -1,7 +1,10 @@
 """ChildTrainer: off-path weight decay and momentum, clipping and skipped steps (ENAS Sec. 2.2)."""
+import copy
+
 import pytest
 import torch
 
+from enas.runtime import sgd
 from enas.search.trainer import ChildTrainer
 from shared_model.spaces import make_space
 from shared_model.supernet import Supernet
@@ -101,3 +104,47 @@ def test_frozen_parameters_are_left_alone():
     before = frozen.detach().clone()
     trainer.train_step(x, y, genotype)
     assert frozen.grad is None and torch.equal(frozen, before)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("update_off_path", [False, True])
+def test_fused_sgd_takes_torch_sgd_steps_when_paths_change(nesterov, update_off_path):
+    # Different architectures each step: without off-path updates some parameters get their
+    # first gradient after others hold momentum buffers (torch's own fused step fails there).
+    # Each step starts from the reference's weights and optimizer state, loaded as from a
+    # checkpoint (which holds buffers only for the parameters that had gradients so far):
+    # trajectories themselves drift apart by round-off, the steps must not.
+    model, trainer, _, x, y = setup(update_off_path, nesterov=nesterov)
+    ref_model, ref_trainer, *_ = setup(update_off_path, nesterov=nesterov)
+    trainer.optimizer = sgd(list(model.parameters()), lr=LR, momentum=MOMENTUM, nesterov=nesterov, weight_decay=WD)
+    assert trainer.optimizer.defaults["fused"]
+    space = make_space("micro", num_nodes=3)
+    gen = torch.Generator().manual_seed(1)
+    partial = False
+    for step in range(4):
+        if step:
+            state = copy.deepcopy(ref_trainer.optimizer.state_dict())  # as from a file: no tensors shared
+            partial |= len(state["state"]) < len(list(model.parameters()))
+            trainer.optimizer.load_state_dict(state)
+            assert all(g["fused"] for g in trainer.optimizer.param_groups)  # not the writer's foreach
+            model.load_state_dict(ref_model.state_dict())
+        genotype = space.decode(space.random_actions(gen))
+        trainer.train_step(x, y, genotype), ref_trainer.train_step(x, y, genotype)
+        for p, q in zip(model.parameters(), ref_model.parameters()):
+            assert torch.allclose(p, q, rtol=1e-6, atol=1e-7)
+    assert partial != update_off_path
+    # And on its own state, without loading: 4 more steps (round-off drift only).
+    for _ in range(4):
+        genotype = space.decode(space.random_actions(gen))
+        trainer.train_step(x, y, genotype), ref_trainer.train_step(x, y, genotype)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.allclose(p, q, rtol=1e-3, atol=1e-5)
+
+
+def test_sgd_without_momentum_takes_the_multi_tensor_step():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = sgd([p], lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)
+    assert not opt.defaults.get("fused") and opt.defaults["foreach"]
+    p.grad = torch.ones(3)
+    opt.step()
+    assert torch.allclose(p, torch.full((3,), 0.9))

@@ -26,7 +26,7 @@ from enas.distributed import Dist, GradientAverager
 from enas.errors import UserError
 from enas.retrain.schedules import sgdr_boundaries
 from enas.retrain.trained import data_info, make_child
-from enas.runtime import use_channels_last
+from enas.runtime import sgd, use_channels_last
 from enas.search.trainer import ChildTrainer
 
 logger = logging.getLogger(__name__)
@@ -105,9 +105,8 @@ def build_retrain(cfg: TrainConfig, genotype: Any, device: torch.device, expect:
                                channels_last=channels_last, shard=(dist.rank, dist.world))
     # Frozen parameters (the ENAS aux head, model.aux_trainable false) stay out, as
     # in the official code: the trainer's zero gradients would let weight decay move them.
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=o.lr_max,
-                                momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                                weight_decay=o.weight_decay, foreach=True)
+    optimizer = sgd([p for p in model.parameters() if p.requires_grad], lr=o.lr_max,
+                    momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
     net: nn.Module = _FixedArch(model)
     if dist.world > 1:
         # static_graph: the same parameters take part in every step (a cell input no node reads,

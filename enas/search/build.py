@@ -19,7 +19,7 @@ from enas.data.augment import DeviceLoader
 from enas.data.datasets import ImageData, data_info, load_config_data, search_split
 from enas.distributed import Dist, GradientAverager
 from enas.errors import UserError
-from enas.runtime import accelerate_supernet, use_channels_last
+from enas.runtime import accelerate_supernet, sgd, use_channels_last
 from enas.search.base import Strategy
 from enas.search.sampling import SamplingStrategy
 from enas.search.trainer import ChildTrainer
@@ -134,11 +134,9 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
         # the head keeps its initial weights and its loss trains the cells below it. Frozen
         # and left out of the optimizer, so neither weight decay nor momentum moves it.
         model.aux_head.requires_grad_(False)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr_max,
-                                momentum=cfg.optim.momentum,
-                                nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0,
-                                weight_decay=cfg.optim.weight_decay,
-                                foreach=True)  # one multi-tensor step (CPU default: a loop per tensor)
+    optimizer = sgd([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr_max,
+                    momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0,
+                    weight_decay=cfg.optim.weight_decay)
     trainer = ChildTrainer(model, optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
                            max_nonfinite=cfg.run.max_nonfinite,
