@@ -118,16 +118,20 @@ def cat_channels(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(xs, dim=1)
 
 
+def _grids(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Views of the even-even grid and of the odd-odd grid zero-padded to the same size."""
+    h, w = x.shape[-2:]
+    return x[:, :, ::2, ::2], F.pad(x[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2))
+
+
 class _EvenOddPixels(torch.autograd.Function):
     """The even-even and the odd-odd pixel grids of ``x``, dense; one gradient tensor back."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         ctx.shape, ctx.fmt = x.shape, _format(x)
-        h, w = x.shape[-2:]
-        even = x[:, :, ::2, ::2].contiguous(memory_format=ctx.fmt)
-        odd = F.pad(x[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2)).contiguous(memory_format=ctx.fmt)
-        return even, odd
+        even, odd = _grids(x)
+        return even.contiguous(memory_format=ctx.fmt), odd.contiguous(memory_format=ctx.fmt)
 
     @staticmethod
     def backward(ctx, g_even: torch.Tensor, g_odd: torch.Tensor):  # differentiable ops: double backward works
@@ -151,8 +155,7 @@ def even_odd_pixels(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     if _cpu(x) and torch.is_grad_enabled() and x.requires_grad:
         return _EvenOddPixels.apply(x)
-    h, w = x.shape[-2:]
-    return x[:, :, ::2, ::2], F.pad(x[:, :, 1::2, 1::2], (0, w % 2, 0, h % 2))
+    return _grids(x)
 
 
 class _DepthwiseSame(torch.autograd.Function):
