@@ -2,7 +2,7 @@
 """Paired A/B timing of the fast kernels against the plain PyTorch path, in one process.
 
     python scripts/ab_step.py --rows enas,darts1 --config peers --rounds 8 --threads 1
-    python scripts/ab_step.py --rows enas,retrain --threads 2 --clock wall --against serial-bn
+    python scripts/ab_step.py --rows enas,retrain --threads 2 --clock wall --against no-native
 
 On a shared machine the time another process takes moves CPU-time figures by
 tens of percent between runs (docs/performance.md). Here every round takes one
@@ -14,14 +14,17 @@ of the per-round ratios ``reference / fast`` (> 1: the fast path wins).
 Each run updates the weights; that does not change what a step costs.
 
 ``--against`` picks what the "reference" side switches off (docs/performance.md,
-"Two threads: a second pass"): ``reference`` every fast path; ``serial-bn`` the
-folded batch norm (ATen on one thread instead); ``plain-wide-wgrad`` the 5x5
+"Two threads: a second pass"): ``reference`` every fast path; ``no-native`` the
+compiled batch norm and its fused ReLU (:mod:`enas.native`; ATen's batch-norm paths
+instead); ``serial-bn`` the folded batch norm (ATen on one thread instead; with
+``--native off``, since the compiled kernels replace both); ``plain-wide-wgrad`` the 5x5
 depthwise weight gradient in column blocks; ``flipped-everywhere`` the size rule
 of the flipped-kernel depthwise path (taken at every size again);
 ``darts-unfrozen`` the frozen weights of DARTS's architecture-only passes;
 ``unscaled-mixing`` DARTS's mixing weights applied as the conv ops' final BN
 weight (``w * op(x)`` as its own pass again); ``strided-reduce`` FactorizedReduce's
-pixel grids as strided slices again (``kernels.even_odd_pixels``).
+pixel grids as strided slices again (``kernels.even_odd_pixels``). Both sides
+load the compiled kernels as ``enas search`` / ``enas train`` do, unless ``--native off``.
 """
 from __future__ import annotations
 
@@ -41,10 +44,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import bench  # noqa: E402
-from enas.runtime import retain_freed_memory  # noqa: E402
+from enas.runtime import configure_threads  # noqa: E402
 import enas.search.darts as darts_search  # noqa: E402
 import shared_model.batch_norm as batch_norm  # noqa: E402
 import shared_model.kernels as kernels  # noqa: E402
+import shared_model.native_bn as native_bn  # noqa: E402
 import shared_model.nb201 as nb201  # noqa: E402
 import shared_model.ops as ops  # noqa: E402
 import shared_model.supernet as supernet  # noqa: E402
@@ -76,6 +80,7 @@ AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
     "unscaled-mixing": lambda: _all(patch.object(supernet, "takes_scale", lambda op: False),
                                     patch.object(nb201, "takes_scale", lambda op: False)),
     "strided-reduce": lambda: patch.object(ops, "even_odd_pixels", _sliced),
+    "no-native": lambda: patch.object(native_bn, "_KERNELS", None),
 }
 
 
@@ -146,20 +151,25 @@ def main(argv=None) -> int:
     p.add_argument("--channels-last", default="auto", choices=["on", "off", "auto"])
     p.add_argument("--against", default="reference", choices=sorted(AGAINST),
                    help="what the reference side switches off (default: every fast path)")
+    p.add_argument("--native", default="on", choices=["on", "off"],
+                   help="off: both sides without the compiled batch norm (enas.native), as --against serial-bn needs")
     args = p.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     bad = [r for r in rows if r not in ROWS]
     if bad or args.rounds < 1:
         p.error(f"unknown row(s) {bad}; use {', '.join(ROWS)}" if bad else "--rounds must be >= 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as `enas search` / `enas train` and bench.py
+    configure_threads(args.threads)  # as `enas search` / `enas train`: threads, malloc, compiled kernels
+    if args.native == "off":
+        native_bn.set_native_kernels(None)
+    elif args.against == "serial-bn" and native_bn.native_kernels() is not None:
+        p.error("--against serial-bn compares ATen's batch-norm paths, which the compiled kernels replace: "
+                "add --native off")
     torch.manual_seed(0)
     b = bench.Bench(bench.parse_args(["--device", "cpu", "--channels-last", args.channels_last]),
                     torch.device("cpu"))
     clock = time.process_time if args.clock == "process" else time.perf_counter
     out = {"meta": {"threads": torch.get_num_threads(), "clock": args.clock, "config": args.config,
-                    "against": args.against,
+                    "against": args.against, "native": native_bn.native_kernels() is not None,
                     "channels_last": b.cl, "torch": torch.__version__}, "rows": {}}
     for row in rows:
         size = bench.CONFIGS[args.config]["retrain" if row == "retrain" else

@@ -48,7 +48,9 @@ from enas.runtime import (accelerate_supernet, resolve_device, retain_freed_memo
 from enas.search.sampling import SamplingStrategy  # noqa: E402
 from enas.search.trainer import ChildTrainer  # noqa: E402
 from shared_model.child import ChildNetwork  # noqa: E402
+from enas.native import load_native_kernels  # noqa: E402
 from shared_model.kernels import reference_kernels  # noqa: E402
+from shared_model.native_bn import native_kernels  # noqa: E402
 from shared_model.ops import make_op  # noqa: E402
 from shared_model.spaces import enas_op_bias, make_space  # noqa: E402
 from shared_model.supernet import Supernet  # noqa: E402
@@ -312,7 +314,8 @@ def meta(args: argparse.Namespace, device: torch.device, bench: Bench) -> Dict[s
             "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "channels_last": bench.cl, "amp": args.amp, "clock": args.clock,
             "amp_active": device.type == "cuda" and args.amp != "off", "off_path": args.off_path,
-            "kernels": args.kernels, "malloc": args.malloc, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
+            "kernels": args.kernels, "native": native_kernels() is not None, "malloc": args.malloc,
+            "compile": args.compile, "cuda_graphs": args.cuda_graphs,
             "warmup": args.warmup, "repeats": args.repeats, "load_avg": os.getloadavg()}
 
 
@@ -372,6 +375,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--malloc", default="retain", choices=["retain", "default"],
                    help="retain: keep freed memory in the process like `enas search/train` do "
                         "(enas.runtime.retain_freed_memory); default: glibc's own settings")
+    p.add_argument("--native", default="on", choices=["on", "off"],
+                   help="on: the compiled batch-norm kernels as `enas search/train` load them (enas.native); "
+                        "off: ATen's batch norm")
     p.add_argument("--kernels", default="fast", choices=["fast", "reference"],
                    help="reference: every conv through F.conv2d (shared_model.kernels.reference_kernels)")
     p.add_argument("--clock", default="wall", choices=["wall", "process"],
@@ -400,6 +406,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.malloc == "retain":
         retain_freed_memory()  # what `enas search` and `enas train` do (enas.runtime.configure_threads)
+    if args.native == "on":
+        load_native_kernels()
     try:
         device = resolve_device(args.device)
         if args.cuda_graphs == "on" and device.type != "cuda":

@@ -40,7 +40,7 @@ from torch import nn  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
 import bench  # noqa: E402
-from enas.runtime import retain_freed_memory  # noqa: E402
+from enas.runtime import configure_threads  # noqa: E402
 from shared_model.kernels import reference_kernels  # noqa: E402
 from bench_common import forever  # noqa: E402
 
@@ -240,9 +240,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as `enas search` / `enas train` and bench.py
+    configure_threads(args.threads)  # as `enas search` / `enas train`: threads, malloc, compiled kernels
     torch.manual_seed(0)
     bargs = bench.parse_args(["--device", "cpu", "--warmup", str(args.warmup), "--repeats", str(args.steps),
                               "--channels-last", args.channels_last])

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared_model.kernels import _cpu
+from shared_model.native_bn import NativeBatchNorm, native_fold
 
 #: The vector width the folded view fills (16 floats: one AVX-512 register, two AVX2 ones).
 _LANES = 16
@@ -197,25 +198,30 @@ class BatchNorm2d(nn.BatchNorm2d):
         k = _fold(x.shape[1], x.numel() // x.shape[1]) if x.numel() >= FOLD_MIN_NUMEL else 0
         return k or -1
 
-    def forward(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``; with ``scale`` (a scalar tensor) ``scale * bn(x)``.
+    def forward(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None, relu: bool = False) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, C, H, W)``; with ``scale`` (a scalar tensor) ``scale * bn(x)``; ``relu(...)``.
 
         ``scale`` is applied as the batch norm's weight (times the affine weight and
         bias, if any): DARTS's mixing weight of an op whose output is this batch
         norm's (Liu et al. 2019, Sec. 2.2, Eq. 2). ATen then multiplies by it inside
         its own pass, and the scale's gradient is the per-channel sum its backward
         computes anyway, instead of two more passes over the output for
-        ``scale * y`` and ``sum(grad * y)``.
+        ``scale * y`` and ``sum(grad * y)``. ``relu=True`` applies a ReLU to the
+        output, inside the same passes on the native path
+        (:mod:`shared_model.native_bn`).
         """
-        path = self._path(x)
-        if not path and scale is None:
-            return super().forward(x)
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        # Batch statistics only: eval-mode graphs get traced and exported, the native kernels cannot be.
+        k = native_fold(x) if use_batch and not (torch.jit.is_tracing() or torch.compiler.is_compiling()) else 0
+        path = 0 if k else self._path(x)
+        if not k and not path and scale is None:
+            out = super().forward(x)
+            return F.relu(out) if relu else out
         # nn.BatchNorm2d.forward's bookkeeping: momentum, batch count, which statistics to use.
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        use_batch = self.training or (self.running_mean is None and self.running_var is None)
         keep = not self.training or self.track_running_stats
         running_mean: Optional[torch.Tensor] = self.running_mean if keep else None
         running_var: Optional[torch.Tensor] = self.running_var if keep else None
@@ -225,8 +231,14 @@ class BatchNorm2d(nn.BatchNorm2d):
             # a path 3x slower than the unscaled one ((32, 16, 16, 16): 0.97 against 0.29 ms).
             weight = scale.expand(self.num_features).contiguous() if weight is None else weight * scale
             bias = None if bias is None else bias * scale
+        if k:
+            return NativeBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps,
+                                         relu, k)
         if not path:
-            return F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, factor, self.eps)
-        if path < 0:
-            return _SerialBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps)
-        return _FoldedBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps, path)
+            out = F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, factor, self.eps)
+        elif path < 0:
+            out = _SerialBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps)
+        else:
+            out = _FoldedBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps,
+                                         path)
+        return F.relu(out) if relu else out

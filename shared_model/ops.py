@@ -22,6 +22,7 @@ from torch import nn
 
 from shared_model.batch_norm import BatchNorm2d
 from shared_model.kernels import DepthwiseConv2d, PointwiseConv2d, cat_channels, even_odd_pixels
+from shared_model.native_bn import fuses_relu
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
@@ -128,11 +129,14 @@ class _ReLUFirst:
 
     leading_relu = True
 
-    def forward(self, x: torch.Tensor, relu_done: bool = False,
-                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu_done: bool = False, scale: Optional[torch.Tensor] = None,
+                relu_out: bool = False) -> torch.Tensor:
+        """``relu_out``: end with a ReLU, inside the last batch norm's passes where it can."""
         *mods, last = self._modules.values()
         for m in mods[1:] if relu_done else mods:  # relu_done: ``x`` is already the leading ReLU's output
             x = m(x)
+        if relu_out:
+            return last(x, scale, relu=True)
         return last(x, scale) if scale is not None else last(x)
 
 
@@ -179,6 +183,8 @@ class SepConv(_ReLUFirst, nn.Sequential):
     def forward(self, x: torch.Tensor, relu_done: bool = False,
                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         first, second = self._modules.values()
+        if fuses_relu(x):  # the second block's leading ReLU inside the first one's batch norm
+            return second(first(x, relu_done=relu_done, relu_out=True), relu_done=True, scale=scale)
         return second(first(x, relu_done=relu_done), scale=scale)
 
 

@@ -2,11 +2,19 @@
 import pytest
 import torch
 
+import enas.native
 import shared_model.batch_norm as bn_module
+import shared_model.native_bn as native_bn
 from shared_model.batch_norm import BatchNorm2d
 from shared_model.kernels import reference_kernels
 
 CL = torch.channels_last
+
+
+@pytest.fixture(autouse=True)
+def no_native():
+    """These tests check the ATen-based paths; tests/test_native_bn.py checks the compiled kernels."""
+    native_bn.set_native_kernels(None)  # tests/conftest.py restores the session's kernels afterwards
 
 
 @pytest.fixture
@@ -99,12 +107,16 @@ def test_which_inputs_take_which_path(two_threads):
         torch.set_num_threads(2)
 
 
-@pytest.mark.parametrize("route", ["aten", "serial", "folded"])
+@pytest.mark.parametrize("route", ["aten", "serial", "folded", "native"])
 @pytest.mark.parametrize("affine", [True, False])
 def test_scale_is_the_output_factor_on_every_path(two_threads, monkeypatch, route, affine):
     # bn(x, s) == s * bn(x): values, gradients of the input, the scale and the affine parameters,
     # second order, and the same running statistics (DARTS passes its mixing weight this way).
     monkeypatch.setattr(bn_module, "FOLD_MIN_NUMEL", 1 << 62 if route == "serial" else 0)
+    if route == "native":  # training steps on the compiled kernels, eval ones on the folded path
+        if not enas.native.load_native_kernels():
+            pytest.skip("no compiled kernels here")
+        monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL", 0)
     torch.manual_seed(7)
     channels = 16 if route == "aten" else 6
     bn, ref = BatchNorm2d(channels, affine=affine), BatchNorm2d(channels, affine=affine)
@@ -115,7 +127,8 @@ def test_scale_is_the_output_factor_on_every_path(two_threads, monkeypatch, rout
     for training in (True, False):
         bn.train(training), ref.train(training)
         x = (2 * torch.randn(4, channels, 4, 4) + 1).contiguous(memory_format=CL).requires_grad_()
-        assert bn._path(x) == {"aten": 0, "serial": -1, "folded": 8}[route]
+        assert bn._path(x) == {"aten": 0, "serial": -1, "folded": 8, "native": 8}[route]
+        assert (native_bn.native_fold(x) > 0) == (route == "native")
         xr = x.detach().clone().requires_grad_()
         s, sr = torch.tensor(0.3, requires_grad=True), torch.tensor(0.3, requires_grad=True)
         probe = torch.randn(4, channels, 4, 4)
@@ -131,8 +144,10 @@ def test_scale_is_the_output_factor_on_every_path(two_threads, monkeypatch, rout
             (gs,) = torch.autograd.grad(grads[0].square().sum(), s)
             (gsr,) = torch.autograd.grad(grads_ref[0].square().sum(), sr)
             assert torch.allclose(gs, gsr, rtol=1e-4)
-        # First order without create_graph: the folded backward proper.
-        grads = torch.autograd.grad((bn(x, s) * probe).sum(), (x, s, *bn.parameters()))
+        # First order without create_graph: the folded (native) backward proper.
+        out = bn(x, s)
+        assert (out.grad_fn.name() == "NativeBatchNormBackward") == (route == "native" and training)
+        grads = torch.autograd.grad((out * probe).sum(), (x, s, *bn.parameters()))
         with reference_kernels():
             grads_ref = torch.autograd.grad((sr * ref(xr) * probe).sum(), (xr, sr, *ref.parameters()))
         for g, gr in zip(grads, grads_ref):

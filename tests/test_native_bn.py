@@ -1,0 +1,217 @@
+"""The compiled batch norm (+ ReLU) kernels: nn.BatchNorm2d's results, loading, fallbacks.
+
+The numerical checks run in a child process (a kernel bug may crash it), once per
+build: the normal one, whose ``target_clones`` pick this CPU's level, and builds
+pinned to AVX2 and to baseline x86-64, so an AVX-512 machine also runs the loops an
+AVX2 laptop gets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import enas.native as native
+from shared_model.batch_norm import BatchNorm2d
+from shared_model.native_bn import native_fold, native_kernels, set_native_kernels
+from shared_model.ops import make_op
+
+ROOT = Path(__file__).resolve().parents[1]
+CL = torch.channels_last
+
+needs_kernels = pytest.mark.skipif(not native.load_native_kernels(), reason="no C compiler / not Linux x86-64")
+
+CHILD = r"""
+import ctypes, json, sys
+from pathlib import Path
+import torch
+import enas.native as native
+from shared_model.batch_norm import BatchNorm2d
+from shared_model.native_bn import native_fold, set_native_kernels
+
+path, threads = Path(sys.argv[1]), int(sys.argv[2])
+set_native_kernels(native._Kernels(ctypes.CDLL(str(path)), path))
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+def rel(a, b):
+    return float((a.double() - b).norm() / (b.norm() + 1e-12))
+
+worst = {}
+# (B, C, H, W): C 8 (k 2), 36 (k 4), 16 (k 1), 20 with an odd pixel count (k 1 fallback), 3 (k 16)
+for shape in [(4, 8, 16, 16), (4, 36, 8, 8), (2, 16, 16, 16), (3, 20, 15, 15), (4, 3, 32, 32)]:
+    for affine in (True, False):
+        for relu in (False, True):
+            for momentum in (0.1, None):
+                c = shape[1]
+                bn = BatchNorm2d(c, affine=affine, momentum=momentum)
+                ref = torch.nn.BatchNorm2d(c, affine=affine, momentum=momentum).double()  # the exact answer
+                if affine:
+                    with torch.no_grad():
+                        bn.weight.uniform_(0.5, 1.5), bn.bias.normal_()
+                ref.load_state_dict(bn.state_dict())
+                for step in range(2):
+                    # a large offset: the statistics must not cancel
+                    x = (3 * torch.randn(shape) + 50).contiguous(memory_format=torch.channels_last)
+                    assert native_fold(x) > 0
+                    x.requires_grad_()
+                    xr = x.detach().double().requires_grad_()
+                    out = bn(x, relu=relu)
+                    out_ref = ref(xr)
+                    out_ref = torch.relu(out_ref) if relu else out_ref
+                    assert out.is_contiguous(memory_format=torch.channels_last)
+                    g = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+                    # the reference takes the mask of our output: elements at 0 may round either way
+                    gm = (g * (out.detach() > 0) if relu else g).double()
+                    grads = torch.autograd.grad(out, [x, *bn.parameters()], g)
+                    ref_pre = torch.nn.functional.batch_norm(xr, None, None, ref.weight, ref.bias, True, 0.0, ref.eps)
+                    grads_ref = torch.autograd.grad(ref_pre, [xr, *ref.parameters()], gm)
+                    key = f"{shape} affine={affine} relu={relu} momentum={momentum}"
+                    errs = [rel(out, out_ref)] + [rel(a, b) for a, b in zip(grads, grads_ref)]
+                    errs += [rel(bn.running_mean, ref.running_mean), rel(bn.running_var, ref.running_var)]
+                    assert int(bn.num_batches_tracked) == int(ref.num_batches_tracked) == step + 1
+                    worst[key] = max(worst.get(key, 0.0), *errs)
+print(json.dumps(worst))
+"""
+
+
+def _child(lib: Path, threads: int) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(lib), str(threads)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("build", ["clones", "avx2", "baseline"])
+def test_kernels_match_nn_batch_norm_in_a_child_process(tmp_path, build):
+    flags = {"clones": (), "avx2": ("-DENAS_NO_CLONES", "-march=x86-64-v3"),
+             "baseline": ("-DENAS_NO_CLONES", "-march=x86-64")}[build]
+    if build == "avx2" and not _cpu_has("avx2"):
+        pytest.skip("this CPU has no AVX2")
+    try:
+        lib = native.build(extra_flags=flags, directory=tmp_path)
+    except OSError as exc:
+        pytest.skip(f"cannot build: {exc}")
+    for threads in (1, 2):
+        worst = _child(lib, threads)
+        bad = {k: v for k, v in worst.items() if not v < 5e-6}  # ATen in float32: up to 2.5e-5
+        assert len(worst) == 40 and not bad, bad
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+@needs_kernels
+def test_fused_relu_zeroes_the_gradient_exactly_where_the_output_is_zero():
+    torch.manual_seed(1)
+    bn = BatchNorm2d(8)
+    x = torch.randn(4, 8, 16, 16).contiguous(memory_format=CL).requires_grad_()
+    out = bn(x, relu=True)
+    assert native_fold(x) == 2 and (out == 0).any() and (out >= 0).all()
+    (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    ref = torch.nn.functional.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+    (gr,) = torch.autograd.grad(ref, x, (out > 0).float())
+    assert torch.allclose(gx, gr, atol=1e-5)
+
+
+@needs_kernels
+def test_double_backward_takes_the_differentiable_path():
+    torch.manual_seed(2)
+    bn = BatchNorm2d(8)
+    x = torch.randn(2, 8, 32, 32).contiguous(memory_format=CL).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    probe = torch.randn_like(x)
+    (g,) = torch.autograd.grad((bn(x, relu=True) * probe).sum(), x, create_graph=True)
+    ref = torch.relu(torch.nn.functional.batch_norm(xr, None, None, bn.weight, bn.bias, True, 0.0, bn.eps))
+    (gr,) = torch.autograd.grad((ref * probe).sum(), xr, create_graph=True)
+    (gg,), (ggr,) = torch.autograd.grad(g.square().sum(), x), torch.autograd.grad(gr.square().sum(), xr)
+    assert torch.allclose(g, gr, atol=1e-5) and torch.allclose(gg, ggr, atol=1e-4, rtol=1e-3)
+
+
+@needs_kernels
+def test_which_inputs_take_the_native_path():
+    big = torch.randn(2, 8, 32, 32)
+    assert native_fold(big) == 0  # NCHW
+    assert native_fold(big.contiguous(memory_format=CL)) == 2
+    assert native_fold(big.double().contiguous(memory_format=CL)) == 0
+    assert native_fold(torch.randn(1, 8, 4, 4).contiguous(memory_format=CL)) == 0  # below NATIVE_MIN_NUMEL
+    bn = BatchNorm2d(8).eval()  # running statistics: ATen (eval graphs get traced and exported)
+    x = big.contiguous(memory_format=CL).requires_grad_()
+    assert bn(x).grad_fn.name() != "NativeBatchNormBackward"
+    assert bn.train()(x).grad_fn.name() == "NativeBatchNormBackward"
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5"])
+def test_sep_conv_with_the_fused_relu_equals_the_reference_path(name):
+    from shared_model.kernels import reference_kernels
+
+    torch.manual_seed(3)
+    op = make_op(name, 8, 1, True)
+    x = torch.randn(2, 8, 32, 32).contiguous(memory_format=CL).requires_grad_()
+    probe = torch.randn(2, 8, 32, 32)  # not out.square(): a batch-normalised output's square sums to ~constant
+    out = op(x)
+    grads = torch.autograd.grad((out * probe).sum(), [x, *op.parameters()])
+    with reference_kernels():
+        out_ref = op(x)
+        grads_ref = torch.autograd.grad((out_ref * probe).sum(), [x, *op.parameters()])
+    assert torch.allclose(out, out_ref, atol=1e-4)
+    for a, b in zip(grads, grads_ref):
+        assert float((a - b).norm() / b.norm()) < 1e-4
+
+
+def test_switched_off_or_without_a_compiler_nothing_is_registered(monkeypatch, tmp_path):
+    saved = set_native_kernels(None)
+    try:
+        monkeypatch.setenv("ENAS_NATIVE_KERNELS", "0")
+        assert not native.load_native_kernels() and native_kernels() is None
+        monkeypatch.setenv("ENAS_NATIVE_KERNELS", "1")
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+        monkeypatch.setenv("ENAS_CACHE_DIR", str(tmp_path / "cache"))
+        assert not native.load_native_kernels() and native_kernels() is None
+        with pytest.raises(OSError, match="no C compiler"):
+            native.build()
+    finally:
+        set_native_kernels(saved)
+
+
+def test_a_failing_compiler_leaves_no_file(tmp_path):
+    bad = tmp_path / "cc"
+    bad.write_text("#!/bin/sh\necho 'boom' >&2\nexit 1\n")
+    bad.chmod(0o755)
+    with pytest.raises(OSError, match="boom"):
+        native.build(compiler=str(bad), directory=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+@needs_kernels
+def test_a_build_is_cached_by_source_and_flags(tmp_path):
+    first = native.build(directory=tmp_path)
+    stamp = os.stat(first).st_mtime_ns
+    assert native.build(directory=tmp_path) == first and os.stat(first).st_mtime_ns == stamp
+    other = native.build(extra_flags=("-DENAS_NO_CLONES",), directory=tmp_path)
+    assert other != first and sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, other.name])
+
+
+def test_a_damaged_cached_library_is_rebuilt(monkeypatch, tmp_path):
+    monkeypatch.setenv("ENAS_CACHE_DIR", str(tmp_path))
+    try:
+        path = native.build()
+    except OSError as exc:
+        pytest.skip(f"cannot build: {exc}")
+    path.write_bytes(b"not a shared library")
+    saved = set_native_kernels(None)
+    try:
+        assert native.load_native_kernels() and native_kernels().path == path
+        assert path.read_bytes()[:4] == b"\x7fELF"
+    finally:
+        set_native_kernels(saved)
