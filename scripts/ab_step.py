@@ -16,7 +16,8 @@ Each run updates the weights; that does not change what a step costs.
 ``--against`` picks what the "reference" side switches off (docs/performance.md,
 "Two threads: a second pass"): ``reference`` every fast path; ``no-native`` the
 compiled batch norm and its fused ReLU (:mod:`enas.native`; ATen's batch-norm paths
-instead); ``serial-bn`` the folded batch norm (ATen on one thread instead; with
+instead); ``unfolded-drop-path`` the retrain cells' drop-path factors inside the conv ops'
+final batch norm (a product after the op again); ``serial-bn`` the folded batch norm (ATen on one thread instead; with
 ``--native off``, since the compiled kernels replace both); ``plain-wide-wgrad`` the 5x5
 depthwise weight gradient in column blocks; ``flipped-everywhere`` the size rule
 of the flipped-kernel depthwise path (taken at every size again);
@@ -46,6 +47,7 @@ import torch  # noqa: E402
 import bench  # noqa: E402
 from enas.runtime import configure_threads  # noqa: E402
 import enas.search.darts as darts_search  # noqa: E402
+import shared_model.child as child  # noqa: E402
 import shared_model.batch_norm as batch_norm  # noqa: E402
 import shared_model.kernels as kernels  # noqa: E402
 import shared_model.native_bn as native_bn  # noqa: E402
@@ -81,6 +83,7 @@ AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
                                     patch.object(nb201, "takes_scale", lambda op: False)),
     "strided-reduce": lambda: patch.object(ops, "even_odd_pixels", _sliced),
     "no-native": lambda: patch.object(native_bn, "_KERNELS", None),
+    "unfolded-drop-path": lambda: patch.object(child, "takes_scale", lambda op: False),
 }
 
 

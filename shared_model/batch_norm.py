@@ -199,25 +199,51 @@ class BatchNorm2d(nn.BatchNorm2d):
         return k or -1
 
     def forward(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None, relu: bool = False) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``; with ``scale`` (a scalar tensor) ``scale * bn(x)``; ``relu(...)``.
+        """``(B, C, H, W) -> (B, C, H, W)``: ``scale * bn(x)``, ``scale * relu(bn(x))`` with ``relu``.
 
-        ``scale`` is applied as the batch norm's weight (times the affine weight and
-        bias, if any): DARTS's mixing weight of an op whose output is this batch
-        norm's (Liu et al. 2019, Sec. 2.2, Eq. 2). ATen then multiplies by it inside
-        its own pass, and the scale's gradient is the per-channel sum its backward
-        computes anyway, instead of two more passes over the output for
-        ``scale * y`` and ``sum(grad * y)``. ``relu=True`` applies a ReLU to the
-        output, inside the same passes on the native path
-        (:mod:`shared_model.native_bn`).
+        ``scale``: ``None``; a scalar tensor, applied as the batch norm's weight
+        (times the affine weight and bias, if any): DARTS's mixing weight of an op
+        whose output is this batch norm's (Liu et al. 2019, Sec. 2.2, Eq. 2). ATen
+        then multiplies by it inside its own pass, and the scale's gradient is the
+        per-channel sum its backward computes anyway, instead of two more passes
+        over the output for ``scale * y`` and ``sum(grad * y)``. Or ``(B,)``, one
+        factor per sample that needs no gradient: a drop-path mask divided by the
+        keep probability (DARTS / ENAS ``drop_path``), applied inside the native
+        kernels' passes where they run and as a product otherwise. ``relu=True``
+        applies a ReLU to the batch norm's output, inside the same passes on the
+        native path (:mod:`shared_model.native_bn`).
         """
+        per_sample = scale is not None and scale.dim() == 1
+        if per_sample and scale.requires_grad:
+            raise ValueError("a per-sample batch-norm scale takes no gradient (it is a drop-path mask)")
         use_batch = self.training or (self.running_mean is None and self.running_var is None)
         # Batch statistics only: eval-mode graphs get traced and exported, the native kernels cannot be.
         k = native_fold(x) if use_batch and not (torch.jit.is_tracing() or torch.compiler.is_compiling()) else 0
+        if per_sample and k and (x.shape[2] * x.shape[3]) % k:
+            k = 0  # a row of the folded view would hold pixels of two samples
         path = 0 if k else self._path(x)
-        if not k and not path and scale is None:
+        if k:
+            weight, bias, running_mean, running_var, factor = self._arguments(None if per_sample else scale)
+            return NativeBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps,
+                                         relu, k, scale if per_sample else None)
+        if not path and (scale is None or per_sample):
             out = super().forward(x)
-            return F.relu(out) if relu else out
-        # nn.BatchNorm2d.forward's bookkeeping: momentum, batch count, which statistics to use.
+        else:
+            weight, bias, running_mean, running_var, factor = self._arguments(None if per_sample else scale)
+            if not path:
+                out = F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, factor, self.eps)
+            elif path < 0:
+                out = _SerialBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor,
+                                             self.eps)
+            else:
+                out = _FoldedBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor,
+                                             self.eps, path)
+        out = F.relu(out) if relu else out
+        return out * scale.view(-1, 1, 1, 1) if per_sample else out
+
+    def _arguments(self, scale: Optional[torch.Tensor]):
+        """``nn.BatchNorm2d.forward``'s bookkeeping (momentum, batch count, which statistics) and the
+        weight and bias times a scalar ``scale``: ``(weight, bias, running_mean, running_var, factor)``."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -231,14 +257,4 @@ class BatchNorm2d(nn.BatchNorm2d):
             # a path 3x slower than the unscaled one ((32, 16, 16, 16): 0.97 against 0.29 ms).
             weight = scale.expand(self.num_features).contiguous() if weight is None else weight * scale
             bias = None if bias is None else bias * scale
-        if k:
-            return NativeBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps,
-                                         relu, k)
-        if not path:
-            out = F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, factor, self.eps)
-        elif path < 0:
-            out = _SerialBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps)
-        else:
-            out = _FoldedBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps,
-                                         path)
-        return F.relu(out) if relu else out
+        return weight, bias, running_mean, running_var, factor

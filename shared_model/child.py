@@ -63,7 +63,8 @@ from shared_model.genotype import Entry, Genotype
 from shared_model.heads import AuxiliaryHead
 from shared_model.batch_norm import BatchNorm2d
 from shared_model.kernels import cat_channels, fast_kernels_enabled
-from shared_model.ops import FactorizedReduce, Identity, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu
+from shared_model.ops import (FactorizedReduce, Identity, ReLUConvBN, apply_with_relu, make_op, op_info, takes_relu,
+                              takes_scale)
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,18 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     if fast_kernels_enabled():
         return x * mask.div_(keep)  # one pass over x instead of two
     return x / keep * mask
+
+
+def drop_path_factors(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """The per-sample factors ``(B,)`` that :func:`drop_path` multiplies ``x`` by: 0 or ``1 / keep``.
+
+    Drawn from the same random stream as :func:`drop_path`; a cell passes them
+    to an op ending in a batch norm as its ``scale``, which applies them inside
+    its own passes (:class:`shared_model.batch_norm.BatchNorm2d`).
+    """
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)  # (B, 1, 1, 1)
+    return mask.div_(keep).view(-1)  # (B,)
 
 
 def drop_path_schedule(cell_index: int, num_cells: int, progress: float, keep_prob: float = 0.6) -> float:
@@ -209,13 +222,17 @@ class Cell(nn.Module):
             pair = []
             for j in (k, k + 1):
                 op, i = self._ops[j], self._indices[j]
+                drop = apply_drop and self._droppable[j]
+                kwargs = {}
+                if drop and fast and takes_scale(op):  # the drop-path factors inside the op's final BN
+                    kwargs["scale"], drop = drop_path_factors(states[i], drop_prob), False  # (B,)
                 if fast and takes_relu(op):
                     if i not in relus:
                         relus[i] = F.relu(states[i])
-                    h = op(relus[i], relu_done=True)  # (B, C, H', W')
+                    h = op(relus[i], relu_done=True, **kwargs)  # (B, C, H', W')
                 else:
-                    h = op(states[i])
-                if apply_drop and self._droppable[j]:
+                    h = op(states[i], **kwargs)
+                if drop:
                     h = drop_path(h, drop_prob)
                 pair.append(h)
             states.append(pair[0] + pair[1])

@@ -32,11 +32,13 @@ class NativeKernels(Protocol):
     def forward(self, x: torch.Tensor, y: torch.Tensor, k: int, weight: Optional[torch.Tensor],
                 bias: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
                 running_var: Optional[torch.Tensor], use_batch: bool, momentum: float, eps: float, relu: bool,
-                save_mean: torch.Tensor, save_invstd: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None: ...
+                sample_scale: Optional[torch.Tensor], save_mean: torch.Tensor, save_invstd: torch.Tensor,
+                a: torch.Tensor, b: torch.Tensor) -> None: ...
 
     def backward(self, g: torch.Tensor, x: torch.Tensor, dx: Optional[torch.Tensor], k: int, mean: torch.Tensor,
                  invstd: torch.Tensor, a: torch.Tensor, b: torch.Tensor, use_batch: bool, relu: bool,
-                 grad_weight: Optional[torch.Tensor], grad_bias: Optional[torch.Tensor]) -> None: ...
+                 sample_scale: Optional[torch.Tensor], grad_weight: Optional[torch.Tensor],
+                 grad_bias: Optional[torch.Tensor]) -> None: ...
 
 
 _KERNELS: Optional[NativeKernels] = None
@@ -86,45 +88,51 @@ def native_fold(x: torch.Tensor) -> int:
 
 
 class NativeBatchNorm(torch.autograd.Function):
-    """``relu(bn(x))`` (or ``bn(x)``) of a channels-last ``(B, C, H, W)`` tensor with the registered kernels.
+    """``s * relu(bn(x))`` (or ``s * bn(x)``) of a channels-last ``(B, C, H, W)`` tensor with the registered kernels.
 
-    Forward and first backward run the compiled passes. A backward under
-    ``create_graph`` (DARTS's exact Hessian test) takes ATen's differentiable
-    batch-norm backward instead, after the ReLU mask of the saved output.
+    ``s``: ``None``, or one factor per sample ``(B,)`` that needs no gradient
+    (DARTS's drop-path mask divided by the keep probability; the caller checks
+    that ``k`` divides ``H * W``). Forward and first backward run the compiled
+    passes. A backward under ``create_graph`` (DARTS's exact Hessian test) takes
+    ATen's differentiable batch-norm backward instead, after the ReLU mask of
+    the saved output.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
                 running_mean: Optional[torch.Tensor], running_var: Optional[torch.Tensor], use_batch: bool,
-                momentum: float, eps: float, relu: bool, k: int) -> torch.Tensor:
+                momentum: float, eps: float, relu: bool, k: int,
+                sample_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         c = x.shape[1]
         y = torch.empty_like(x)  # (B, C, H, W), channels-last like x
         mean, invstd = x.new_empty(c), x.new_empty(c)
         a, b = x.new_empty(k * c), x.new_empty(k * c)  # the affine map y = a * x + b, tiled
         w = None if weight is None else weight.detach().contiguous()
         bias = None if bias is None else bias.detach().contiguous()
-        _KERNELS.forward(x, y, k, w, bias, running_mean, running_var, use_batch, momentum, eps, relu,
+        ss = None if sample_scale is None else sample_scale.detach().to(torch.float32).contiguous()  # (B,)
+        _KERNELS.forward(x, y, k, w, bias, running_mean, running_var, use_batch, momentum, eps, relu, ss,
                          mean, invstd, a, b)
         stats = (None, None) if use_batch else (running_mean, running_var)
-        ctx.save_for_backward(x, weight, mean, invstd, a, b, y if relu else None, *stats)
+        ctx.save_for_backward(x, weight, mean, invstd, a, b, y if relu else None, ss, *stats)
         ctx.conf = use_batch, eps, relu, k
         return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        x, weight, mean, invstd, a, b, y, running_mean, running_var = ctx.saved_tensors
+        x, weight, mean, invstd, a, b, y, ss, running_mean, running_var = ctx.saved_tensors
         use_batch, eps, relu, k = ctx.conf
         need = list(ctx.needs_input_grad[:3])  # False for a weight or bias that is None
         if torch.is_grad_enabled():  # create_graph: ATen's backward is itself differentiable
-            gy = torch.ops.aten.threshold_backward(g, y, 0.0) if relu else g
+            gy = g if ss is None else g * ss.view(-1, 1, 1, 1)
+            gy = torch.ops.aten.threshold_backward(gy, y, 0.0) if relu else gy
             batch = (mean, invstd) if use_batch else (None, None)
             gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
                 gy, x, weight, running_mean, running_var, *batch, use_batch, eps, need)
-            return gx, gw, gb, None, None, None, None, None, None, None
+            return gx, gw, gb, None, None, None, None, None, None, None, None
         g = g.contiguous(memory_format=torch.channels_last)
         c = x.shape[1]
         dx = torch.empty_like(x) if need[0] else None
         gw = x.new_empty(c) if need[1] else None
         gb = x.new_empty(c) if need[2] else None
-        _KERNELS.backward(g, x, dx, k, mean, invstd, a, b, use_batch, relu, gw, gb)
-        return dx, gw, gb, None, None, None, None, None, None, None
+        _KERNELS.backward(g, x, dx, k, mean, invstd, a, b, use_batch, relu, ss, gw, gb)
+        return dx, gw, gb, None, None, None, None, None, None, None, None

@@ -115,10 +115,12 @@ def apply_with_relu(op: nn.Module, x: torch.Tensor, relu_x: Optional[torch.Tenso
 
 
 def takes_scale(op: nn.Module) -> bool:
-    """Whether ``op(x, scale=s) == s * op(x)`` for a scalar tensor ``s``, at no extra pass.
+    """Whether ``op(x, scale=s) == s * op(x)`` for a scalar tensor ``s`` or per-sample ``(B,)`` factors.
 
-    The ops ending in a :class:`BatchNorm2d` apply ``s`` as its weight; DARTS's
-    mixed edge passes each op's mixing weight that way (Sec. 2.2, Eq. 2).
+    The ops ending in a :class:`BatchNorm2d` apply ``s`` inside it: a scalar as
+    its weight (DARTS's mixed edge passes each op's mixing weight that way, Sec.
+    2.2, Eq. 2), per-sample factors (a cell's drop-path mask) inside the native
+    kernels' passes.
     """
     return isinstance(op, _ReLUFirst)
 

@@ -119,6 +119,7 @@ def test_ab_step_switches_off_one_change_and_restores_it():
         sys.path.remove(str(REPO / "scripts"))
     import enas.search.darts as darts
     import shared_model.batch_norm as batch_norm
+    import shared_model.child as child
     import shared_model.kernels as kernels
     import shared_model.native_bn as native_bn
     import shared_model.nb201 as nb201
@@ -130,7 +131,7 @@ def test_ab_step_switches_off_one_change_and_restores_it():
     def state():
         return (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
                 darts.weights_frozen, kernels.fast_kernels_enabled(), (supernet.takes_scale, nb201.takes_scale),
-                ops.even_odd_pixels, native_bn.native_kernels())
+                ops.even_odd_pixels, native_bn.native_kernels(), child.takes_scale)
 
     before = state()
     seen = {}
@@ -145,6 +146,7 @@ def test_ab_step_switches_off_one_change_and_restores_it():
     x = torch.randn(1, 2, 4, 4, requires_grad=True)
     assert seen["strided-reduce"][6](x)[0].grad_fn.name() != before[6](x)[0].grad_fn.name()
     assert seen["no-native"][7] is None
+    assert not seen["unfolded-drop-path"][8](make_op("sep_conv_3x3", 4, 1))
     if before[7] is None:  # no compiled kernels here: the switch changes nothing
         del seen["no-native"]
     # Every entry changes exactly one thing.

@@ -47,31 +47,37 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
+def _per(x: torch.Tensor, k: int) -> int:
+    """Super-rows per sample (the caller checks that ``k`` divides ``H * W`` when it passes sample factors)."""
+    return max(x.shape[2] * x.shape[3] // k, 1)
+
+
 class _Kernels:
     """The loaded library, called on tensors (:class:`shared_model.native_bn.NativeKernels`)."""
 
     def __init__(self, lib: ctypes.CDLL, path: Path):
         self.path = path
         self._fwd, self._bwd = lib.enas_bn_forward, lib.enas_bn_backward
-        self._fwd.argtypes = [_P, _P, _I, _I, _I, _P, _P, _P, _P, _N, _D, _D, _N, _P, _P, _P, _P, _N]
-        self._bwd.argtypes = [_P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _N, _N, _P, _P, _N]
+        self._fwd.argtypes = [_P, _P, _I, _I, _I, _P, _P, _P, _P, _N, _D, _D, _N, _P, _I, _P, _P, _P, _P, _N]
+        self._bwd.argtypes = [_P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _N, _N, _P, _I, _P, _P, _N]
         self._fwd.restype = self._bwd.restype = _N
 
     def forward(self, x, y, k, weight, bias, running_mean, running_var, use_batch, momentum, eps, relu,
-                save_mean, save_invstd, a, b) -> None:
+                sample_scale, save_mean, save_invstd, a, b) -> None:
         c = x.shape[1]
         rc = self._fwd(x.data_ptr(), y.data_ptr(), x.numel() // c, c, k, _ptr(weight), _ptr(bias),
                        _ptr(running_mean), _ptr(running_var), int(use_batch), float(momentum), float(eps),
-                       int(relu), save_mean.data_ptr(), save_invstd.data_ptr(), a.data_ptr(), b.data_ptr(),
-                       torch.get_num_threads())
+                       int(relu), _ptr(sample_scale), _per(x, k), save_mean.data_ptr(), save_invstd.data_ptr(),
+                       a.data_ptr(), b.data_ptr(), torch.get_num_threads())
         if rc:
             raise MemoryError("native batch norm: out of memory")
 
-    def backward(self, g, x, dx, k, mean, invstd, a, b, use_batch, relu, grad_weight, grad_bias) -> None:
+    def backward(self, g, x, dx, k, mean, invstd, a, b, use_batch, relu, sample_scale, grad_weight,
+                 grad_bias) -> None:
         c = x.shape[1]
         rc = self._bwd(g.data_ptr(), x.data_ptr(), _ptr(dx), x.numel() // c, c, k, mean.data_ptr(),
                        invstd.data_ptr(), a.data_ptr(), b.data_ptr(), int(use_batch), int(relu),
-                       _ptr(grad_weight), _ptr(grad_bias), torch.get_num_threads())
+                       _ptr(sample_scale), _per(x, k), _ptr(grad_weight), _ptr(grad_bias), torch.get_num_threads())
         if rc:
             raise MemoryError("native batch norm: out of memory")
 

@@ -51,57 +51,67 @@ CLONES static void stats_part(const float *restrict x, int64_t r0, int64_t r1, i
     }
 }
 
-CLONES static void apply_part(const float *restrict x, float *restrict y, int64_t n, int64_t L,
-                              const float *restrict a, const float *restrict b, int relu) {
-    for (int64_t r = 0; r < n; r++) {
+/* y = sc * (a*x + b) (ReLU'd), over super-rows [r0, r1); sc: the row's sample factor ss[r / per], or 1. */
+CLONES static void apply_part(const float *restrict x, float *restrict y, int64_t r0, int64_t r1, int64_t L,
+                              const float *restrict a, const float *restrict b, int relu,
+                              const float *restrict ss, int64_t per) {
+    for (int64_t r = r0; r < r1; r++) {
         const float *xr = x + r * L;
         float *yr = y + r * L;
+        const float sc = ss ? ss[r / per] : 1.f; /* times 1 is exact: no factor, same bits */
         if (relu) {
-            for (int64_t j = 0; j < L; j++) { float v = xr[j] * a[j] + b[j]; yr[j] = v > 0.f ? v : 0.f; }
+            for (int64_t j = 0; j < L; j++) { float v = xr[j] * a[j] + b[j]; yr[j] = sc * (v > 0.f ? v : 0.f); }
         } else {
-            for (int64_t j = 0; j < L; j++) yr[j] = xr[j] * a[j] + b[j];
+            for (int64_t j = 0; j < L; j++) yr[j] = sc * (xr[j] * a[j] + b[j]);
         }
     }
 }
 
-/* s += sum(gy), q += sum(gy * (x - m)) per column. */
+/* s += sum(gy), q += sum(gy * (x - m)) per column; gy = sc * g, masked by a*x + b > 0 with the ReLU. */
 CLONES static void grad_sums_part(const float *restrict g, const float *restrict x, int64_t r0, int64_t r1,
                                   int64_t L, const float *restrict m, const float *restrict a,
-                                  const float *restrict b, int relu, double *restrict s, double *restrict q) {
+                                  const float *restrict b, int relu, const float *restrict ss, int64_t per,
+                                  double *restrict s, double *restrict q) {
     float fs[L], fq[L];
     for (int64_t r = r0; r < r1;) {
         int64_t e = r + BLOCK < r1 ? r + BLOCK : r1;
         for (int64_t j = 0; j < L; j++) fs[j] = fq[j] = 0.f;
         for (; r < e; r++) {
             const float *gr = g + r * L, *xr = x + r * L;
+            const float sc = ss ? ss[r / per] : 1.f;
             if (relu) {
                 for (int64_t j = 0; j < L; j++) {
-                    float gy = xr[j] * a[j] + b[j] > 0.f ? gr[j] : 0.f;
+                    float gy = xr[j] * a[j] + b[j] > 0.f ? sc * gr[j] : 0.f;
                     fs[j] += gy;
                     fq[j] += gy * (xr[j] - m[j]);
                 }
             } else {
-                for (int64_t j = 0; j < L; j++) { fs[j] += gr[j]; fq[j] += gr[j] * (xr[j] - m[j]); }
+                for (int64_t j = 0; j < L; j++) {
+                    float gy = sc * gr[j];
+                    fs[j] += gy;
+                    fq[j] += gy * (xr[j] - m[j]);
+                }
             }
         }
         for (int64_t j = 0; j < L; j++) { s[j] += fs[j]; q[j] += fq[j]; }
     }
 }
 
-CLONES static void grad_input_part(const float *restrict g, const float *restrict x, float *restrict dx, int64_t n,
-                                   int64_t L, const float *restrict m, const float *restrict a,
-                                   const float *restrict b, int relu, const float *restrict slope,
-                                   const float *restrict offset) {
-    for (int64_t r = 0; r < n; r++) {
+CLONES static void grad_input_part(const float *restrict g, const float *restrict x, float *restrict dx, int64_t r0,
+                                   int64_t r1, int64_t L, const float *restrict m, const float *restrict a,
+                                   const float *restrict b, int relu, const float *restrict ss, int64_t per,
+                                   const float *restrict slope, const float *restrict offset) {
+    for (int64_t r = r0; r < r1; r++) {
         const float *gr = g + r * L, *xr = x + r * L;
         float *dr = dx + r * L;
+        const float sc = ss ? ss[r / per] : 1.f;
         if (relu) {
             for (int64_t j = 0; j < L; j++) {
-                float gy = xr[j] * a[j] + b[j] > 0.f ? gr[j] : 0.f;
+                float gy = xr[j] * a[j] + b[j] > 0.f ? sc * gr[j] : 0.f;
                 dr[j] = a[j] * gy + slope[j] * (xr[j] - m[j]) + offset[j];
             }
         } else {
-            for (int64_t j = 0; j < L; j++) dr[j] = a[j] * gr[j] + slope[j] * (xr[j] - m[j]) + offset[j];
+            for (int64_t j = 0; j < L; j++) dr[j] = a[j] * (sc * gr[j]) + slope[j] * (xr[j] - m[j]) + offset[j];
         }
     }
 }
@@ -117,13 +127,15 @@ static void fold_sums(const double *part, int nt, int64_t L, int64_t C, double *
 }
 
 /*
- * y = bn(x) (ReLU'd when relu). use_batch: normalise with the batch statistics (training), update
+ * y = ss[n] * bn(x) (ReLU'd when relu): ss, when not NULL, holds one factor per sample (DARTS's drop
+ * path, already divided by the keep probability), per = H*W/k super-rows per sample. use_batch: normalise with the batch statistics (training), update
  * running_mean / running_var when given (momentum = torch's factor), write save_mean / save_invstd;
  * otherwise normalise with the running statistics. a, b (L,) receive the tiled affine map.
  */
 int enas_bn_forward(const float *x, float *y, int64_t M, int64_t C, int64_t k, const float *weight,
                     const float *bias, float *running_mean, float *running_var, int use_batch, double momentum,
-                    double eps, int relu, float *save_mean, float *save_invstd, float *a, float *b, int nt) {
+                    double eps, int relu, const float *ss, int64_t per, float *save_mean, float *save_invstd,
+                    float *a, float *b, int nt) {
     int64_t L = k * C, R = M / k;
     double *mean = malloc(sizeof(double) * 2 * C);
     if (!mean) return 1;
@@ -179,7 +191,7 @@ int enas_bn_forward(const float *x, float *y, int64_t M, int64_t C, int64_t k, c
     {
         int64_t lo, hi;
         split(R, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-        apply_part(x + lo * L, y + lo * L, hi - lo, L, a, b, relu);
+        apply_part(x, y, lo, hi, L, a, b, relu, ss, per);
     }
     return 0;
 }
@@ -191,7 +203,7 @@ int enas_bn_forward(const float *x, float *y, int64_t M, int64_t C, int64_t k, c
  */
 int enas_bn_backward(const float *g, const float *x, float *dx, int64_t M, int64_t C, int64_t k, const float *mean,
                      const float *invstd, const float *a, const float *b, int use_batch, int relu,
-                     float *grad_weight, float *grad_bias, int nt) {
+                     const float *ss, int64_t per, float *grad_weight, float *grad_bias, int nt) {
     int64_t L = k * C, R = M / k;
     float *buf = malloc(sizeof(float) * 3 * L);
     double *sq = malloc(sizeof(double) * 2 * C);
@@ -207,7 +219,7 @@ int enas_bn_backward(const float *g, const float *x, float *dx, int64_t M, int64
         {
             int64_t lo, hi;
             split(R, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-            grad_sums_part(g, x, lo, hi, L, m, a, b, relu, part + (int64_t)omp_get_thread_num() * 2 * L,
+            grad_sums_part(g, x, lo, hi, L, m, a, b, relu, ss, per, part + (int64_t)omp_get_thread_num() * 2 * L,
                            part + (int64_t)omp_get_thread_num() * 2 * L + L);
         }
         fold_sums(part, nt, L, C, s, q);
@@ -228,7 +240,7 @@ int enas_bn_backward(const float *g, const float *x, float *dx, int64_t M, int64
         {
             int64_t lo, hi;
             split(R, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-            grad_input_part(g + lo * L, x + lo * L, dx + lo * L, hi - lo, L, m, a, b, relu, slope, offset);
+            grad_input_part(g, x, dx, lo, hi, L, m, a, b, relu, ss, per, slope, offset);
         }
     }
     free(buf);
