@@ -132,7 +132,10 @@ def set_determinism(seed: int, deterministic: bool) -> None:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    from shared_model.native_bn import native_kernels
+
+    native = ", compiled batch norm" if native_kernels() is not None else ""
+    return f"cpu ({torch.get_num_threads()} threads{native})"
 
 
 def sgd(params: List[torch.nn.Parameter], lr: float, momentum: float, nesterov: bool,

@@ -17,7 +17,8 @@ Each run updates the weights; that does not change what a step costs.
 "Two threads: a second pass"): ``reference`` every fast path; ``no-native`` the
 compiled batch norm and its fused ReLU (:mod:`enas.native`; ATen's batch-norm paths
 instead); ``unfolded-drop-path`` the retrain cells' drop-path factors inside the conv ops'
-final batch norm (a product after the op again); ``serial-bn`` the folded batch norm (ATen on one thread instead; with
+final batch norm (a product after the op again); ``onednn-dw-wgrad`` the compiled
+depthwise weight gradient of 5x5 and dilated kernels (oneDNN's, or the column blocks, again); ``serial-bn`` the folded batch norm (ATen on one thread instead; with
 ``--native off``, since the compiled kernels replace both); ``plain-wide-wgrad`` the 5x5
 depthwise weight gradient in column blocks; ``flipped-everywhere`` the size rule
 of the flipped-kernel depthwise path (taken at every size again);
@@ -84,6 +85,7 @@ AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
     "strided-reduce": lambda: patch.object(ops, "even_odd_pixels", _sliced),
     "no-native": lambda: patch.object(native_bn, "_KERNELS", None),
     "unfolded-drop-path": lambda: patch.object(child, "takes_scale", lambda op: False),
+    "onednn-dw-wgrad": lambda: patch.object(kernels, "_native", lambda: None),
 }
 
 

@@ -221,6 +221,9 @@ class BatchNorm2d(nn.BatchNorm2d):
         k = native_fold(x) if use_batch and not (torch.jit.is_tracing() or torch.compiler.is_compiling()) else 0
         if per_sample and k and (x.shape[2] * x.shape[3]) % k:
             k = 0  # a row of the folded view would hold pixels of two samples
+        if k and any(t is not None and t.dtype != torch.float32
+                     for t in (self.weight, self.bias, self.running_mean, self.running_var)):
+            k = 0  # the kernels read float32 parameters and statistics
         path = 0 if k else self._path(x)
         if k:
             weight, bias, running_mean, running_var, factor = self._arguments(None if per_sample else scale)

@@ -189,6 +189,18 @@ class _DepthwiseSame(torch.autograd.Function):
 _SPLIT_MIN_NUMEL = 1 << 19
 
 
+#: Undilated kernels wider than 3 take the autograd function from this size on when the compiled
+#: weight gradient is there ((32, 8, 16, 16) 5x5, 2 threads: 0.15 ms against oneDNN's 0.26).
+_NATIVE_DW_MIN_NUMEL = 1 << 16
+
+
+def _native():
+    """The kernels ``enas.native`` registered (:mod:`shared_model.native_bn`), or ``None``."""
+    from shared_model.native_bn import native_kernels  # imported here: native_bn imports this module
+
+    return native_kernels()
+
+
 def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: Tuple[int, int],
                            dilation: Tuple[int, int]) -> torch.Tensor:
     """Weight gradient ``(C, 1, kh, kw)`` of a stride-1 "same" depthwise convolution.
@@ -196,13 +208,22 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Te
     oneDNN's depthwise weight-gradient kernel slows down sharply above a kernel width of 3
     (5x5 at (160, 20, 32, 32): 9 ms against 0.9 ms for 3x3 and 1.3 ms for 5x3 on AVX-512; with
     oneDNN capped to AVX2 the blocks gain less, 7.7 -> 7.0 ms, and 2.7 -> 1.6 ms at (64, 16, 32,
-    32)). Undilated kernels wider than 3 are therefore computed as column blocks of
+    32)). With the compiled kernels registered (``enas.native``) kernels wider than 3 and
+    dilated ones take their ``enas_dw_wgrad`` ((160, 20, 32, 32) 5x5: 4.0 ms, 3x3 dilated 2 at
+    (32, 8, 32, 32): 0.20 against 0.54 ms; undilated 3x3 stays with oneDNN, which is faster
+    there). Otherwise undilated kernels wider than 3 are computed as column blocks of
     width <= 3: with ``x`` padded by ``p = (kw - 1) / 2`` columns on each side, the block of
     columns ``[s, s + b)`` is the ``(kh, b)`` weight gradient of that padded input against
     the output gradient padded by ``s`` columns on the left and ``kw - b - s`` on the right.
     """
     kh, kw = weight.shape[2:]
     groups = weight.shape[0]
+    native = _native()
+    if (native is not None and (kh > 3 or kw > 3 or tuple(dilation) != (1, 1)) and not torch.is_grad_enabled()
+            and x.dtype == grad.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+            and grad.is_contiguous(memory_format=torch.channels_last)):
+        # The compiled kernel (enas.native; double backward keeps ATen's differentiable op).
+        return native.depthwise_weight_grad(grad, x, (kh, kw), tuple(padding), tuple(dilation))
     if kw <= 3 or tuple(dilation) != (1, 1) or x.numel() < _SPLIT_MIN_NUMEL:
         return torch.ops.aten.convolution_backward(
             grad, x, weight, None, [1, 1], list(padding), list(dilation), False, [0, 0], groups,
@@ -237,7 +258,10 @@ class DepthwiseConv2d(nn.Conv2d):
         self.min_numel = 0 if dilation > 1 else (1 << 21) if kernel <= 3 else (1 << 18)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        min_numel = self.min_numel
+        if self.kernel_size[1] > 3 and min_numel > _NATIVE_DW_MIN_NUMEL and _native() is not None:
+            min_numel = _NATIVE_DW_MIN_NUMEL  # the compiled 5x5 weight gradient pays from here
         if (self.same and _cpu(x) and x.dtype == self.weight.dtype and torch.is_grad_enabled()
-                and (x.numel() >= self.min_numel or _FLIPPED_EVERYWHERE)):
+                and (x.numel() >= min_numel or _FLIPPED_EVERYWHERE)):
             return _DepthwiseSame.apply(x, self.weight, self.padding, self.dilation)
         return super().forward(x)

@@ -131,7 +131,8 @@ def test_ab_step_switches_off_one_change_and_restores_it():
     def state():
         return (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
                 darts.weights_frozen, kernels.fast_kernels_enabled(), (supernet.takes_scale, nb201.takes_scale),
-                ops.even_odd_pixels, native_bn.native_kernels(), child.takes_scale)
+                ops.even_odd_pixels, native_bn.native_kernels(), child.takes_scale,
+                kernels._native)
 
     before = state()
     seen = {}
@@ -147,6 +148,7 @@ def test_ab_step_switches_off_one_change_and_restores_it():
     assert seen["strided-reduce"][6](x)[0].grad_fn.name() != before[6](x)[0].grad_fn.name()
     assert seen["no-native"][7] is None
     assert not seen["unfolded-drop-path"][8](make_op("sep_conv_3x3", 4, 1))
+    assert seen["onednn-dw-wgrad"][9]() is None
     if before[7] is None:  # no compiled kernels here: the switch changes nothing
         del seen["no-native"]
     # Every entry changes exactly one thing.

@@ -60,7 +60,9 @@ class _Kernels:
         self._fwd, self._bwd = lib.enas_bn_forward, lib.enas_bn_backward
         self._fwd.argtypes = [_P, _P, _I, _I, _I, _P, _P, _P, _P, _N, _D, _D, _N, _P, _I, _P, _P, _P, _P, _N]
         self._bwd.argtypes = [_P, _P, _P, _I, _I, _I, _P, _P, _P, _P, _N, _N, _P, _I, _P, _P, _N]
-        self._fwd.restype = self._bwd.restype = _N
+        self._dw = lib.enas_dw_wgrad
+        self._dw.argtypes = [_P, _P, _P] + [_I] * 10 + [_N]
+        self._fwd.restype = self._bwd.restype = self._dw.restype = _N
 
     def forward(self, x, y, k, weight, bias, running_mean, running_var, use_batch, momentum, eps, relu,
                 sample_scale, save_mean, save_invstd, a, b) -> None:
@@ -80,6 +82,16 @@ class _Kernels:
                        _ptr(sample_scale), _per(x, k), _ptr(grad_weight), _ptr(grad_bias), torch.get_num_threads())
         if rc:
             raise MemoryError("native batch norm: out of memory")
+
+
+    def depthwise_weight_grad(self, g, x, kernel, padding, dilation) -> torch.Tensor:
+        n, c, h, w = x.shape
+        gw = x.new_empty(c, 1, *kernel)
+        rc = self._dw(g.data_ptr(), x.data_ptr(), gw.data_ptr(), n, c, h, w, kernel[0], kernel[1], dilation[0],
+                      dilation[1], padding[0], padding[1], torch.get_num_threads())
+        if rc:
+            raise MemoryError("native depthwise weight gradient: out of memory")
+        return gw
 
 
 def cache_dir() -> Path:
@@ -126,8 +138,8 @@ def build(compiler: Optional[str] = None, extra_flags: tuple = (), directory: Op
 def load_native_kernels() -> bool:
     """Build (if needed), load and register the kernels; returns whether they are registered.
 
-    Idempotent. Never raises: a failure is logged at debug level and the batch
-    norms keep ATen's paths.
+    Idempotent. Never raises: a failed build or load is logged (info level) and
+    the batch norms keep ATen's paths.
     """
     if native_kernels() is not None:
         return True
@@ -147,7 +159,7 @@ def load_native_kernels() -> bool:
             lib = ctypes.CDLL(str(path))
         set_native_kernels(_Kernels(lib, path))
     except (OSError, AttributeError) as exc:  # AttributeError: a library without the entry points
-        log.debug("native kernels unavailable: %s", exc)
+        log.info("compiled batch norm unavailable (%s); using PyTorch's kernels", exc)
         return False
     log.debug("native kernels loaded from %s", path)
     return True

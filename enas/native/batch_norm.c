@@ -247,3 +247,72 @@ int enas_bn_backward(const float *g, const float *x, float *dx, int64_t M, int64
     free(sq);
     return 0;
 }
+
+/*
+ * Depthwise convolution weight gradient (stride 1, "same" zero padding) of channels-last float32
+ * tensors: gw[c][i][j] = sum over n, h, w of g[n][h][w][c] * x[n][h + i*dh - ph][w + j*dw - pw][c].
+ * oneDNN's kernel slows down sharply above a kernel width of 3 (docs/performance.md). Each
+ * thread takes whole rows (n, h); every tap's products are summed in registers across a row
+ * (16 channels at a time), in float per row and in double across rows.
+ */
+#define DW_TAP(WIDTH)                                                                    \
+    do {                                                                                 \
+        float v[WIDTH] = {0};                                                            \
+        for (int64_t w = w0; w < w1; w++) {                                              \
+            const float *gp = grow + w * C + cb, *xp = xrow + (w + off) * C + cb;        \
+            for (int cc = 0; cc < WIDTH; cc++) v[cc] += gp[cc] * xp[cc];                 \
+        }                                                                                \
+        for (int cc = 0; cc < WIDTH; cc++) a[cb + cc] += v[cc];                          \
+    } while (0)
+
+CLONES static void dw_wgrad_rows(const float *restrict g, const float *restrict x, int64_t r0, int64_t r1,
+                                 int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t dh, int64_t dw,
+                                 int64_t ph, int64_t pw, float *restrict fa, double *restrict acc) {
+    int64_t taps = kh * kw * C;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t n = r / H, h = r % H;
+        const float *grow = g + r * W * C;
+        for (int64_t t = 0; t < taps; t++) fa[t] = 0.f;
+        for (int64_t i = 0; i < kh; i++) {
+            int64_t hin = h + i * dh - ph;
+            if (hin < 0 || hin >= H) continue;
+            const float *xrow = x + (n * H + hin) * W * C;
+            for (int64_t j = 0; j < kw; j++) {
+                int64_t off = j * dw - pw;
+                int64_t w0 = off < 0 ? -off : 0, w1 = off > 0 ? W - off : W;
+                float *a = fa + (i * kw + j) * C;
+                int64_t cb = 0;
+                for (; cb + 16 <= C; cb += 16) DW_TAP(16);
+                for (; cb + 8 <= C; cb += 8) DW_TAP(8);
+                for (; cb + 4 <= C; cb += 4) DW_TAP(4);
+                for (; cb < C; cb++) DW_TAP(1);
+            }
+        }
+        for (int64_t t = 0; t < taps; t++) acc[t] += fa[t];
+    }
+}
+
+/* gw: (C, 1, kh, kw) contiguous. g, x: (N, C, H, W) channels-last, same shape. */
+int enas_dw_wgrad(const float *g, const float *x, float *gw, int64_t N, int64_t C, int64_t H, int64_t W,
+                  int64_t kh, int64_t kw, int64_t dh, int64_t dw, int64_t ph, int64_t pw, int nt) {
+    int64_t taps = kh * kw * C;
+    double *part = calloc((size_t)nt * taps, sizeof(double));
+    float *fa = malloc(sizeof(float) * (size_t)nt * taps);
+    if (!part || !fa) { free(part); free(fa); return 1; }
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num();
+        int64_t lo, hi;
+        split(N * H, t, omp_get_num_threads(), &lo, &hi);
+        dw_wgrad_rows(g, x, lo, hi, H, W, C, kh, kw, dh, dw, ph, pw, fa + (int64_t)t * taps, part + (int64_t)t * taps);
+    }
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t k = 0; k < kh * kw; k++) {
+            double s = 0.0;
+            for (int t = 0; t < nt; t++) s += part[(int64_t)t * taps + k * C + c];
+            gw[c * kh * kw + k] = (float)s;
+        }
+    free(part);
+    free(fa);
+    return 0;
+}
