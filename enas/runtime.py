@@ -134,7 +134,7 @@ def describe_device(device: torch.device) -> str:
         return f"cuda ({torch.cuda.get_device_name(device)})"
     from shared_model.native_bn import native_kernels
 
-    native = ", compiled batch norm" if native_kernels() is not None else ""
+    native = ", compiled kernels" if native_kernels() is not None else ""
     return f"cpu ({torch.get_num_threads()} threads{native})"
 
 

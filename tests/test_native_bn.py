@@ -331,3 +331,18 @@ def test_child_network_with_drop_path_matches_the_reference_path(monkeypatch):
             assert a is None
             continue
         assert (a - b).norm() <= 1e-4 * b.norm() + 1e-5
+
+
+def test_a_search_without_a_c_compiler_runs_on_pytorch_kernels_and_says_why(tmp_path):
+    # A laptop without gcc: the run goes on with PyTorch's kernels and its log names the reason.
+    env = {**os.environ, "CC": str(tmp_path / "no-cc"), "ENAS_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "enas", "search", "--preset", "quick", "--epochs", "1", "--batch-size", "32",
+         "--set", "model.channels=4", "--set", "model.layers=3", "--set", "controller.updates_per_epoch=1",
+         "--set", "controller.samples_per_update=2", "--set", "derive.samples=2", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "compiled CPU kernels unavailable (no C compiler" in proc.stderr
+    assert "compiled kernels" not in proc.stderr and (out / "genotype.json").is_file()
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

@@ -1,6 +1,9 @@
-"""Build, cache and register the compiled CPU kernels (``batch_norm.c``).
+"""Build, cache and register the compiled CPU kernels (``kernels.c``).
 
-:func:`load_native_kernels` compiles ``batch_norm.c`` once with the system C
+The kernels: the batch norm of :mod:`shared_model.native_bn` (with a fused ReLU
+and per-sample factors) and the depthwise weight gradient that
+:func:`shared_model.kernels._depthwise_weight_grad` takes for 5x5 and dilated
+kernels. :func:`load_native_kernels` compiles ``kernels.c`` once with the system C
 compiler (``$CC``, else ``cc``) into ``$ENAS_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/enas`` or ``~/.cache/enas``), loads it with :mod:`ctypes`
 and registers it with :func:`shared_model.native_bn.set_native_kernels`. The
@@ -37,7 +40,7 @@ from shared_model.native_bn import native_kernels, set_native_kernels
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("batch_norm.c")
+SOURCE = Path(__file__).with_name("kernels.c")
 #: -ffp-contract=off: the backward recomputes the forward's ReLU mask with bit-identical arithmetic.
 CFLAGS = ("-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-math-errno")
 _P, _I, _N, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
@@ -102,7 +105,7 @@ def cache_dir() -> Path:
 
 
 def build(compiler: Optional[str] = None, extra_flags: tuple = (), directory: Optional[Path] = None) -> Path:
-    """Compile ``batch_norm.c`` into the cache (once per source, flags and compiler); returns its path.
+    """Compile ``kernels.c`` into the cache (once per source, flags and compiler); returns its path.
 
     Raises:
         OSError: no compiler, or the compiler failed (its message in the exception).
@@ -114,7 +117,7 @@ def build(compiler: Optional[str] = None, extra_flags: tuple = (), directory: Op
     flags = CFLAGS + tuple(extra_flags)
     key = hashlib.sha256(SOURCE.read_bytes() + repr((flags, exe, os.path.getmtime(exe))).encode()).hexdigest()[:16]
     out_dir = directory or cache_dir()
-    target = out_dir / f"enas_batch_norm_{key}.so"
+    target = out_dir / f"enas_kernels_{key}.so"
     if target.exists():
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +162,7 @@ def load_native_kernels() -> bool:
             lib = ctypes.CDLL(str(path))
         set_native_kernels(_Kernels(lib, path))
     except (OSError, AttributeError) as exc:  # AttributeError: a library without the entry points
-        log.info("compiled batch norm unavailable (%s); using PyTorch's kernels", exc)
+        log.info("compiled CPU kernels unavailable (%s); using PyTorch's kernels", exc)
         return False
     log.debug("native kernels loaded from %s", path)
     return True

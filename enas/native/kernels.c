@@ -1,5 +1,6 @@
 /*
- * Batch norm, optionally followed by a ReLU, over channels-last float32 CPU tensors.
+ * CPU kernels of enas (built and loaded by enas/native/__init__.py): batch norm, optionally followed
+ * by a ReLU, and the depthwise convolution weight gradient, over channels-last float32 tensors.
  *
  * A channels-last (B, C, H, W) tensor is the matrix (M, C), M = B*H*W pixels. The kernels read it
  * as R = M / k "super-rows" of L = k*C floats (k pixels each, k*C a multiple of 16 where M allows)
@@ -11,7 +12,7 @@
  * "output > 0" without reading the output. Same maths as torch.nn.BatchNorm2d (Ioffe & Szegedy
  * 2015, Alg. 1); sums are taken in float over blocks of 32 super-rows and added up in double.
  *
- * Built and loaded by enas/native/__init__.py; every entry point returns 0, or 1 when out of memory.
+ * Every entry point returns 0, or 1 when out of memory.
  */
 #include <math.h>
 #include <stdint.h>
