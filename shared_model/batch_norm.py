@@ -218,7 +218,8 @@ class BatchNorm2d(nn.BatchNorm2d):
             raise ValueError("a per-sample batch-norm scale takes no gradient (it is a drop-path mask)")
         use_batch = self.training or (self.running_mean is None and self.running_var is None)
         # Batch statistics only: eval-mode graphs get traced and exported, the native kernels cannot be.
-        k = native_fold(x) if use_batch and not (torch.jit.is_tracing() or torch.compiler.is_compiling()) else 0
+        k = native_fold(x, relu) if use_batch and not (torch.jit.is_tracing() or torch.compiler.is_compiling()) \
+            else 0
         if per_sample and k and (x.shape[2] * x.shape[3]) % k:
             k = 0  # a row of the folded view would hold pixels of two samples
         if k and any(t is not None and t.dtype != torch.float32

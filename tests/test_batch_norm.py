@@ -117,6 +117,7 @@ def test_scale_is_the_output_factor_on_every_path(two_threads, monkeypatch, rout
         if not enas.native.load_native_kernels():
             pytest.skip("no compiled kernels here")
         monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL", 0)
+        monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL_RELU", 0)
     torch.manual_seed(7)
     channels = 16 if route == "aten" else 6
     bn, ref = BatchNorm2d(channels, affine=affine), BatchNorm2d(channels, affine=affine)

@@ -32,8 +32,10 @@ from pathlib import Path
 import torch
 import enas.native as native
 from shared_model.batch_norm import BatchNorm2d
+import shared_model.native_bn
 from shared_model.native_bn import native_fold, set_native_kernels
 
+shared_model.native_bn.NATIVE_MIN_NUMEL = shared_model.native_bn.NATIVE_MIN_NUMEL_RELU = 0  # small shapes too
 path, threads = Path(sys.argv[1]), int(sys.argv[2])
 set_native_kernels(native._Kernels(ctypes.CDLL(str(path)), path))
 torch.set_num_threads(threads)
@@ -132,9 +134,9 @@ def _cpu_has(flag: str) -> bool:
 def test_fused_relu_zeroes_the_gradient_exactly_where_the_output_is_zero():
     torch.manual_seed(1)
     bn = BatchNorm2d(8)
-    x = torch.randn(4, 8, 16, 16).contiguous(memory_format=CL).requires_grad_()
+    x = torch.randn(8, 8, 16, 16).contiguous(memory_format=CL).requires_grad_()
     out = bn(x, relu=True)
-    assert native_fold(x) == 2 and (out == 0).any() and (out >= 0).all()
+    assert native_fold(x, relu=True) == 2 and out.grad_fn.name() == "NativeBatchNormBackward" and (out == 0).any() and (out >= 0).all()
     (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
     ref = torch.nn.functional.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
     (gr,) = torch.autograd.grad(ref, x, (out > 0).float())
@@ -157,11 +159,13 @@ def test_double_backward_takes_the_differentiable_path():
 
 @needs_kernels
 def test_which_inputs_take_the_native_path():
-    big = torch.randn(2, 8, 32, 32)
+    big = torch.randn(8, 8, 32, 32)
     assert native_fold(big) == 0  # NCHW
     assert native_fold(big.contiguous(memory_format=CL)) == 2
     assert native_fold(big.double().contiguous(memory_format=CL)) == 0
-    assert native_fold(torch.randn(1, 8, 4, 4).contiguous(memory_format=CL)) == 0  # below NATIVE_MIN_NUMEL
+    small = torch.randn(2, 8, 32, 32).contiguous(memory_format=CL)  # 2^14: enough with a fused ReLU only
+    assert native_fold(small) == 0 and native_fold(small, relu=True) == 2
+    assert native_fold(torch.randn(1, 8, 4, 4).contiguous(memory_format=CL), relu=True) == 0
     bn = BatchNorm2d(8).eval()  # running statistics: ATen (eval graphs get traced and exported)
     x = big.contiguous(memory_format=CL).requires_grad_()
     assert bn(x).grad_fn.name() != "NativeBatchNormBackward"
@@ -263,6 +267,7 @@ def test_per_sample_factors_equal_the_product(shape, monkeypatch):
     from shared_model.kernels import reference_kernels
 
     monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL", 0)
+    monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL_RELU", 0)
     torch.manual_seed(9)
     bn = BatchNorm2d(8)
     with torch.no_grad():
@@ -295,6 +300,7 @@ def test_child_network_with_drop_path_matches_the_reference_path(monkeypatch):
     from shared_model.zoo import get_genotype
 
     monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL", 0)
+    monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL_RELU", 0)
     torch.manual_seed(4)
     net = ChildNetwork(get_genotype("DARTS_V2"), 8, 3, 10, image_size=16, drop_path_prob=0.4).train()
     net = net.to(memory_format=CL)
