@@ -88,7 +88,7 @@ def accelerate_supernet(model: torch.nn.Module, device: torch.device, compile: b
 
 def configure_threads(threads: Optional[int]) -> None:
     """Process-wide CPU settings of a run: torch's thread count, :func:`retain_freed_memory` and the
-    compiled batch-norm kernels (:func:`enas.native.load_native_kernels`; ATen's without a compiler)."""
+    compiled CPU kernels (:func:`enas.native.load_native_kernels`; PyTorch's without a compiler)."""
     from enas.native import load_native_kernels
 
     if threads:

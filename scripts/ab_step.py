@@ -14,12 +14,14 @@ of the per-round ratios ``reference / fast`` (> 1: the fast path wins).
 Each run updates the weights; that does not change what a step costs.
 
 ``--against`` picks what the "reference" side switches off (docs/performance.md,
-"Two threads: a second pass"): ``reference`` every fast path; ``no-native`` the
-compiled batch norm and its fused ReLU (:mod:`enas.native`; ATen's batch-norm paths
-instead); ``unfolded-drop-path`` the retrain cells' drop-path factors inside the conv ops'
-final batch norm (a product after the op again); ``onednn-dw-wgrad`` the compiled
-depthwise weight gradient of 5x5 and dilated kernels (oneDNN's, or the column blocks, again); ``serial-bn`` the folded batch norm (ATen on one thread instead; with
-``--native off``, since the compiled kernels replace both); ``plain-wide-wgrad`` the 5x5
+"Two threads: a second pass"): ``reference`` every fast path; ``no-native`` every
+compiled kernel (:mod:`enas.native`: the batch norm with its fused ReLU and drop path,
+the depthwise weight gradient; PyTorch's paths instead); ``unfolded-drop-path`` the
+retrain cells' drop-path factors inside the conv ops' final batch norm (a product after
+the op again); ``onednn-dw-wgrad`` the compiled depthwise weight gradient of 5x5 and
+dilated kernels (oneDNN's, or the column blocks, again); ``serial-bn`` the folded batch
+norm (ATen on one thread instead; with ``--native off``, since the compiled kernels
+replace both); ``plain-wide-wgrad`` the 5x5
 depthwise weight gradient in column blocks; ``flipped-everywhere`` the size rule
 of the flipped-kernel depthwise path (taken at every size again);
 ``darts-unfrozen`` the frozen weights of DARTS's architecture-only passes;
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
     p.add_argument("--against", default="reference", choices=sorted(AGAINST),
                    help="what the reference side switches off (default: every fast path)")
     p.add_argument("--native", default="on", choices=["on", "off"],
-                   help="off: both sides without the compiled batch norm (enas.native), as --against serial-bn needs")
+                   help="off: both sides without the compiled kernels (enas.native), as --against serial-bn needs")
     args = p.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     bad = [r for r in rows if r not in ROWS]

@@ -376,8 +376,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="retain: keep freed memory in the process like `enas search/train` do "
                         "(enas.runtime.retain_freed_memory); default: glibc's own settings")
     p.add_argument("--native", default="on", choices=["on", "off"],
-                   help="on: the compiled batch-norm kernels as `enas search/train` load them (enas.native); "
-                        "off: ATen's batch norm")
+                   help="on: the compiled CPU kernels as `enas search/train` load them (enas.native); "
+                        "off: PyTorch's kernels only")
     p.add_argument("--kernels", default="fast", choices=["fast", "reference"],
                    help="reference: every conv through F.conv2d (shared_model.kernels.reference_kernels)")
     p.add_argument("--clock", default="wall", choices=["wall", "process"],

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared_model.kernels import _cpu
+from shared_model.kernels import _cpu, fold_factor
 from shared_model.native_bn import NativeBatchNorm, native_fold
 
 #: The vector width the folded view fills (16 floats: one AVX-512 register, two AVX2 ones).
@@ -42,10 +42,8 @@ FOLD_MIN_NUMEL = 1 << 17
 
 
 def _fold(c: int, rows: int) -> int:
-    """How many pixels one row of the folded view holds: the least ``k`` with ``k * c % 16 == 0``."""
-    k = 1
-    while (k * c) % _LANES:
-        k *= 2
+    """How many pixels one row of the folded view holds (:func:`fold_factor`), 0 if that does not divide ``rows``."""
+    k = fold_factor(c, _LANES)
     return k if rows % k == 0 else 0
 
 
@@ -226,14 +224,15 @@ class BatchNorm2d(nn.BatchNorm2d):
                      for t in (self.weight, self.bias, self.running_mean, self.running_var)):
             k = 0  # the kernels read float32 parameters and statistics
         path = 0 if k else self._path(x)
+        scalar, factors = (None, scale) if per_sample else (scale, None)
         if k:
-            weight, bias, running_mean, running_var, factor = self._arguments(None if per_sample else scale)
+            weight, bias, running_mean, running_var, factor = self._arguments(scalar)
             return NativeBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor, self.eps,
-                                         relu, k, scale if per_sample else None)
-        if not path and (scale is None or per_sample):
+                                         relu, k, factors)
+        if not path and scalar is None:
             out = super().forward(x)
         else:
-            weight, bias, running_mean, running_var, factor = self._arguments(None if per_sample else scale)
+            weight, bias, running_mean, running_var, factor = self._arguments(scalar)
             if not path:
                 out = F.batch_norm(x, running_mean, running_var, weight, bias, use_batch, factor, self.eps)
             elif path < 0:
@@ -243,7 +242,7 @@ class BatchNorm2d(nn.BatchNorm2d):
                 out = _FoldedBatchNorm.apply(x, weight, bias, running_mean, running_var, use_batch, factor,
                                              self.eps, path)
         out = F.relu(out) if relu else out
-        return out * scale.view(-1, 1, 1, 1) if per_sample else out
+        return out if factors is None else out * factors.view(-1, 1, 1, 1)
 
     def _arguments(self, scale: Optional[torch.Tensor]):
         """``nn.BatchNorm2d.forward``'s bookkeeping (momentum, batch count, which statistics) and the

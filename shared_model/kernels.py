@@ -59,6 +59,16 @@ def _cpu(x: torch.Tensor) -> bool:
     return _FAST and x.device.type == "cpu" and x.dim() == 4
 
 
+def fold_factor(c: int, lanes: int = 16) -> int:
+    """The least ``k`` (a power of two) with ``k * c`` a multiple of ``lanes``: how many pixels one row
+    of the ``(B*H*W/k, k*C)`` view of a channels-last tensor holds so that rows fill whole vector
+    registers (16 floats: one AVX-512 register, two AVX2 ones)."""
+    k = 1
+    while (k * c) % lanes:
+        k *= 2
+    return k
+
+
 def pointwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """1x1 stride-1 convolution without bias: ``(B, C_in, H, W) -> (B, C_out, H, W)``.
 

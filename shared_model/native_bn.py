@@ -19,15 +19,16 @@ rounding.
 """
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Tuple
 
 import torch
 
-from shared_model.kernels import _cpu
+from shared_model.kernels import _cpu, fold_factor
 
 
 class NativeKernels(Protocol):
-    """What ``enas.native`` registers: the two C entry points, called on tensors."""
+    """What ``enas.native`` registers: the C entry points, called on tensors (the depthwise weight
+    gradient is :func:`shared_model.kernels._depthwise_weight_grad`'s)."""
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, k: int, weight: Optional[torch.Tensor],
                 bias: Optional[torch.Tensor], running_mean: Optional[torch.Tensor],
@@ -39,6 +40,9 @@ class NativeKernels(Protocol):
                  invstd: torch.Tensor, a: torch.Tensor, b: torch.Tensor, use_batch: bool, relu: bool,
                  sample_scale: Optional[torch.Tensor], grad_weight: Optional[torch.Tensor],
                  grad_bias: Optional[torch.Tensor]) -> None: ...
+
+    def depthwise_weight_grad(self, g: torch.Tensor, x: torch.Tensor, kernel: Tuple[int, int],
+                              padding: Tuple[int, int], dilation: Tuple[int, int]) -> torch.Tensor: ...
 
 
 _KERNELS: Optional[NativeKernels] = None
@@ -87,15 +91,12 @@ def native_fold(x: torch.Tensor, relu: bool = False) -> int:
             or not x.is_contiguous(memory_format=torch.channels_last):
         return 0
     c = x.shape[1]
-    pixels = x.numel() // c
-    k = 1
-    while (k * c) % 16:
-        k *= 2
-    return k if pixels % k == 0 else 1
+    k = fold_factor(c)
+    return k if (x.numel() // c) % k == 0 else 1
 
 
 class NativeBatchNorm(torch.autograd.Function):
-    """``s * relu(bn(x))`` (or ``s * bn(x)``) of a channels-last ``(B, C, H, W)`` tensor with the registered kernels.
+    """``s * relu(bn(x))`` (or ``s * bn(x)``) of a channels-last ``(B, C, H, W)`` tensor, registered kernels.
 
     ``s``: ``None``, or one factor per sample ``(B,)`` that needs no gradient
     (DARTS's drop-path mask divided by the keep probability; the caller checks

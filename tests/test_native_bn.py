@@ -17,7 +17,10 @@ import pytest
 import torch
 
 import enas.native as native
+import shared_model.batch_norm as bn_module
+import shared_model.native_bn as native_bn
 from shared_model.batch_norm import BatchNorm2d
+from shared_model.kernels import reference_kernels
 from shared_model.native_bn import native_fold, native_kernels, set_native_kernels
 from shared_model.ops import make_op
 
@@ -136,7 +139,8 @@ def test_fused_relu_zeroes_the_gradient_exactly_where_the_output_is_zero():
     bn = BatchNorm2d(8)
     x = torch.randn(8, 8, 16, 16).contiguous(memory_format=CL).requires_grad_()
     out = bn(x, relu=True)
-    assert native_fold(x, relu=True) == 2 and out.grad_fn.name() == "NativeBatchNormBackward" and (out == 0).any() and (out >= 0).all()
+    assert native_fold(x, relu=True) == 2 and out.grad_fn.name() == "NativeBatchNormBackward"
+    assert (out == 0).any() and (out >= 0).all()
     (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
     ref = torch.nn.functional.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
     (gr,) = torch.autograd.grad(ref, x, (out > 0).float())
@@ -177,8 +181,6 @@ def test_which_inputs_take_the_native_path():
 @needs_kernels
 @pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5"])
 def test_sep_conv_with_the_fused_relu_equals_the_reference_path(name):
-    from shared_model.kernels import reference_kernels
-
     torch.manual_seed(3)
     op = make_op(name, 8, 1, True)
     x = torch.randn(2, 8, 32, 32).contiguous(memory_format=CL).requires_grad_()
@@ -263,9 +265,6 @@ def test_sep_conv_keeps_its_relu_modules_where_the_kernels_cannot_run():
 @needs_kernels
 @pytest.mark.parametrize("shape", [(4, 8, 16, 16), (4, 8, 15, 16)])  # k 2 divides H*W / does not (ATen then)
 def test_per_sample_factors_equal_the_product(shape, monkeypatch):
-    import shared_model.native_bn as native_bn
-    from shared_model.kernels import reference_kernels
-
     monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL", 0)
     monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL_RELU", 0)
     torch.manual_seed(9)
@@ -295,7 +294,6 @@ def test_per_sample_factors_equal_the_product(shape, monkeypatch):
 def test_child_network_with_drop_path_matches_the_reference_path(monkeypatch):
     # The cell hands each conv op's drop-path factors to its final BN (child.drop_path_factors);
     # with the same random stream the reference path multiplies the op's output instead.
-    import shared_model.native_bn as native_bn
     from shared_model.child import ChildNetwork
     from shared_model.zoo import get_genotype
 
@@ -315,9 +313,6 @@ def test_child_network_with_drop_path_matches_the_reference_path(monkeypatch):
         out = net(xx)[0]
         (out * probe).sum().backward()
         return [out.detach(), xx.grad] + [p.grad for p in net.parameters()]
-
-    import shared_model.batch_norm as bn_module
-    from shared_model.kernels import reference_kernels
 
     calls = []
 

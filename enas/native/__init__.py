@@ -86,7 +86,6 @@ class _Kernels:
         if rc:
             raise MemoryError("native batch norm: out of memory")
 
-
     def depthwise_weight_grad(self, g, x, kernel, padding, dilation) -> torch.Tensor:
         n, c, h, w = x.shape
         gw = x.new_empty(c, 1, *kernel)
