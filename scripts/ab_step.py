@@ -27,7 +27,8 @@ of the flipped-kernel depthwise path (taken at every size again);
 ``darts-unfrozen`` the frozen weights of DARTS's architecture-only passes;
 ``unscaled-mixing`` DARTS's mixing weights applied as the conv ops' final BN
 weight (``w * op(x)`` as its own pass again); ``strided-reduce`` FactorizedReduce's
-pixel grids as strided slices again (``kernels.even_odd_pixels``). Both sides
+pixel grids as strided slices again (``kernels.even_odd_pixels``); ``per-tensor-sgd`` the flat
+SGD buffers (:mod:`enas.flat_sgd`: zeroing, gradient norm and step per tensor again). Both sides
 load the compiled kernels as ``enas search`` / ``enas train`` do, unless ``--native off``.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import bench  # noqa: E402
+from enas.flat_sgd import FlatSGD  # noqa: E402
 from enas.runtime import configure_threads  # noqa: E402
 import enas.search.darts as darts_search  # noqa: E402
 import shared_model.child as child  # noqa: E402
@@ -88,6 +90,8 @@ AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
     "no-native": lambda: patch.object(native_bn, "_KERNELS", None),
     "unfolded-drop-path": lambda: patch.object(child, "takes_scale", lambda op: False),
     "onednn-dw-wgrad": lambda: patch.object(kernels, "_native", lambda: None),
+    "per-tensor-sgd": lambda: _all(patch.object(FlatSGD, "flat_grad", lambda self: None),
+                                   patch.object(FlatSGD, "attach_grads", lambda self: False)),
 }
 
 

@@ -136,11 +136,11 @@ class Bench:
         model = model.to(self.device)
         if self.cl:
             model = model.to(memory_format=torch.channels_last)
+        opt = sgd(list(model.parameters()), lr=lr, momentum=0.9, nesterov=nesterov,
+                  weight_decay=wd, flat=self.args.flat == "on")  # as enas.search.build and enas.retrain.setup
         if supernet:  # run.compile / run.cuda_graphs act on the op banks, as enas.search.build does
             accelerate_supernet(model, self.device, compile=self.args.compile == "on",
                                 cuda_graphs=self.args.cuda_graphs == "on")
-        opt = sgd(list(model.parameters()), lr=lr, momentum=0.9, nesterov=nesterov,
-                  weight_decay=wd)  # as enas.search.build and enas.retrain.setup
         return ChildTrainer(model, opt, self.device, aux_weight=0.4, grad_clip=grad_clip, amp=self.args.amp,
                             update_off_path=self.args.off_path == "on")
 
@@ -378,6 +378,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--native", default="on", choices=["on", "off"],
                    help="on: the compiled CPU kernels as `enas search/train` load them (enas.native); "
                         "off: PyTorch's kernels only")
+    p.add_argument("--flat", default="on", choices=["on", "off"],
+                   help="on: SGD over flat parameter, gradient and momentum buffers (enas.flat_sgd, as "
+                        "`enas search/train`); off: one fused step over the parameter tensors")
     p.add_argument("--kernels", default="fast", choices=["fast", "reference"],
                    help="reference: every conv through F.conv2d (shared_model.kernels.reference_kernels)")
     p.add_argument("--clock", default="wall", choices=["wall", "process"],

@@ -126,9 +126,6 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
         raise UserError(str(exc)) from None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    note = accelerate_supernet(model, device, compile=cfg.run.compile, cuda_graphs=cfg.run.cuda_graphs)
-    if note:
-        logger.info("%s", note)
     if getattr(model, "aux_head", None) is not None and not cfg.model.aux_trainable:
         # ENAS _build_train optimizes only the variables without "aux_head" in their name:
         # the head keeps its initial weights and its loss trains the cells below it. Frozen
@@ -137,6 +134,10 @@ def build_search(cfg: SearchConfig, device: torch.device, run_dir: Optional[Path
     optimizer = sgd([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr_max,
                     momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov and cfg.optim.momentum > 0,
                     weight_decay=cfg.optim.weight_decay)
+    # After the optimizer: its flat buffers move the parameters, which compiled graphs must see.
+    note = accelerate_supernet(model, device, compile=cfg.run.compile, cuda_graphs=cfg.run.cuda_graphs)
+    if note:
+        logger.info("%s", note)
     trainer = ChildTrainer(model, optimizer, device, aux_weight=cfg.model.aux_weight,
                            grad_clip=cfg.optim.grad_clip, amp=cfg.run.amp,
                            max_nonfinite=cfg.run.max_nonfinite,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enas.errors import UserError
+from enas.flat_sgd import FlatSGD
 from enas.runtime import autocast
 
 logger = logging.getLogger(__name__)
@@ -104,11 +105,7 @@ class ChildTrainer:
             loss_acc = self.reducer(self.optimizer, loss_acc)
         # Off-path parameters hold zero gradients when update_off_path is on, so the
         # clipping norm below equals the norm over the on-path gradients alone.
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if self.grad_clip is not None:
-            norm = nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
-        else:
-            norm = nn.utils.get_total_norm([p.grad.detach() for p in params])  # multi-tensor norms
+        norm = self._grad_norm()
         # One host sync per step: loss, accuracy and the finiteness check together.
         stats = torch.cat([loss_acc, norm.detach().float().reshape(1)]).cpu().tolist()
         finite = all(map(lambda v: v == v and abs(v) != float("inf"), (stats[0], stats[2])))
@@ -120,11 +117,26 @@ class ChildTrainer:
             self.note_nonfinite("loss or gradient")
         return {"loss": stats[0], "acc": stats[1], "grad_norm": stats[2], "skipped": float(not finite)}
 
+    def _grad_norm(self) -> torch.Tensor:
+        """Total L2 norm of the gradients, which are clipped to ``grad_clip`` (``clip_grad_norm_``)."""
+        flat = self.optimizer.flat_grad() if isinstance(self.optimizer, FlatSGD) else None
+        if flat is not None:  # every gradient is a view of this buffer: one norm, one scaling
+            norm = torch.linalg.vector_norm(flat)
+            if self.grad_clip is not None:
+                flat.mul_(torch.clamp(self.grad_clip / (norm + 1e-6), max=1.0))  # clip_grad_norm_'s formula
+            return norm
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.grad_clip is not None:
+            return nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
+        return nn.utils.get_total_norm([p.grad.detach() for p in params])  # multi-tensor norms
+
     def _clear_grads(self) -> None:
         """Reset gradients: zeros for every parameter, or ``None`` (skipped by SGD)."""
         if not self.update_off_path:
             self.optimizer.zero_grad(set_to_none=True)
             return
+        if isinstance(self.optimizer, FlatSGD) and self.optimizer.attach_grads():
+            return  # every gradient is a zeroed view of the optimizer's flat buffer
         missing = []
         for group in self.optimizer.param_groups:
             for p in group["params"]:
