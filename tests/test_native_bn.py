@@ -126,6 +126,45 @@ def test_kernels_match_nn_batch_norm_in_a_child_process(tmp_path, build):
         assert len(worst) == 64 and not bad, bad
 
 
+WIDE = r"""
+import ctypes, sys
+from pathlib import Path
+import torch
+import enas.native as native
+from shared_model.batch_norm import BatchNorm2d
+from shared_model.native_bn import native_fold, set_native_kernels
+
+path = Path(sys.argv[1])
+set_native_kernels(native._Kernels(ctypes.CDLL(str(path)), path))
+torch.set_num_threads(2)
+# 32,769 channels (odd: 16 pixels per super-row), so one super-row is 524,304 floats (2 MiB)
+x = torch.randn(1, 32769, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_()
+assert native_fold(x, True) == 16
+bn = BatchNorm2d(32769)
+out = bn(x, relu=True)
+gx, = torch.autograd.grad(out, [x], torch.ones_like(out))
+ref = torch.relu(torch.nn.functional.batch_norm(x.detach().double(), None, None, training=True))
+assert torch.allclose(out.double(), ref, atol=1e-5), float((out.double() - ref).abs().max())
+assert torch.isfinite(gx).all()
+print("ok")
+"""
+
+
+@needs_kernels
+def test_a_very_wide_layer_keeps_its_sums_off_the_thread_stacks():
+    # Per-thread block sums of one super-row each: on a 4 MiB stack (the threads' default follows
+    # it) two 2 MiB arrays would overflow it; they are on the heap.
+    import resource
+
+    def small_stack():
+        resource.setrlimit(resource.RLIMIT_STACK, (4 << 20, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+
+    lib = native_kernels().path
+    proc = subprocess.run([sys.executable, "-c", WIDE, str(lib)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, preexec_fn=small_stack)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
 def _cpu_has(flag: str) -> bool:
     try:
         return flag in Path("/proc/cpuinfo").read_text().split()

@@ -35,8 +35,8 @@ static void split(int64_t n, int t, int nt, int64_t *lo, int64_t *hi) {
 
 /* s += sum(x - p), q += sum((x - p)^2) per column, over super-rows [r0, r1). */
 CLONES static void stats_part(const float *restrict x, int64_t r0, int64_t r1, int64_t L,
-                              const float *restrict p, double *restrict s, double *restrict q) {
-    float fs[L], fq[L];
+                              const float *restrict p, double *restrict s, double *restrict q,
+                              float *restrict fs, float *restrict fq) {
     for (int64_t r = r0; r < r1;) {
         int64_t e = r + BLOCK < r1 ? r + BLOCK : r1;
         for (int64_t j = 0; j < L; j++) fs[j] = fq[j] = 0.f;
@@ -72,8 +72,7 @@ CLONES static void apply_part(const float *restrict x, float *restrict y, int64_
 CLONES static void grad_sums_part(const float *restrict g, const float *restrict x, int64_t r0, int64_t r1,
                                   int64_t L, const float *restrict m, const float *restrict a,
                                   const float *restrict b, int relu, const float *restrict ss, int64_t per,
-                                  double *restrict s, double *restrict q) {
-    float fs[L], fq[L];
+                                  double *restrict s, double *restrict q, float *restrict fs, float *restrict fq) {
     for (int64_t r = r0; r < r1;) {
         int64_t e = r + BLOCK < r1 ? r + BLOCK : r1;
         for (int64_t j = 0; j < L; j++) fs[j] = fq[j] = 0.f;
@@ -117,6 +116,12 @@ CLONES static void grad_input_part(const float *restrict g, const float *restric
     }
 }
 
+/* Zeroed per-thread column sums (nt x 2L doubles), followed by each thread's float block sums (nt x 2L
+ * floats, on the heap rather than the threads' stacks: L = k*C can be large for wide layers). */
+static double *partials(int nt, int64_t L) {
+    return calloc((size_t)nt * 2 * L, sizeof(double) + sizeof(float));
+}
+
 /* Column sums of all threads, folded to per-channel sums: out[c] = sum over t and the k copies. */
 static void fold_sums(const double *part, int nt, int64_t L, int64_t C, double *s, double *q) {
     for (int64_t c = 0; c < C; c++) s[c] = q[c] = 0.0;
@@ -142,15 +147,16 @@ int enas_bn_forward(const float *x, float *y, int64_t M, int64_t C, int64_t k, c
     if (!mean) return 1;
     double *var = mean + C;
     if (use_batch) {
-        double *part = calloc((size_t)nt * 2 * L, sizeof(double));
+        double *part = partials(nt, L);
         if (!part) { free(mean); return 1; }
+        float *block = (float *)(part + (int64_t)nt * 2 * L);
         const float *p = x; /* the first super-row as pivot: sums of x - p do not cancel */
 #pragma omp parallel num_threads(nt)
         {
-            int64_t lo, hi;
-            split(R, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-            stats_part(x, lo, hi, L, p, part + (int64_t)omp_get_thread_num() * 2 * L,
-                       part + (int64_t)omp_get_thread_num() * 2 * L + L);
+            int64_t lo, hi, t = omp_get_thread_num();
+            split(R, t, omp_get_num_threads(), &lo, &hi);
+            stats_part(x, lo, hi, L, p, part + t * 2 * L, part + t * 2 * L + L, block + t * 2 * L,
+                       block + t * 2 * L + L);
         }
         /* Per column j: sum(x - p_j) and sum((x - p_j)^2); move each to the channel mean. */
         for (int64_t c = 0; c < C; c++) mean[c] = 0.0;
@@ -214,14 +220,15 @@ int enas_bn_backward(const float *g, const float *x, float *dx, int64_t M, int64
     for (int64_t j = 0; j < L; j++) m[j] = mean[j % C];
     int need_sums = use_batch || grad_weight || grad_bias;
     if (need_sums) {
-        double *part = calloc((size_t)nt * 2 * L, sizeof(double));
+        double *part = partials(nt, L);
         if (!part) { free(buf); free(sq); return 1; }
+        float *block = (float *)(part + (int64_t)nt * 2 * L);
 #pragma omp parallel num_threads(nt)
         {
-            int64_t lo, hi;
-            split(R, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
-            grad_sums_part(g, x, lo, hi, L, m, a, b, relu, ss, per, part + (int64_t)omp_get_thread_num() * 2 * L,
-                           part + (int64_t)omp_get_thread_num() * 2 * L + L);
+            int64_t lo, hi, t = omp_get_thread_num();
+            split(R, t, omp_get_num_threads(), &lo, &hi);
+            grad_sums_part(g, x, lo, hi, L, m, a, b, relu, ss, per, part + t * 2 * L, part + t * 2 * L + L,
+                           block + t * 2 * L, block + t * 2 * L + L);
         }
         fold_sums(part, nt, L, C, s, q);
         free(part);
