@@ -27,11 +27,13 @@ import torch
 from torch.optim.sgd import sgd as sgd_update
 
 _GRAD = operator.attrgetter("grad")
+_TRAINABLE = operator.attrgetter("requires_grad")
 
 
 def flattenable(params: List[torch.nn.Parameter]) -> bool:
-    """Whether ``params`` can live in one flat buffer: one device and floating dtype, dense tensors."""
-    if not params or len({(p.device, p.dtype) for p in params}) != 1 or not params[0].is_floating_point():
+    """Whether ``params`` can live in one flat buffer: trainable, one device and floating dtype, dense."""
+    if not params or len({(p.device, p.dtype) for p in params}) != 1 or not params[0].is_floating_point() \
+            or not all(map(_TRAINABLE, params)):
         return False
     return all(not p.is_sparse and (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last))
                for p in params)
@@ -101,22 +103,27 @@ class FlatSGD(torch.optim.SGD):
     def attach_grads(self) -> bool:
         """Zero all gradients as the flat buffer's views (re-attaching any that were dropped or replaced).
 
-        Returns whether the flat path holds (else the caller zeroes gradients its own way).
+        Returns whether the parameters are still views (else the caller zeroes gradients its own way).
         """
         if not self.is_flat():
             return False
         if not self._grads_attached():
             for p, view in zip(self._params, self._grads):
-                if p.grad is not view:
-                    p.grad = view
+                # A frozen parameter keeps no gradient, so that no step moves it.
+                p.grad = view if p.requires_grad else None
         self._flat_grad.zero_()
         return True
 
     def _grads_attached(self) -> bool:
-        return all(map(operator.is_, map(_GRAD, self._params), self._grads))  # C-level loop: ~0.1 ms
+        """Every gradient is its view, and every parameter trainable (C-level loops: ~0.15 ms)."""
+        return all(map(operator.is_, map(_GRAD, self._params), self._grads)) and all(map(_TRAINABLE, self._params))
 
     def flat_grad(self) -> Optional[torch.Tensor]:
-        """The flat gradient buffer when every gradient is its view (after a backward), else ``None``."""
+        """The flat gradient buffer when every gradient is its view (after a backward), else ``None``.
+
+        ``None`` too while some parameter is frozen (``requires_grad`` off): its zero gradient view
+        would let weight decay and momentum move it, which torch's SGD (gradient ``None``) does not.
+        """
         if self.is_flat() and self._grads_attached():
             return self._flat_grad
         return None

@@ -148,7 +148,22 @@ def test_sgd_builds_it_only_where_it_applies():
     mixed = [nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(2, dtype=torch.float64))]
     assert not flattenable(mixed) and not isinstance(sgd(mixed, nesterov=False, **OPTIONS), FlatSGD)
     strided = nn.Parameter(torch.ones(4, 6)[:, ::2])
-    assert not flattenable([strided])
+    assert not flattenable([strided]) and not flattenable([nn.Parameter(torch.ones(2), requires_grad=False)])
+
+
+def test_a_parameter_frozen_later_is_left_alone():
+    model = net()
+    opt = FlatSGD(list(model.parameters()), **OPTIONS)
+    frozen = list(model.parameters())[0]
+    others = list(model.parameters())[1:]
+    frozen.requires_grad_(False)
+    assert opt.flat_grad() is None  # its gradient is still a zero view: weight decay would move it
+    opt.zero_grad(set_to_none=False)
+    assert frozen.grad is None and all(p.grad is not None for p in others)
+    before, moved = frozen.detach().clone(), [p.detach().clone() for p in others]
+    opt.step()
+    # The others decay (those that are not all zero, as a fresh BN bias is).
+    assert torch.equal(frozen, before) and all(not torch.equal(p, b) for p, b in zip(others, moved) if b.any())
 
 
 def trainer_pair(update_off_path, grad_clip):
