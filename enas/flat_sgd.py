@@ -21,7 +21,7 @@ parameter whose ``.data`` was replaced), the step falls back to
 from __future__ import annotations
 
 import operator
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 from torch.optim.sgd import sgd as sgd_update
@@ -61,7 +61,10 @@ class FlatSGD(torch.optim.SGD):
     def __init__(self, params: List[torch.nn.Parameter], **options):
         params = list(params)
         if not flattenable(params):
-            raise ValueError("FlatSGD needs dense parameters of one device and floating dtype")
+            raise ValueError("FlatSGD needs dense trainable parameters of one device and floating dtype")
+        if options.get("dampening", 0):
+            # Zero buffers stand for "no step yet", which is exact only without dampening.
+            raise ValueError("FlatSGD takes no dampening")
         super().__init__(params, fused=True, **options)
         total = sum(p.numel() for p in params)
         like = params[0]
@@ -75,6 +78,7 @@ class FlatSGD(torch.optim.SGD):
         self._ptrs = [p.data_ptr() for p in params]
         self._grads = _views(self._flat_grad, params)
         self._buffers = _views(self._flat_momentum, params)
+        self._scratch: Optional[tuple] = None  # gather()'s buffer and its views
         self.attach_grads()
         self._attach_buffers()
         self.register_load_state_dict_post_hook(FlatSGD._attach_buffers)
@@ -127,6 +131,36 @@ class FlatSGD(torch.optim.SGD):
         if self.is_flat() and self._grads_attached():
             return self._flat_grad
         return None
+
+    @property
+    def flat_param(self) -> torch.Tensor:
+        """The buffer every parameter is a view of (changed in place, the parameters change)."""
+        return self._flat_param
+
+    @property
+    def flat_momentum(self) -> torch.Tensor:
+        """The buffer every momentum buffer is a view of."""
+        return self._flat_momentum
+
+    def covers(self, params: Sequence[torch.Tensor]) -> bool:
+        """Whether ``params`` are exactly this optimizer's parameters, each still its view, with every
+        momentum buffer its view too: then a step over the flat buffers is a step over ``params``."""
+        return (len(params) == len(self._params) and all(map(operator.is_, params, self._params)) and self.is_flat()
+                and all(self.state[p].get("momentum_buffer") is b for p, b in zip(self._params, self._buffers)))
+
+    def gather(self, tensors: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
+        """One tensor per parameter (``None``: zeros) copied into a flat buffer laid out like
+        :attr:`flat_param`; the buffer is reused by the next call."""
+        if self._scratch is None:
+            buf = torch.empty_like(self._flat_param)
+            self._scratch = buf, _views(buf, self._params)
+        buf, views = self._scratch
+        pairs = [(v, t) for v, t in zip(views, tensors) if t is not None]
+        if len(pairs) < len(views):
+            buf.zero_()
+        if pairs:
+            torch._foreach_copy_([v for v, _ in pairs], [t for _, t in pairs])
+        return buf
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if set_to_none or not self.attach_grads():

@@ -28,7 +28,8 @@ of the flipped-kernel depthwise path (taken at every size again);
 ``unscaled-mixing`` DARTS's mixing weights applied as the conv ops' final BN
 weight (``w * op(x)`` as its own pass again); ``strided-reduce`` FactorizedReduce's
 pixel grids as strided slices again (``kernels.even_odd_pixels``); ``per-tensor-sgd`` the flat
-SGD buffers (:mod:`enas.flat_sgd`: zeroing, gradient norm and step per tensor again). Both sides
+SGD buffers (:mod:`enas.flat_sgd`: zeroing, gradient norm, step and DARTS's virtual step and
+finite differences per tensor again). Both sides
 load the compiled kernels as ``enas search`` / ``enas train`` do, unless ``--native off``.
 """
 from __future__ import annotations
@@ -91,7 +92,8 @@ AGAINST: Dict[str, Callable[[], ContextManager[None]]] = {
     "unfolded-drop-path": lambda: patch.object(child, "takes_scale", lambda op: False),
     "onednn-dw-wgrad": lambda: patch.object(kernels, "_native", lambda: None),
     "per-tensor-sgd": lambda: _all(patch.object(FlatSGD, "flat_grad", lambda self: None),
-                                   patch.object(FlatSGD, "attach_grads", lambda self: False)),
+                                   patch.object(FlatSGD, "attach_grads", lambda self: False),
+                                   patch.object(FlatSGD, "covers", lambda self, params: False)),
 }
 
 

@@ -133,7 +133,7 @@ def test_ab_step_switches_off_one_change_and_restores_it():
         return (batch_norm.FOLD_MIN_NUMEL, kernels._SPLIT_MIN_NUMEL, kernels._FLIPPED_EVERYWHERE,
                 darts.weights_frozen, kernels.fast_kernels_enabled(), (supernet.takes_scale, nb201.takes_scale),
                 ops.even_odd_pixels, native_bn.native_kernels(), child.takes_scale,
-                kernels._native, (FlatSGD.flat_grad, FlatSGD.attach_grads))
+                kernels._native, (FlatSGD.flat_grad, FlatSGD.attach_grads, FlatSGD.covers))
 
     before = state()
     seen = {}
@@ -150,7 +150,7 @@ def test_ab_step_switches_off_one_change_and_restores_it():
     assert seen["no-native"][7] is None
     assert not seen["unfolded-drop-path"][8](make_op("sep_conv_3x3", 4, 1))
     assert seen["onednn-dw-wgrad"][9]() is None
-    assert all(f(None) in (None, False) for f in seen["per-tensor-sgd"][10])
+    assert all(f(None) in (None, False) for f in seen["per-tensor-sgd"][10][:2]) and not seen["per-tensor-sgd"][10][2](None, [])
     if before[7] is None:  # no compiled kernels here: the switch changes nothing
         del seen["no-native"]
     # Every entry changes exactly one thing.

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import enas.search.darts as darts_module
+from enas.flat_sgd import FlatSGD
 from enas.search.darts import DartsStrategy, build_darts_strategy, finite_difference_hvp, weights_frozen
 from enas.search.heatmap import render_heatmap
 from enas.search.trainer import ChildTrainer
@@ -47,11 +48,13 @@ class Batches:
             yield self.x[i], self.y[i]
 
 
-def make_strategy(order=1, arch_optimizer=None, seed=0, dtype=torch.float32, unrolled_r=0.01):
+def make_strategy(order=1, arch_optimizer=None, seed=0, dtype=torch.float32, unrolled_r=0.01, flat=False):
     space = make_space("darts", num_nodes=2, ops=SMALL_OPS)
     torch.manual_seed(seed)
     model = Supernet(space.ops, space.num_nodes, 4, 3, 5, in_channels=1, image_size=8).to(dtype)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+    options = dict(lr=0.05, momentum=0.9, weight_decay=3e-4)
+    # flat: the weight optimizer enas search builds (its buffers take the virtual step)
+    opt = FlatSGD(list(model.parameters()), **options) if flat else torch.optim.SGD(model.parameters(), **options)
     trainer = ChildTrainer(model, opt, torch.device("cpu"), grad_clip=5.0)
     arch = ArchParameters.for_space(space, generator=torch.Generator().manual_seed(seed)).to(dtype)
     train, valid = Batches(3, 1, dtype=dtype), Batches(2, 2, dtype=dtype)
@@ -222,8 +225,10 @@ def train_one_weight_step(s):
     s.trainer.train_step(x, y, s.arch.mixed(detach=True))  # fills the momentum buffers
 
 
-def test_second_order_gradient_matches_exact_unrolled_gradient_and_restores_weights():
-    s = make_strategy(order=2, dtype=torch.float64, unrolled_r=1e-6)
+@pytest.mark.parametrize("flat", [False, True])
+def test_second_order_gradient_matches_exact_unrolled_gradient_and_restores_weights(flat):
+    s = make_strategy(order=2, dtype=torch.float64, unrolled_r=1e-6, flat=flat)
+    assert isinstance(s.trainer.optimizer, FlatSGD) == flat
     train_one_weight_step(s)
     x, y = s.train_loader.x[0], s.train_loader.y[0]
     xv, yv = s.valid_loader.x[0], s.valid_loader.y[0]
@@ -241,6 +246,27 @@ def test_second_order_gradient_matches_exact_unrolled_gradient_and_restores_weig
     first = torch.cat([g.flatten() for g in torch.autograd.grad(
         F.cross_entropy(s.model(xv, s.arch.mixed())[0], yv), list(s.arch.parameters()))])
     assert (a - e).norm() < (first - e).norm()
+
+
+def test_second_order_on_flat_buffers_equals_the_per_tensor_path():
+    # Same weights, momentum and batches: the flat virtual step and finite differences give the
+    # per-tensor path's architecture gradient (round-off apart) and restore the same weights.
+    out = []
+    for flat in (False, True):
+        s = make_strategy(order=2, dtype=torch.float64, flat=flat)
+        train_one_weight_step(s)
+        x, y, xv, yv = s.train_loader.x[0], s.train_loader.y[0], s.valid_loader.x[0], s.valid_loader.y[0]
+        grads, loss_v, _ = s.arch_grads(x, y, xv, yv)
+        if flat:
+            assert s.trainer.optimizer.covers([p for p, _ in s._weight_params()])
+        out.append((torch.cat([g.flatten() for g in grads]), loss_v.detach(),
+                    [p.detach().clone() for p in s.model.parameters()]))
+    (g0, l0, w0), (g1, l1, w1) = out
+    # eps = r / |v| takes |v| in float32: one norm of the flat vector against a norm of per-tensor
+    # norms differ in the last float32 bits, and the central difference moves with eps (1e-7).
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(l1, l0, rtol=1e-12, atol=0.0)
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-15) for a, b in zip(w0, w1))
 
 
 @pytest.mark.parametrize("order", [1, 2])

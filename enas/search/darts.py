@@ -31,9 +31,8 @@ are identical on all of them (checked after every step).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -41,110 +40,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from enas.distributed import Dist
+from enas.flat_sgd import FlatSGD
 from enas.search.base import Phase, Strategy
 from enas.search.heatmap import render_heatmap
 from enas.search.trainer import ChildTrainer
+from enas.search.unrolled import exact_fp32, finite_difference_hvp, virtual_step, weights_frozen, zeros_for_none
 from shared_model.arch_params import ArchParameters
 from shared_model.spaces import Space
 
 logger = logging.getLogger(__name__)
 
 
-def _zeros_for_none(grads: Sequence[Optional[torch.Tensor]],
-                    like: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, like)]
-
-
-@contextlib.contextmanager
-def exact_fp32(device: torch.device) -> Iterator[None]:
-    """Plain fp32 convolutions and matmuls on CUDA (no TF32) inside the block.
-
-    The finite-difference perturbation moves each weight by a relative 1e-4 or
-    less, below the resolution of TF32 (and bf16) inputs, which would round it
-    away. The previous settings are restored on exit; a no-op off CUDA.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    if hasattr(conv, "fp32_precision"):
-        saved = conv.fp32_precision, matmul.fp32_precision
-        conv.fp32_precision = matmul.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision, matmul.fp32_precision = saved
-    else:  # torch < 2.9: the legacy flags
-        saved = torch.backends.cudnn.allow_tf32, matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = matmul.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = saved
-
-
-@contextlib.contextmanager
-def weights_frozen(params: Sequence[torch.Tensor]) -> Iterator[None]:
-    """``requires_grad`` off for ``params`` inside the block (restored on exit, also on error).
-
-    For the passes that differentiate only with respect to the architecture: autograd
-    then records no weight-gradient work at all. PyTorch's own kernels skip weight
-    gradients nobody asked for anyway, but a custom autograd function only sees
-    which inputs require a gradient (``ctx.needs_input_grad``), so the depthwise
-    convolutions' weight gradients would be computed and dropped (docs/performance.md).
-    """
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
-
-
-def finite_difference_hvp(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor],
-                          inputs: Sequence[torch.Tensor], vector: Sequence[torch.Tensor],
-                          r: float = 0.01) -> List[torch.Tensor]:
-    """Mixed Hessian-vector product ``d/d inputs (grad_params L . v)`` by central differences.
-
-    DARTS eq. 8: with ``eps = r / ||v||`` and ``params -> params +- eps v``,
-    ``H v ~= (grad_inputs L(params + eps v) - grad_inputs L(params - eps v)) / (2 eps)``.
-    ``params`` are modified in place during the call and restored exactly
-    (copied back from a saved clone, not by subtracting again), also on error.
-
-    Args:
-        loss_fn: recomputes the scalar loss from the current parameter values.
-        params: tensors perturbed along ``vector`` (the supernet weights ``w``).
-        inputs: tensors to differentiate with respect to (the logits ``alpha``).
-        vector: one tensor per entry of ``params`` (``grad_w' L_val``).
-        r: the perturbation has norm ``r`` (DARTS: 0.01).
-
-    Returns:
-        One tensor per entry of ``inputs``; zeros if ``vector`` is zero.
-    """
-    params, inputs, vector = list(params), list(inputs), list(vector)
-    if len(params) != len(vector):
-        raise ValueError(f"need one vector entry per parameter, got {len(vector)} for {len(params)}")
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v.float()) for v in vector]))
-    # Kept as a tensor (no host sync); a zero vector gives zero differences, hence a zero product.
-    eps = r / norm.clamp_min(1e-12)
-    saved = [p.detach().clone() for p in params]
-    try:
-        grads = []
-        for sign in (1.0, -1.0):
-            with torch.no_grad():
-                for p, s, v in zip(params, saved, vector):
-                    p.copy_(s + (sign * eps).to(s.dtype) * v)
-            grads.append(_zeros_for_none(torch.autograd.grad(loss_fn(), inputs, allow_unused=True), inputs))
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved):
-                p.copy_(s)
-    return [(gp - gm) / (2 * eps).to(gp.dtype) for gp, gm in zip(*grads)]
-
-
-# Viridis-like anchors, dark (low weight) to light (high weight).
 class DartsStrategy(Strategy):
     """DARTS search (first or second order) on the shared supernet.
 
@@ -219,37 +125,43 @@ class DartsStrategy(Strategy):
         return loss
 
     def _unrolled_grads(self, x, y, xv, yv) -> Tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Second-order ``grad_alpha`` (DARTS eq. 7-8), validation loss at ``w'`` and its logits."""
+        """Second-order ``grad_alpha`` (DARTS eq. 7-8), validation loss at ``w'`` and its logits.
+
+        With the weight optimizer's flat buffers (:class:`enas.flat_sgd.FlatSGD` over exactly these
+        weights) the virtual step, the restores and the finite differences act on the buffers.
+        """
         pairs = self._weight_params()
         params = [p for p, _ in pairs]
         alphas = list(self.arch.parameters())
+        opt = self.trainer.optimizer
+        flat = opt if isinstance(opt, FlatSGD) and opt.covers(params) else None
         loss_t, _ = self.trainer.loss(x, y, self.arch.mixed(detach=True))
-        grads_t = self.dist.mean(_zeros_for_none(torch.autograd.grad(loss_t, params, allow_unused=True), params))
-        saved = [p.detach().clone() for p in params]
-        state = self.trainer.optimizer.state
+        grads_t = torch.autograd.grad(loss_t, params, allow_unused=True)
+        if flat is not None:
+            weights, groups, buffers = [flat.flat_param], [opt.param_groups[0]], [flat.flat_momentum]
+            grads_t = self.dist.mean([flat.gather(grads_t)])
+        else:
+            weights, groups = params, [group for _, group in pairs]
+            buffers = [opt.state.get(p, {}).get("momentum_buffer") for p in params]
+            grads_t = self.dist.mean(zeros_for_none(grads_t, params))
+        saved = [w.detach().clone() for w in weights]
         try:
-            with torch.no_grad():
-                # w' = the weight optimizer's next SGD step (momentum, dampening, nesterov, wd), no clipping.
-                for (p, group), g in zip(pairs, grads_t):
-                    d = g + group.get("weight_decay", 0.0) * p
-                    momentum = group.get("momentum", 0.0)
-                    if momentum:
-                        buf = state.get(p, {}).get("momentum_buffer")
-                        buf = d if buf is None else momentum * buf + (1 - group.get("dampening", 0.0)) * d
-                        d = d + momentum * buf if group.get("nesterov", False) else buf
-                    p.sub_(group["lr"] * d)
+            # w' = the weight optimizer's next SGD step (momentum, dampening, nesterov, wd), no clipping.
+            for w, g, group, buf in zip(weights, grads_t, groups, buffers):
+                virtual_step([w], [g], group, [buf])
             loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())
             grads = torch.autograd.grad(loss_v, alphas + params, allow_unused=True)
         finally:
             with torch.no_grad():
-                for p, s in zip(params, saved):
-                    p.copy_(s)
-        d_alpha = _zeros_for_none(grads[:len(alphas)], alphas)
-        d_w = self.dist.mean(_zeros_for_none(grads[len(alphas):], params))
+                for w, s in zip(weights, saved):
+                    w.copy_(s)
+        d_alpha = zeros_for_none(grads[:len(alphas)], alphas)
+        d_w = grads[len(alphas):]
+        d_w = self.dist.mean([flat.gather(d_w)] if flat is not None else zeros_for_none(d_w, params))
         # eta folded into v (per parameter group): same perturbation as DARTS, result already times eta.
-        vector = [group["lr"] * g for (_, group), g in zip(pairs, d_w)]
+        vector = [group["lr"] * g for group, g in zip(groups, d_w)]
         with exact_fp32(self.trainer.device), weights_frozen(params):
-            hvp = finite_difference_hvp(lambda: self._fp32_train_loss(x, y), params, alphas, vector,
+            hvp = finite_difference_hvp(lambda: self._fp32_train_loss(x, y), weights, alphas, vector,
                                         self.unrolled_r)
         return self.dist.mean([da - h for da, h in zip(d_alpha, hvp)]), loss_v, logits_v
 
@@ -264,7 +176,7 @@ class DartsStrategy(Strategy):
         alphas = list(self.arch.parameters())
         with weights_frozen([p for p, _ in self._weight_params()]):
             loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())
-            grads = _zeros_for_none(torch.autograd.grad(loss_v, alphas, allow_unused=True), alphas)
+            grads = zeros_for_none(torch.autograd.grad(loss_v, alphas, allow_unused=True), alphas)
         return self.dist.mean(grads), loss_v, logits_v
 
     def cost_term(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
