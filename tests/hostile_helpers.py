@@ -1,15 +1,20 @@
 """Shared parts of the hostile-input tests (test_hostile_*.py): CLI invocation, the one-line
-refusal check, hypothesis settings and strategies."""
+refusal check, hypothesis settings and strategies, the config schemas and config-dict strategy."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import math
+import typing
 
 from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from enas.cli import cli
+from enas.config.search import SearchConfig
+from enas.config.train import TrainConfig
 from shared_model.genotype import Genotype, GenotypeError
 from shared_model.ops import OPS
 
@@ -146,3 +151,57 @@ def check_genotype_value(value, surely_invalid: bool = False):
     return g
 
 
+# -------------------------------------------------------------------------------- config schemas
+
+def _schema(cfg) -> dict:
+    """``{section or "": {key: type}}`` of a config dataclass."""
+    out: dict = {"": {}}
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            sub = typing.get_type_hints(type(value))
+            out[f.name] = {g.name: sub[g.name] for g in dataclasses.fields(value)}
+        else:
+            out[""][f.name] = hints[f.name]
+    return out
+
+
+SEARCH_SCHEMA = _schema(SearchConfig())
+TRAIN_SCHEMA = _schema(TrainConfig())
+PLAUSIBLE = st.sampled_from([
+    0, 1, 2, 3, 8, -1, 0.0, 0.5, 1.0, 1e-3, 0.999, 1.5, -0.5, 1e30, -1e30, 2**62, 2**64, 10**400,
+    math.nan, math.inf, -math.inf, True, False, None, "", "auto", "cpu", "cuda:9", "sgdr", "cosine", "micro",
+    "darts", "enas", "random", "quick", "paper", "digits", "linear", "off", "on", "bf16", [], [1], ["sep_conv_3x3"],
+    {}, {"a": 1}])
+VALUES = PLAUSIBLE | st.integers(-3, 300) | st.floats(-2, 3) | JSON_VALUES
+
+
+@st.composite
+def config_dicts(draw, schema):
+    """Config-file objects: mostly known keys with plausible or wrong values, some junk."""
+    data: dict = {}
+    for _ in range(draw(st.integers(0, 6))):
+        choice = draw(st.integers(0, 11))
+        sections = sorted(s for s in schema if s)
+        if choice == 0:
+            data[draw(st.text(max_size=8))] = draw(JSON_VALUES)  # junk top-level key
+        elif choice == 1:
+            section = draw(st.sampled_from(sections))
+            data.setdefault(section, {}) if isinstance(data.get(section), dict) else None
+            if isinstance(data.get(section), dict):
+                data[section][draw(st.text(max_size=8))] = draw(JSON_SCALARS)  # junk key in a section
+        elif choice == 2:
+            data[draw(st.sampled_from(sections))] = draw(JSON_SCALARS | st.lists(JSON_SCALARS, max_size=2))
+        elif choice == 3:
+            data[draw(st.sampled_from(sorted(schema[""])))] = draw(VALUES)
+        else:
+            section = draw(st.sampled_from(sections))
+            if not isinstance(data.get(section), dict):
+                data[section] = {}
+            data[section][draw(st.sampled_from(sorted(schema[section])))] = draw(VALUES)
+    return data
+
+
+SEARCH_KEYS = sorted(f"{s}.{k}" if s else k for s, keys in SEARCH_SCHEMA.items() for k in keys)
+TRAIN_KEYS = sorted(f"{s}.{k}" if s else k for s, keys in TRAIN_SCHEMA.items() for k in keys)
