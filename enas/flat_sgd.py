@@ -7,8 +7,9 @@ gradients, the gradient norm and the fused SGD step each cost a few
 microseconds of dispatch: 12 ms of a 200 ms ENAS step at the peers' size on 2 CPU
 threads (``docs/performance.md``), for about 4 MB of arithmetic. With every
 parameter, gradient and momentum buffer a view of one contiguous buffer, the
-three become one operation each (0.6 ms), the same element-wise arithmetic
-(``torch.optim.SGD``: momentum, dampening, Nesterov, weight decay).
+three become one operation each (0.6 ms, plus about 0.5 ms for the checks that
+the views still hold), with ``torch.optim.SGD``'s arithmetic (momentum, Nesterov,
+weight decay; no dampening, which the zero initial buffers could not express).
 
 The views are what the rest of the code sees: ``model.state_dict()`` and the
 optimizer's per-parameter state keep their names, shapes and layouts, so

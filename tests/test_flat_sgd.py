@@ -26,6 +26,15 @@ def random_grads(model, gen, skip=()):
             for i, p in enumerate(model.parameters())]
 
 
+def step_both(model, opt, ref, ref_opt, grads):
+    """The same gradients into both models, one step of each optimizer; the parameters then agree
+    up to the last bit (the fused kernel rounds its vector body and its scalar tail differently)."""
+    set_grads(model, grads), set_grads(ref, grads)
+    opt.step(), ref_opt.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
 def set_grads(model, grads):
     for p, g in zip(model.parameters(), grads):
         if g is None:
@@ -43,14 +52,9 @@ def test_steps_equal_torch_sgd(nesterov):
     ref_opt = torch.optim.SGD(ref.parameters(), nesterov=nesterov, fused=True, **OPTIONS)
     gen = torch.Generator().manual_seed(1)
     for _ in range(4):
-        grads = random_grads(model, gen)
-        set_grads(model, grads), set_grads(ref, grads)
-        assert opt.flat_grad() is not None  # the single fused update ran
-        opt.step(), ref_opt.step()
-    for p, q in zip(model.parameters(), ref.parameters()):
-        # Up to the last bit: the fused kernel rounds its vector body and its scalar tail differently.
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
-        assert p.stride() == q.stride()
+        step_both(model, opt, ref, ref_opt, random_grads(model, gen))
+        assert opt.flat_grad() is not None  # the flat path held: its single fused update ran
+    assert all(p.stride() == q.stride() for p, q in zip(model.parameters(), ref.parameters()))
 
 
 def test_parameters_gradients_and_buffers_are_views_of_three_buffers():
@@ -110,11 +114,7 @@ def test_loads_a_per_tensor_checkpoint_with_missing_buffers():
     opt = FlatSGD(list(model.parameters()), **OPTIONS)
     opt.load_state_dict(state)
     ref_opt.state[list(ref.parameters())[1]]["momentum_buffer"] = torch.zeros_like(list(ref.parameters())[1])
-    grads = random_grads(model, gen)
-    set_grads(model, grads), set_grads(ref, grads)
-    opt.step(), ref_opt.step()
-    for p, q in zip(model.parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    step_both(model, opt, ref, ref_opt, random_grads(model, gen))
 
 
 def test_falls_back_to_torch_sgd_when_the_views_break():
@@ -126,20 +126,12 @@ def test_falls_back_to_torch_sgd_when_the_views_break():
     gen = torch.Generator().manual_seed(4)
     # Gradients set to None and recreated by autograd (optim.update_off_path off): some None.
     opt.zero_grad(set_to_none=True)
-    grads = random_grads(model, gen, skip={0, 3})
-    set_grads(model, grads), set_grads(ref, grads)
-    assert opt.flat_grad() is None
-    opt.step(), ref_opt.step()
-    for p, q in zip(model.parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    step_both(model, opt, ref, ref_opt, random_grads(model, gen, skip={0, 3}))
+    assert opt.flat_grad() is None  # that step was torch's per-tensor one
     # Data moved out of the buffer (a memory-format change after the optimizer was built).
     model.to(memory_format=torch.contiguous_format), ref.to(memory_format=torch.contiguous_format)
     assert not opt.is_flat() and not opt.attach_grads()
-    grads = random_grads(model, gen)
-    set_grads(model, grads), set_grads(ref, grads)
-    opt.step(), ref_opt.step()
-    for p, q in zip(model.parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    step_both(model, opt, ref, ref_opt, random_grads(model, gen))
 
 
 def test_sgd_builds_it_only_where_it_applies():
