@@ -20,6 +20,7 @@
 #   search       `enas search --preset paper --epochs 2` on CIFAR-10 (the faster of eager / graphs):
 #                epoch 2's wall time (from log.txt) x 150 is the projected 150-epoch search
 #   bench_layout item a with --channels-last off, bf16 and with --amp off (the CUDA `auto` rule)
+#   bench_flat_off item a with --flat off (per-tensor SGD instead of the flat buffers)
 #   bench_compile item a with --compile on (whatever budget is left; compile time included)
 # Results: OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md (the table for docs/performance.md),
 # rewritten after every step, so a killed run still leaves what it measured.
@@ -55,7 +56,7 @@ def load(name):
     except Exception:
         return None
 res["env"] = load("env")
-for name in ("bench_eager", "bench_graphs", "bench_nchw_bf16", "bench_nchw_fp32", "bench_compile"):
+for name in ("bench_eager", "bench_graphs", "bench_nchw_bf16", "bench_nchw_fp32", "bench_flat_off", "bench_compile"):
     r = load(name)
     if r:
         res["bench"][name] = r
@@ -210,5 +211,6 @@ summarize
 
 step bench_nchw_bf16 45 "${BENCH[@]}" --only a --channels-last off --warmup 5 --repeats 20
 step bench_nchw_fp32 45 "${BENCH[@]}" --only a --channels-last off --amp off --warmup 5 --repeats 20
+step bench_flat_off 45 "${BENCH[@]}" --only a --flat off --warmup 5 --repeats 20
 step bench_compile "$(left)" "${BENCH[@]}" --only a --compile on --warmup 20 --repeats 20
 log "done: $OUT_DIR/gpu_check.json, $OUT_DIR/gpu_check.md"
