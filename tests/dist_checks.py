@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from enas.distributed import CollectiveError, Dist, GradientAverager, exit_worker, session  # noqa: E402
 from enas.errors import UserError  # noqa: E402
+from enas.flat_sgd import FlatSGD  # noqa: E402
 
 
 def ops():
@@ -39,10 +40,14 @@ PATHS = {0: "ab", 1: "bc"}  # "d" is on no process's path
 
 def check_gradients_of_different_paths(dist: Dist) -> None:
     """Averaged gradients = (g0 + g1) / 2 with zeros off a process's path; unused by all: None."""
-    for off_path_zeros in (False, True):
+    for off_path_zeros, flat in ((False, False), (True, False), (True, True)):
         net = ops()
-        opt = torch.optim.SGD(net.parameters(), lr=0.1)
-        if off_path_zeros:  # ChildTrainer with update_off_path: every parameter holds a (zero) gradient
+        if flat:  # the search's optimizer: gradients are views of one buffer, reduced as one
+            opt = FlatSGD(list(net.parameters()), lr=0.1, momentum=0.9)
+            assert opt.attach_grads()
+        else:
+            opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        if off_path_zeros and not flat:  # ChildTrainer with update_off_path: every parameter holds a zero gradient
             for p in net.parameters():
                 p.grad = torch.zeros_like(p)
         path_loss(net, data(dist.rank), PATHS[dist.rank]).backward()
@@ -60,6 +65,7 @@ def check_gradients_of_different_paths(dist: Dist) -> None:
                 assert p.grad is None, name  # used by no process: the optimizer skips it
             else:
                 assert torch.equal(p.grad, expected[name] / 2), name
+        assert not flat or opt.flat_grad() is not None  # still views: the flat step follows
 
 
 def check_split_batch_equals_whole_batch(dist: Dist) -> None:

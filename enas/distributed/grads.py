@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from enas.distributed.dist import Dist
+from enas.flat_sgd import FlatSGD
 
 
 class GradientAverager:
@@ -18,7 +19,9 @@ class GradientAverager:
     on one process's path only gets ``1 / WORLD_SIZE`` of its gradient, that path's share
     of the step. A weight no process used keeps no gradient (the optimizer skips it, as
     with ``optim.update_off_path`` off in one process). ``grads=False`` averages only the
-    statistics (DistributedDataParallel already averaged the gradients).
+    statistics (DistributedDataParallel already averaged the gradients). With the optimizer's
+    gradients the views of one buffer (:class:`enas.flat_sgd.FlatSGD`) the buffer itself is
+    reduced, with the same result (every process then holds every gradient, zeros off its path).
     """
 
     def __init__(self, dist: Dist, grads: bool = True):
@@ -27,6 +30,15 @@ class GradientAverager:
     def __call__(self, optimizer: torch.optim.Optimizer, stats: torch.Tensor) -> torch.Tensor:
         if not self.grads:
             return self.dist.mean([stats])[0]
+        flat = optimizer.flat_grad() if isinstance(optimizer, FlatSGD) else None
+        if flat is not None:
+            # Every parameter holds a gradient, a view of one buffer (zeros off this process's
+            # path): one copy in, one all-reduce, one copy out; every parameter counts as used.
+            k = stats.numel()
+            both = torch.cat([flat.float(), stats.float().reshape(-1).to(flat.device)])
+            self.dist.all_sum_(both).div_(self.dist.world)
+            flat.copy_(both[:-k])
+            return both[-k:].to(stats.device).view(stats.shape)
         params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.dist.device)
         k = stats.numel()
