@@ -148,7 +148,7 @@ class DartsStrategy(Strategy):
         try:
             # w' = the weight optimizer's next SGD step (momentum, dampening, nesterov, wd), no clipping.
             for w, g, group, buf in zip(weights, grads_t, groups, buffers):
-                virtual_step([w], [g], group, [buf])
+                virtual_step(w, g, group, buf)
             loss_v, logits_v = self.trainer.loss(xv, yv, self.arch.mixed())
             grads = torch.autograd.grad(loss_v, alphas + params, allow_unused=True)
         finally:

@@ -120,15 +120,14 @@ class ChildTrainer:
     def _grad_norm(self) -> torch.Tensor:
         """Total L2 norm of the gradients, which are clipped to ``grad_clip`` (``clip_grad_norm_``)."""
         flat = self.optimizer.flat_grad() if isinstance(self.optimizer, FlatSGD) else None
-        if flat is not None:  # every gradient is a view of this buffer: one norm, one scaling
-            norm = torch.linalg.vector_norm(flat)
-            if self.grad_clip is not None:
-                flat.mul_(torch.clamp(self.grad_clip / (norm + 1e-6), max=1.0))  # clip_grad_norm_'s formula
-            return norm
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if self.grad_clip is not None:
-            return nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
-        return nn.utils.get_total_norm([p.grad.detach() for p in params])  # multi-tensor norms
+        # Every gradient a view of the optimizer's flat buffer: that one tensor stands for all.
+        grads = [flat] if flat is not None else [
+            p.grad.detach() for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads)  # multi-tensor norms
+        if self.grad_clip is not None and grads:
+            # clip_grad_norm_'s scaling (which reads parameters' .grad, not a buffer), in place.
+            torch._foreach_mul_(grads, torch.clamp(self.grad_clip / (norm + 1e-6), max=1.0))
+        return norm
 
     def _clear_grads(self) -> None:
         """Reset gradients: zeros for every parameter, or ``None`` (skipped by SGD)."""

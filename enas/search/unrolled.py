@@ -109,20 +109,19 @@ def finite_difference_hvp(loss_fn: Callable[[], torch.Tensor], params: Sequence[
     return [(gp - gm) / (2 * eps).to(gp.dtype) for gp, gm in zip(*grads)]
 
 
-def virtual_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], group: Dict[str, Any],
-                 buffers: Sequence[Optional[torch.Tensor]]) -> None:
+def virtual_step(param: torch.Tensor, grad: torch.Tensor, group: Dict[str, Any],
+                 buffer: Optional[torch.Tensor]) -> None:
     """``w <- w - lr * d`` in place: the next SGD step of ``group``'s hyperparameters (momentum,
-    dampening, Nesterov, weight decay) on ``grads``, without clipping (DARTS eq. 6).
+    dampening, Nesterov, weight decay) on ``grad``, without clipping (DARTS eq. 6).
 
-    ``buffers``: each parameter's momentum buffer, ``None`` before its first step (then the
-    step is ``d = grad + wd * w``, as torch's SGD takes it). Parameters may be flat buffers
+    ``buffer``: the parameter's momentum buffer, ``None`` before its first step (then the
+    step is ``d = grad + wd * w``, as torch's SGD takes it). ``param`` may be a flat buffer
     (:class:`enas.flat_sgd.FlatSGD`): the same arithmetic on every element.
     """
     momentum = group.get("momentum", 0.0)
     with torch.no_grad():
-        for p, g, buf in zip(params, grads, buffers):
-            d = g + group.get("weight_decay", 0.0) * p
-            if momentum:
-                buf = d if buf is None else momentum * buf + (1 - group.get("dampening", 0.0)) * d
-                d = d + momentum * buf if group.get("nesterov", False) else buf
-            p.sub_(group["lr"] * d)
+        d = grad + group.get("weight_decay", 0.0) * param
+        if momentum:
+            buf = d if buffer is None else momentum * buffer + (1 - group.get("dampening", 0.0)) * d
+            d = d + momentum * buf if group.get("nesterov", False) else buf
+        param.sub_(group["lr"] * d)
