@@ -24,6 +24,8 @@ from shared_model.kernels import reference_kernels
 from shared_model.native_bn import native_fold, native_kernels, set_native_kernels
 from shared_model.ops import make_op
 
+from kink_helpers import SAFE_MARGIN, kink_margin
+
 ROOT = Path(__file__).resolve().parents[1]
 CL = torch.channels_last
 
@@ -223,9 +225,12 @@ def test_which_inputs_take_the_native_path():
 @needs_kernels
 @pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5"])
 def test_sep_conv_with_the_fused_relu_equals_the_reference_path(name):
-    torch.manual_seed(3)
+    torch.manual_seed(4)
     op = make_op(name, 8, 1, True)
-    x = torch.randn(2, 8, 32, 32).contiguous(memory_format=CL).requires_grad_()
+    x = torch.randn(2, 8, 32, 32)
+    x = x + 0.01 * x.sign()  # the input's own ReLU off its kink; the seed keeps the inner one off (kink_helpers)
+    assert kink_margin(op, lambda reference: reference(x.double())) > SAFE_MARGIN
+    x = x.contiguous(memory_format=CL).requires_grad_()
     probe = torch.randn(2, 8, 32, 32)  # not out.square(): a batch-normalised output's square sums to ~constant
     out = op(x)
     grads = torch.autograd.grad((out * probe).sum(), [x, *op.parameters()])
@@ -341,11 +346,19 @@ def test_child_network_with_drop_path_matches_the_reference_path(monkeypatch):
 
     monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL", 0)
     monkeypatch.setattr(native_bn, "NATIVE_MIN_NUMEL_RELU", 0)
-    torch.manual_seed(4)
-    net = ChildNetwork(get_genotype("DARTS_V2"), 8, 3, 10, image_size=16, drop_path_prob=0.4).train()
+    # Small enough (23k ReLU inputs) that a seed keeps every ReLU input off its kink (kink_helpers):
+    # the earlier (4, 8, 16) network had one within 2e-6 of zero and failed on an AVX2 CPU.
+    torch.manual_seed(2)
+    net = ChildNetwork(get_genotype("DARTS_V2"), 4, 3, 10, image_size=8, drop_path_prob=0.4).train()
     net = net.to(memory_format=CL)
-    x = torch.randn(4, 3, 16, 16).contiguous(memory_format=CL)
-    probe = torch.randn(4, 10)
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=CL)
+    probe = torch.randn(2, 10)
+
+    def forward64(reference):
+        torch.manual_seed(11)
+        reference(x.double())
+
+    assert kink_margin(net, forward64) > SAFE_MARGIN
 
     def step():
         torch.manual_seed(11)  # the same drop-path masks on both paths
