@@ -42,7 +42,11 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.c")
 #: -ffp-contract=off: the backward recomputes the forward's ReLU mask with bit-identical arithmetic.
-CFLAGS = ("-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-math-errno")
+#: -fno-trapping-math: lets GCC turn that mask into a vector select in the AVX2 clone. Without it only
+#: the AVX-512 clone (masked loads) vectorized the fused-ReLU backward; on an AMD EPYC (AVX2) it ran
+#: scalar with a branch per element, 12x slower: 32 against 2.7 ms at (96, 36, 32, 32). Same results.
+CFLAGS = ("-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-fno-math-errno",
+          "-fno-trapping-math")
 _P, _I, _N, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
 
 
