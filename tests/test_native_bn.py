@@ -1,4 +1,6 @@
-"""The compiled batch norm (+ ReLU) kernels: nn.BatchNorm2d's results, loading, fallbacks.
+"""The compiled batch norm (+ ReLU) kernels: nn.BatchNorm2d's results and fallbacks.
+
+Building, caching and loading the library: ``test_native_build.py``.
 
 The numerical checks run in a child process (a kernel bug may crash it), once per
 build: the normal one, whose ``target_clones`` pick this CPU's level, and builds
@@ -8,7 +10,6 @@ AVX2 laptop gets.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import shared_model.batch_norm as bn_module
 import shared_model.native_bn as native_bn
 from shared_model.batch_norm import BatchNorm2d
 from shared_model.kernels import reference_kernels
-from shared_model.native_bn import native_fold, native_kernels, set_native_kernels
+from shared_model.native_bn import native_fold, native_kernels
 from shared_model.ops import make_op
 
 from kink_helpers import SAFE_MARGIN, kink_margin
@@ -242,54 +243,6 @@ def test_sep_conv_with_the_fused_relu_equals_the_reference_path(name):
         assert float((a - b).norm() / b.norm()) < 1e-4
 
 
-def test_switched_off_or_without_a_compiler_nothing_is_registered(monkeypatch, tmp_path):
-    saved = set_native_kernels(None)
-    try:
-        monkeypatch.setenv("ENAS_NATIVE_KERNELS", "0")
-        assert not native.load_native_kernels() and native_kernels() is None
-        monkeypatch.setenv("ENAS_NATIVE_KERNELS", "1")
-        monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-        monkeypatch.setenv("ENAS_CACHE_DIR", str(tmp_path / "cache"))
-        assert not native.load_native_kernels() and native_kernels() is None
-        with pytest.raises(OSError, match="no C compiler"):
-            native.build()
-    finally:
-        set_native_kernels(saved)
-
-
-def test_a_failing_compiler_leaves_no_file(tmp_path):
-    bad = tmp_path / "cc"
-    bad.write_text("#!/bin/sh\necho 'boom' >&2\nexit 1\n")
-    bad.chmod(0o755)
-    with pytest.raises(OSError, match="boom"):
-        native.build(compiler=str(bad), directory=tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []
-
-
-@needs_kernels
-def test_a_build_is_cached_by_source_and_flags(tmp_path):
-    first = native.build(directory=tmp_path)
-    stamp = os.stat(first).st_mtime_ns
-    assert native.build(directory=tmp_path) == first and os.stat(first).st_mtime_ns == stamp
-    other = native.build(extra_flags=("-DENAS_NO_CLONES",), directory=tmp_path)
-    assert other != first and sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, other.name])
-
-
-def test_a_damaged_cached_library_is_rebuilt(monkeypatch, tmp_path):
-    monkeypatch.setenv("ENAS_CACHE_DIR", str(tmp_path))
-    try:
-        path = native.build()
-    except OSError as exc:
-        pytest.skip(f"cannot build: {exc}")
-    path.write_bytes(b"not a shared library")
-    saved = set_native_kernels(None)
-    try:
-        assert native.load_native_kernels() and native_kernels().path == path
-        assert path.read_bytes()[:4] == b"\x7fELF"
-    finally:
-        set_native_kernels(saved)
-
-
 @needs_kernels
 def test_sep_conv_keeps_its_relu_modules_where_the_kernels_cannot_run():
     # Cost tracing hooks every leaf module on the meta device: both ReLUs must still be called there.
@@ -387,18 +340,3 @@ def test_child_network_with_drop_path_matches_the_reference_path(monkeypatch):
             assert a is None
             continue
         assert (a - b).norm() <= 1e-4 * b.norm() + 1e-5
-
-
-def test_a_search_without_a_c_compiler_runs_on_pytorch_kernels_and_says_why(tmp_path):
-    # A laptop without gcc: the run goes on with PyTorch's kernels and its log names the reason.
-    env = {**os.environ, "CC": str(tmp_path / "no-cc"), "ENAS_CACHE_DIR": str(tmp_path / "cache")}
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "enas", "search", "--preset", "quick", "--epochs", "1", "--batch-size", "32",
-         "--set", "model.channels=4", "--set", "model.layers=3", "--set", "controller.updates_per_epoch=1",
-         "--set", "controller.samples_per_update=2", "--set", "derive.samples=2", "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "compiled CPU kernels unavailable (no C compiler" in proc.stderr
-    assert "compiled kernels" not in proc.stderr and (out / "genotype.json").is_file()
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
